@@ -1,0 +1,53 @@
+"""The seed's function API, for apps on other frameworks.
+
+One engine per process, configured from ``SHAZBOT_*`` environment variables.
+Errors are raised as :class:`Unauthorized`, :class:`BadMessage` (or its
+subclass ``TooLarge``) and :class:`NotStarted`, each with an HTTP ``status``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .config import load_settings
+from .engine import Engine
+from .errors import NotStarted
+
+_engine: Engine | None = None
+_lock = threading.Lock()
+
+
+def _current() -> Engine:
+    if _engine is None:
+        raise NotStarted("clustershazbot is not started: call shazbot_start() first")
+    return _engine
+
+
+def shazbot_start() -> Engine:
+    """Start the process's engine (idempotent). Raises ConfigError on a bad environment."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            _engine = Engine(load_settings({}, os.environ))
+        _engine.start()
+        return _engine
+
+
+def shazbot_shut_down() -> None:
+    """Go offline and announce it. Idempotent; does nothing if never started."""
+    if _engine is not None:
+        _engine.shutdown()
+
+
+def shazbot_gossip_request(authorization: str, body: Any) -> dict[str, Any]:
+    return _current().handle_gossip(authorization, body)
+
+
+def shazbot_list_request(authorization: str) -> dict[str, Any]:
+    return _current().handle_list(authorization)
+
+
+def shazbot_control_request(authorization: str, body: Any) -> dict[str, Any]:
+    return _current().handle_control(authorization, body)

@@ -1,0 +1,380 @@
+"""The protocol (PROTOCOL.md "Behaviour"), independent of Flask.
+
+Clock, monotonic clock, random source, transport, store and scheduler are all
+injectable, so that a simulator can run many engines in virtual time with this
+very code. Network I/O never happens while the store is held, and listeners
+run after it is released.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .config import Settings
+from .errors import NotStarted, ShazbotError, Unauthorized
+from .membership import Changes, Membership
+from .records import ServerList, parse_control
+from .scheduling import BackgroundJobs, Scheduler
+from .store import MemoryStore, Store
+from .transport import Transport
+
+log = logging.getLogger("flask_clustershazbot")
+T = TypeVar("T")
+
+#: Peers that a bootstrap or shutdown announcement reaches, besides every monitor.
+ANNOUNCE_FANOUT = 20
+#: Chance that a round picks among monitors only (they act as hubs).
+MONITOR_PREFERENCE = 0.5
+#: Chance that a round also probes one offline peer, so that a healed partition rejoins.
+OFFLINE_PROBE = 0.1
+#: Rounds allowed to wait on slow peers at once; more are skipped, not queued.
+MAX_ROUNDS_IN_FLIGHT = 3
+#: Bootstrap retries after a failed master-list download wait 1, 2, 4 ... s, at most this.
+MAX_BOOTSTRAP_BACKOFF = 60.0
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def check_secret(header: str | None, secret: str) -> bool:
+    """The seed sends the bare secret; ``Bearer <secret>`` is accepted too. Constant time."""
+    value = (header or "").strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return hmac.compare_digest(value.encode(), secret.encode())
+
+
+class Engine:
+    """One node of the cluster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        transport: Any = None,
+        scheduler: Scheduler | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        listener: Callable[[Changes], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.monotonic = monotonic
+        self.rng = rng or random.Random()
+        self.store: Store = store or MemoryStore(
+            Membership(settings.base_url, settings.monitor, clock(), monotonic())
+        )
+        self.transport = transport or Transport(settings)
+        self.scheduler: Scheduler = scheduler or BackgroundJobs()
+        self.listener = listener
+        self.started = False
+        self._lifecycle = threading.RLock()
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._bootstrap_failures = 0
+        self._warned_future: set[str] = set()
+        self._last_round_mono: float | None = None
+        #: Wall-clock ms of the last completed round and master-list sync (for operators).
+        self.last_round: int | None = None
+        self.last_master_sync: int | None = None
+
+    # -- state helpers -----------------------------------------------------
+
+    def _transact(self, fn: Callable[[Membership], T]) -> T:
+        return self.store.transact(fn)
+
+    def _publish(self, changes: Changes) -> None:
+        """Log and hand on transitions; runs with the store released."""
+        for url in changes.future:
+            if url not in self._warned_future:
+                self._warned_future.add(url)
+                log.warning("ignoring records of %s stamped too far in the future (clock skew?)", url)
+        for server in changes.joined:
+            log.info("peer online: %s", server.base_url)
+        for server in changes.left:
+            log.info("peer offline: %s", server.base_url)
+        for server in changes.purged:
+            log.info("peer purged: %s", server.base_url)
+        if changes and self.listener is not None:
+            try:
+                self.listener(changes)
+            except Exception:
+                log.exception("a membership listener failed")
+
+    def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
+        """Merge ``servers`` and return our whole state as a GossipMessage."""
+        now, mono, s = self.clock(), self.monotonic(), self.settings
+
+        def op(m: Membership) -> tuple[Changes, dict[str, Any]]:
+            if heartbeat:
+                m.heartbeat(now, mono)
+            changes = m.merge(servers, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))
+            return changes, m.server_list().gossip_message()
+
+        changes, state = self._transact(op)
+        self._publish(changes)
+        return state
+
+    def _state(self) -> dict[str, Any]:
+        """Our whole state as a GossipMessage, after a heartbeat."""
+        return self._merge(ServerList(), heartbeat=True)
+
+    def server_list(self, include_offline: bool = True) -> ServerList:
+        return self._transact(lambda m: m.server_list(include_offline))
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Go online and schedule bootstrap, rounds and announcements. Returns at once."""
+        with self._lifecycle:
+            if self.started:
+                return
+            now, mono = self.clock(), self.monotonic()
+
+            def go_online(m: Membership) -> None:
+                m.running = True
+                m.heartbeat(now, mono)
+
+            self._transact(go_online)
+            self.started = True
+            self._last_round_mono = None
+            self._schedule()
+            log.info("started as %s", self.settings.base_url)
+
+    def _schedule(self) -> None:
+        self.scheduler.start()
+        self.scheduler.after(0, self.bootstrap)
+        self._schedule_round()
+        self._schedule_announcement()
+
+    def shutdown(self) -> None:
+        """Go offline, tell up to 20 peers and every monitor, optionally update the master list."""
+        with self._lifecycle:
+            if not self.started:
+                return
+            self.started = False
+            self.scheduler.shutdown()
+            now, mono = self.clock(), self.monotonic()
+
+            def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]]:
+                m.running = False
+                m.heartbeat(now, mono)
+                return m.server_list().gossip_message(), self._announce_targets(m)
+
+            message, targets = self._transact(go_offline)
+            self.transport.gossip_many(targets, message)
+            if self.settings.update_master_list_on_shutdown:
+                self._upload_master_list()
+            log.info("shut down")
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh locks, connections and scheduler; rerun the schedules."""
+        self._lifecycle = threading.RLock()
+        self._in_flight_lock = threading.Lock()
+        self._in_flight = 0
+        self.store.reset_after_fork()
+        if hasattr(self.transport, "reset_after_fork"):
+            self.transport.reset_after_fork()
+        forget = getattr(self.scheduler, "forget", None)
+        if forget is not None:
+            forget()
+        if self.started:
+            self._last_round_mono = None
+            self._schedule()
+
+    # -- bootstrap and announcement ------------------------------------------
+
+    def _announce_targets(self, m: Membership) -> list[str]:
+        peers = m.peers(online=True)
+        chosen = self.rng.sample(peers, min(ANNOUNCE_FANOUT, len(peers)))
+        monitors = [p for p in peers if p.monitor]
+        return list(dict.fromkeys(p.base_url for p in chosen + monitors))
+
+    def bootstrap(self) -> None:
+        """Download and merge the master list, then announce ourselves."""
+        if not self.started:
+            return
+        try:
+            self._merge(self.transport.read_master_list())
+        except ShazbotError as exc:
+            delay = min(2.0**self._bootstrap_failures, MAX_BOOTSTRAP_BACKOFF)
+            self._bootstrap_failures += 1
+            log.warning("master list download failed (%s); retrying in %g s", exc, delay)
+            self.scheduler.after(delay, self.bootstrap)
+            return
+        self._bootstrap_failures = 0
+        self.last_master_sync = self.clock()
+        message = self._state()
+        targets = self._transact(self._announce_targets)
+        for url, reply in self.transport.gossip_many(targets, message).items():
+            if isinstance(reply, ServerList):
+                self._merge(reply)
+            else:
+                log.warning("bootstrap gossip with %s failed: %s", url, reply)
+
+    def _schedule_announcement(self) -> None:
+        s = self.settings
+        delay = s.master_announce_minimum + self.rng.uniform(0, s.master_announce_interval)
+        self.scheduler.after(delay, self._announcement_job)
+
+    def _announcement_job(self) -> None:
+        if not self.started:
+            return
+        self._schedule_announcement()
+        self.announce()
+
+    def announce(self) -> None:
+        """Download and merge the master list, then upload our online list."""
+        try:
+            self._merge(self.transport.read_master_list())
+        except ShazbotError as exc:
+            log.warning("master list download failed: %s", exc)
+            return
+        if self._upload_master_list():
+            self.last_master_sync = self.clock()
+
+    def _upload_master_list(self) -> bool:
+        try:
+            self.transport.write_master_list(self.server_list(include_offline=False))
+        except ShazbotError as exc:
+            log.warning("master list update failed: %s", exc)
+            return False
+        return True
+
+    # -- gossip rounds -------------------------------------------------------
+
+    def _schedule_round(self) -> None:
+        interval = self.settings.gossip_interval
+        self.scheduler.after(interval * self.rng.uniform(0.9, 1.1), self._round_job)
+
+    def _round_job(self) -> None:
+        if not self.started:
+            return
+        self._schedule_round()  # first, so that a slow peer never delays the next round
+        with self._in_flight_lock:
+            if self._in_flight >= MAX_ROUNDS_IN_FLIGHT:
+                log.debug("skipping a round: %d rounds wait on slow peers", self._in_flight)
+                return
+            self._in_flight += 1
+        try:
+            self.gossip_round()
+        except Exception:
+            log.exception("gossip round failed")
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def gossip_round(self) -> None:
+        """One round: heartbeat, exchange with one peer, expire stale peers, clean up."""
+        now, mono = self.clock(), self.monotonic()
+        s = self.settings
+
+        def choose(m: Membership) -> tuple[str | None, str | None, float]:
+            peers = m.peers(online=True)
+            target = None
+            if peers:
+                monitors = [p for p in peers if p.monitor]
+                prefer = monitors and self.rng.random() < MONITOR_PREFERENCE
+                target = self.rng.choice(monitors if prefer else peers).base_url
+            probe = None
+            if self.rng.random() < OFFLINE_PROBE:
+                offline = m.peers(online=False)
+                if offline:
+                    probe = self.rng.choice(offline).base_url
+            return target, probe, s.failure_timeout_for(len(m.entries))
+
+        target, probe, timeout = self._transact(choose)
+        self._check_pause(mono, timeout)
+        if target is not None and not self._exchange(target):
+            self.scheduler.after(s.retry_delay, lambda: self._retry(target))
+        if probe is not None:
+            self._exchange(probe, quiet=True)
+        now, mono = self.clock(), self.monotonic()
+        retention = int(s.retention * 1000)
+
+        def tidy(m: Membership) -> Changes:
+            return m.expire(now, mono, timeout).extend(m.cleanup(now, retention))
+
+        self._publish(self._transact(tidy))
+        self.last_round = now
+
+    def _check_pause(self, mono: float, timeout: float) -> None:
+        """If this node itself stalled (GC, SIGSTOP, overload), do not blame its peers for it."""
+        last, self._last_round_mono = self._last_round_mono, mono
+        if last is not None and mono - last > max(3 * self.settings.gossip_interval, timeout / 2):
+            log.warning("this node stalled for %.1f s; restarting peer timeouts", mono - last)
+            self._transact(lambda m: m.forgive(mono))
+
+    def _exchange(self, base_url: str, quiet: bool = False) -> bool:
+        """Send our state to one peer and merge its reply. True on success."""
+        try:
+            reply = self.transport.gossip(base_url, self._state())
+        except ShazbotError as exc:
+            if not quiet:
+                log.warning("gossip with %s failed: %s", base_url, exc)
+            return False
+        self._merge(reply)
+        return True
+
+    def _retry(self, base_url: str) -> None:
+        if not self.started or self._exchange(base_url):
+            return
+        now, mono = self.clock(), self.monotonic()
+        self._publish(self._transact(lambda m: m.mark_offline(base_url, now, mono)))
+
+    # -- requests ------------------------------------------------------------
+
+    def authorize(self, authorization: str | None, control: bool) -> None:
+        """Raise unless started and ``authorization`` carries the gossip (or control) secret."""
+        if not self.started:
+            raise NotStarted("clustershazbot is not started")
+        secret = self.settings.control_secret if control else self.settings.secret
+        if not check_secret(authorization, secret):
+            raise Unauthorized(f"missing or wrong {'control' if control else 'gossip'} secret")
+
+    def handle_gossip(self, authorization: str | None, body: Any) -> dict[str, Any]:
+        """A peer's GossipMessage: merge it, answer with our whole state."""
+        self.authorize(authorization, control=False)
+        return self._merge(ServerList.from_dict(body, message="gossip"), heartbeat=True)
+
+    def handle_list(self, authorization: str | None) -> dict[str, Any]:
+        """Our online list; offline too when the control secret is given."""
+        if not self.started:
+            raise NotStarted("clustershazbot is not started")
+        full = bool(authorization) and check_secret(authorization, self.settings.control_secret)
+        return self.server_list(include_offline=full).to_dict(include_offline=full)
+
+    def handle_control(self, authorization: str | None, body: Any) -> dict[str, Any]:
+        """Take this node offline (sticky) or online again."""
+        self.authorize(authorization, control=True)
+        online = parse_control(body)
+        self.set_online(online)
+        return {"success": True}
+
+    def set_online(self, online: bool) -> None:
+        now, mono = self.clock(), self.monotonic()
+
+        def op(m: Membership) -> None:
+            m.control_online = online
+            m.heartbeat(now, mono)
+
+        self._transact(op)
+        log.info("control: this node is now %s", "online" if online else "offline")
+
+    def health(self) -> dict[str, Any]:
+        """The seed's health section."""
+        if not self.started:
+            return {"status": "error", "error": "clustershazbot is not started"}
+        try:
+            return {"status": "ok", "cluster": self.server_list().to_dict()}
+        except Exception as exc:
+            return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

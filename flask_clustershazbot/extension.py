@@ -1,0 +1,95 @@
+"""``ClusterShazbot(app)``: config, blueprint, lifecycle. Per-app state lives in
+``app.extensions["clustershazbot"]`` (the app's :class:`Engine`)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+from .config import load_settings
+from .engine import Engine
+from .errors import ConfigError
+from .membership import Changes
+from .records import ServerList
+from .signals import send_changes
+from .views import blueprint
+
+EXTENSION_KEY = "clustershazbot"
+
+
+class ClusterShazbot:
+    """Gossip cluster membership for a Flask app.
+
+    ``options`` take precedence over ``app.config``, which takes precedence over
+    ``SHAZBOT_*`` environment variables; see the configuration docs.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        self.options = options
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigError("ClusterShazbot is already registered on this app")
+        settings = load_settings(app.config, os.environ, self.options)
+        app_ref = weakref.ref(app)
+
+        def listener(changes: Changes) -> None:
+            sender = app_ref()
+            if sender is not None:
+                send_changes(sender, changes)
+
+        engine = Engine(settings, listener=listener)
+        app.extensions[EXTENSION_KEY] = engine
+        app.register_blueprint(blueprint)
+        self._apps.add(app)
+        atexit.register(engine.shutdown)
+        engine_ref = weakref.ref(engine)
+        os.register_at_fork(after_in_child=lambda: _reset(engine_ref))
+        if settings.autostart:
+            engine.start()
+
+    def engine(self, app: Flask | None = None) -> Engine:
+        """The engine of ``app``, the current app, or the only app this object was given."""
+        if app is None:
+            if has_app_context():
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            elif len(self._apps) == 1:
+                app = next(iter(self._apps))
+            else:
+                raise RuntimeError(
+                    "pass app=..., or call this inside an app context: "
+                    f"this ClusterShazbot serves {len(self._apps)} apps"
+                )
+        try:
+            return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except KeyError:
+            raise RuntimeError("ClusterShazbot.init_app(app) was not called for this app") from None
+
+    def start(self, app: Flask | None = None) -> None:
+        """Go online: bootstrap from the master list and run the schedules. Idempotent."""
+        self.engine(app).start()
+
+    def shutdown(self, app: Flask | None = None) -> None:
+        """Go offline and tell the cluster. Idempotent; also runs at interpreter exit."""
+        self.engine(app).shutdown()
+
+    def server_list(self, include_offline: bool = False, app: Flask | None = None) -> ServerList:
+        """This node's view of the cluster."""
+        return self.engine(app).server_list(include_offline)
+
+    def health(self, app: Flask | None = None) -> dict[str, Any]:
+        """``{"status": "ok", "cluster": {...}}`` or ``{"status": "error", "error": ...}``."""
+        return self.engine(app).health()
+
+
+def _reset(engine_ref: weakref.ref[Engine]) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine.reset_after_fork()

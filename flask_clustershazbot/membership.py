@@ -1,0 +1,208 @@
+"""The member table and its merge rule (PROTOCOL.md "Merge").
+
+Pure and deterministic: wall-clock time (``now``, ms) and monotonic time
+(``mono``, s) are passed in. Every mutation reports what changed in a
+:class:`Changes`, so that signals are derived from the table, never guessed.
+
+Each record is ranked by ``(lastUpdate, offline, monitor)``; a record replaces
+the known one iff it ranks higher. Taking the maximum of a total order is
+idempotent, commutative and associative, so every delivery order converges,
+and a stale online record can never revive a member known offline later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .records import GossipServer, ServerList
+
+
+@dataclass(slots=True)
+class Entry:
+    server: GossipServer
+    online: bool
+    #: This node's monotonic time (s) when the record last changed here.
+    seen: float
+
+
+@dataclass(slots=True)
+class Changes:
+    """Transitions of peers (never this node) caused by one operation."""
+
+    joined: list[GossipServer] = field(default_factory=list)
+    left: list[GossipServer] = field(default_factory=list)
+    purged: list[GossipServer] = field(default_factory=list)
+    #: Peers whose records were ignored for lying too far in the future.
+    future: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.joined or self.left or self.purged)
+
+    def extend(self, other: Changes) -> Changes:
+        self.joined += other.joined
+        self.left += other.left
+        self.purged += other.purged
+        self.future += other.future
+        return self
+
+
+class Membership:
+    """One node's view of the cluster, its own record included."""
+
+    def __init__(self, base_url: str, monitor: bool, now: int, mono: float) -> None:
+        self.base_url = base_url
+        self.monitor = monitor
+        self.entries: dict[str, Entry] = {
+            base_url: Entry(GossipServer(base_url, monitor, now), False, mono)
+        }
+        #: Between start and shutdown.
+        self.running = False
+        #: False after a control request took this node offline (sticky).
+        self.control_online = True
+        #: Bumped on every change; lets stores and reply caches skip work.
+        self.version = 0
+        #: Base URLs changed (or deleted) since a persistent store last saved.
+        self.dirty: set[str] = set()
+
+    # -- reading -----------------------------------------------------------
+
+    @property
+    def self_entry(self) -> Entry:
+        return self.entries[self.base_url]
+
+    def server_list(self, include_offline: bool = True) -> ServerList:
+        online = [e.server for e in self.entries.values() if e.online]
+        offline = [e.server for e in self.entries.values() if not e.online] if include_offline else []
+        return ServerList(tuple(online), tuple(offline))
+
+    def peers(self, online: bool = True) -> list[GossipServer]:
+        """Peers (never this node) in the given state."""
+        me = self.base_url
+        return [e.server for u, e in self.entries.items() if e.online is online and u != me]
+
+    # -- writing -----------------------------------------------------------
+
+    def _put(
+        self, server: GossipServer, online: bool, mono: float, changes: Changes | None
+    ) -> None:
+        url = server.base_url
+        old = self.entries.get(url)
+        self.entries[url] = Entry(server, online, mono)
+        self.version += 1
+        self.dirty.add(url)
+        if changes is not None and (old is None or old.online) != online:
+            if online:
+                changes.joined.append(server)
+            elif old is not None:
+                changes.left.append(server)
+
+    def heartbeat(self, now: int, mono: float) -> None:
+        """Bring this node's own record up to date: its state and, while online, its time."""
+        entry = self.self_entry
+        online = self.running and self.control_online
+        last = entry.server.last_update
+        if online != entry.online:
+            stamp = max(now, last + 1)
+        elif online and now > last:
+            stamp = now
+        else:
+            return
+        self._put(GossipServer(self.base_url, self.monitor, stamp), online, mono, None)
+
+    def _refute(self, last_update: int, online: bool, now: int, mono: float) -> None:
+        """A record about this node never overwrites it; a newer or contrary one is outbid."""
+        entry = self.self_entry
+        last = entry.server.last_update
+        if last_update > last or (last_update == last and online != entry.online):
+            stamp = max(now, last_update + 1)
+            self._put(GossipServer(self.base_url, self.monitor, stamp), entry.online, mono, None)
+
+    def merge(
+        self,
+        servers: ServerList,
+        now: int,
+        mono: float,
+        max_skew_ms: int,
+        retention_ms: int,
+    ) -> Changes:
+        """Merge incoming records; return the transitions they caused.
+
+        Records further in the future than ``max_skew_ms`` (clock guard) or
+        older than ``retention_ms`` (already purged, or about to be) are ignored.
+        """
+        changes = Changes()
+        horizon = now + max_skew_ms
+        oldest = now - retention_ms
+        entries = self.entries
+        me = self.base_url
+        for online, records in ((True, servers.online), (False, servers.offline)):
+            for server in records:
+                stamp = server.last_update
+                if stamp > horizon:
+                    changes.future.append(server.base_url)
+                    continue
+                if stamp < oldest:
+                    continue
+                url = server.base_url
+                if url == me:
+                    self._refute(stamp, online, now, mono)
+                    continue
+                old = entries.get(url)
+                if old is not None:
+                    known = old.server.last_update
+                    if stamp < known:
+                        continue
+                    if stamp == known:
+                        if online == old.online:
+                            if not server.monitor or old.server.monitor:
+                                continue
+                        elif online:
+                            continue  # offline wins ties
+                self._put(server, online, mono, changes)
+        return changes
+
+    def mark_offline(self, base_url: str, now: int, mono: float) -> Changes:
+        """Move an online peer offline, stamped after its last known record."""
+        changes = Changes()
+        entry = self.entries.get(base_url)
+        if base_url != self.base_url and entry is not None and entry.online:
+            stamp = max(now, entry.server.last_update + 1)
+            self._put(GossipServer(base_url, entry.server.monitor, stamp), False, mono, changes)
+        return changes
+
+    def expire(self, now: int, mono: float, timeout: float) -> Changes:
+        """Move offline every online peer whose record has not advanced for ``timeout`` s."""
+        stale = [
+            url
+            for url, e in self.entries.items()
+            if e.online and url != self.base_url and mono - e.seen > timeout
+        ]
+        changes = Changes()
+        for url in stale:
+            changes.extend(self.mark_offline(url, now, mono))
+        return changes
+
+    def forgive(self, mono: float) -> None:
+        """Restart every online peer's staleness clock (after this node itself was paused)."""
+        for url, e in self.entries.items():
+            if e.online and url != self.base_url:
+                e.seen = mono
+
+    def cleanup(self, now: int, retention_ms: int) -> Changes:
+        """Drop offline peers whose records are older than ``retention_ms``."""
+        oldest = now - retention_ms
+        changes = Changes()
+        for url in [
+            u
+            for u, e in self.entries.items()
+            if not e.online and u != self.base_url and e.server.last_update < oldest
+        ]:
+            changes.purged.append(self.entries.pop(url).server)
+            self.version += 1
+            self.dirty.add(url)
+        return changes
+
+    def load(self, entries: Iterable[Entry]) -> None:
+        """Replace the table with saved entries (used by persistent stores)."""
+        self.entries = {e.server.base_url: e for e in entries}

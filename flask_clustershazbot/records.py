@@ -1,0 +1,143 @@
+"""Wire records: parse and validate the seed's JSON, serialise it back.
+
+Pure functions only. One bad record rejects the whole message with a
+:class:`BadMessage` that says exactly which field is wrong and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import BadMessage
+
+#: Longest ``baseUrl`` accepted; longer ones are not a server's address.
+MAX_URL_LENGTH = 2048
+#: ``lastUpdate`` is a JavaScript number on seed nodes: integers beyond 2**53 are not exact there.
+MAX_LAST_UPDATE = 2**53 - 1
+
+
+def _show(value: Any) -> str:
+    """A short, safe rendering of a rejected value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@lru_cache(maxsize=16384)
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a valid member identity, or None when it is."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"is longer than {MAX_URL_LENGTH} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials"
+    if port == 0:
+        return "must not use port 0"
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return "must not contain whitespace or control characters"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GossipServer:
+    """One member as the wire describes it: identity, monitor flag, timestamp (ms)."""
+
+    base_url: str
+    monitor: bool
+    last_update: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseUrl": self.base_url, "monitor": self.monitor, "lastUpdate": self.last_update}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "server") -> GossipServer:
+        if not isinstance(data, dict):
+            raise BadMessage(f"{where} must be an object, got {_show(data)}")
+        try:
+            url = data["baseUrl"]
+            monitor = data["monitor"]
+            last_update = data["lastUpdate"]
+        except KeyError as exc:
+            raise BadMessage(f"{where} is missing {exc.args[0]!r}") from None
+        if type(url) is not str:
+            raise BadMessage(f"{where}.baseUrl must be a string, got {_show(url)}")
+        problem = base_url_problem(url)
+        if problem:
+            raise BadMessage(f"{where}.baseUrl {problem}: {_show(url)}")
+        if type(monitor) is not bool:
+            raise BadMessage(f"{where}.monitor must be true or false, got {_show(monitor)}")
+        if type(last_update) is not int or not 0 <= last_update <= MAX_LAST_UPDATE:
+            raise BadMessage(
+                f"{where}.lastUpdate must be an integer from 0 to {MAX_LAST_UPDATE}, "
+                f"got {_show(last_update)}"
+            )
+        return cls(url, monitor, last_update)
+
+
+def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
+    items = data.get(key, [])
+    if not isinstance(items, list):
+        raise BadMessage(f"{key} must be a list, got {_show(items)}")
+    parse = GossipServer.from_dict
+    return tuple(parse(item, f"{key}[{i}]") for i, item in enumerate(items))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerList:
+    """Online and offline members, as in a gossip message, a reply or a master list."""
+
+    online: tuple[GossipServer, ...] = ()
+    offline: tuple[GossipServer, ...] = ()
+
+    def to_dict(self, include_offline: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {"online": [s.to_dict() for s in self.online]}
+        if include_offline:
+            data["offline"] = [s.to_dict() for s in self.offline]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, message: str | None = None) -> ServerList:
+        """Parse a server list; with ``message``, also require ``"message": message``.
+
+        A ``message`` field present without being required must still be ``"gossip"``
+        (a peer's reply is a GossipMessage).
+        """
+        if not isinstance(data, dict):
+            raise BadMessage(f"the body must be a JSON object, got {_show(data)}")
+        if "online" not in data:
+            raise BadMessage("the body is missing 'online'")
+        if message is not None or "message" in data:
+            expected = message or "gossip"
+            if data.get("message") != expected:
+                raise BadMessage(
+                    f"'message' must be {expected!r}, got {_show(data.get('message'))}"
+                )
+        return cls(_servers(data, "online"), _servers(data, "offline"))
+
+    def gossip_message(self) -> dict[str, Any]:
+        """This list as a GossipMessage, offline included."""
+        data = self.to_dict()
+        data["message"] = "gossip"
+        return data
+
+
+def parse_control(data: Any) -> bool:
+    """Validate a ControlMessage; return the requested ``online`` state."""
+    if not isinstance(data, dict):
+        raise BadMessage(f"the body must be a JSON object, got {_show(data)}")
+    if data.get("message") != "control":
+        raise BadMessage(f"'message' must be 'control', got {_show(data.get('message'))}")
+    online = data.get("online")
+    if type(online) is not bool:
+        raise BadMessage(f"'online' must be true or false, got {_show(online)}")
+    return online

@@ -1,0 +1,59 @@
+"""APScheduler behind the small interface the engine needs: run ``fn`` after ``delay`` seconds.
+
+Rounds and announcements are one-shot jobs that schedule their successor with a
+fresh random delay, so that jitter comes from the engine's own random source
+and a simulator can drive the same engine with a virtual clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = logging.getLogger("flask_clustershazbot")
+
+
+class Scheduler(Protocol):
+    def start(self) -> None: ...
+    def after(self, delay: float, fn: Callable[[], Any]) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class BackgroundJobs:
+    """A daemon BackgroundScheduler; a new one after every start (threads do not survive fork)."""
+
+    def __init__(self, workers: int = 10) -> None:
+        self.workers = workers
+        self._scheduler: BackgroundScheduler | None = None
+
+    def start(self) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            return
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(self.workers)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            timezone=timezone.utc,
+            daemon=True,
+        )
+        self._scheduler.start()
+
+    def after(self, delay: float, fn: Callable[[], Any]) -> None:
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return
+        run_date = datetime.now(timezone.utc) + timedelta(seconds=max(delay, 0.0))
+        scheduler.add_job(fn, "date", run_date=run_date)
+
+    def shutdown(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    def forget(self) -> None:
+        """Drop the scheduler of the parent process (in a forked child; its thread is gone)."""
+        self._scheduler = None

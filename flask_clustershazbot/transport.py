@@ -1,0 +1,188 @@
+"""Outbound HTTP (one pooled requests.Session) and master-list reads and writes.
+
+Every failure surfaces as :class:`TransportError` or :class:`BadMessage`; the
+engine treats both as a failed exchange that changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import Settings, is_file_location
+from .errors import BadMessage, ShazbotError, TooLarge
+from .records import ServerList
+
+GOSSIP_PATH = "clustershazbot/gossip"
+#: Most parallel requests of one bootstrap or shutdown announcement.
+MAX_PARALLEL = 8
+
+
+class TransportError(ShazbotError):
+    """A request could not be completed (connection, timeout, HTTP status)."""
+
+
+def decode_json(body: bytes, what: str) -> Any:
+    """Parse JSON; anything that is not valid JSON is a :class:`BadMessage`."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"{what} is not valid JSON ({type(exc).__name__})") from None
+
+
+def encode_json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def file_path(location: str) -> Path:
+    """The local path of a ``file://`` URL or a plain path."""
+    if location.startswith("file://"):
+        return Path(unquote(urlsplit(location).path))
+    return Path(location)
+
+
+class Transport:
+    """HTTP and file I/O of one node."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=32, pool_maxsize=32, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.trust_env = False  # peers are addressed directly, never through a proxy
+
+    def close(self) -> None:
+        self.session.close()
+
+    def reset_after_fork(self) -> None:
+        """Pooled connections are shared with the parent after fork: start afresh."""
+        self.__init__(self.settings)  # type: ignore[misc]
+
+    def _read(self, response: requests.Response, what: str) -> bytes:
+        """The body of ``response``, bounded by ``max_body_bytes`` after decompression."""
+        limit = self.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"{what} is larger than {limit} bytes")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise TransportError(f"{what}: {type(exc).__name__}") from None
+        finally:
+            response.close()
+        return b"".join(chunks)
+
+    def _request(self, method: str, url: str, what: str, timeout: float, **kw: Any) -> bytes:
+        try:
+            response = self.session.request(method, url, timeout=timeout, stream=True, **kw)
+        except requests.RequestException as exc:
+            raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
+        if response.status_code >= 400:
+            response.close()
+            raise TransportError(f"{what}: HTTP {response.status_code}")
+        return self._read(response, what)
+
+    # -- gossip ------------------------------------------------------------
+
+    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
+        """POST our state to a peer; return its validated reply."""
+        what = f"gossip with {base_url}"
+        body = self._request(
+            "POST",
+            base_url + GOSSIP_PATH,
+            what,
+            self.settings.request_timeout,
+            data=encode_json(message),
+            headers={"Content-Type": "application/json", "Authorization": self.settings.secret},
+        )
+        return ServerList.from_dict(decode_json(body, f"the reply of {base_url}"))
+
+    def gossip_many(
+        self, base_urls: Iterable[str], message: dict[str, Any]
+    ) -> dict[str, ServerList | Exception]:
+        """Send the same message to several peers in parallel; each gets its outcome."""
+        urls = list(dict.fromkeys(base_urls))
+        if not urls:
+            return {}
+
+        def one(url: str) -> ServerList | Exception:
+            try:
+                return self.gossip(url, message)
+            except ShazbotError as exc:
+                return exc
+
+        with ThreadPoolExecutor(min(MAX_PARALLEL, len(urls))) as pool:
+            return dict(zip(urls, pool.map(one, urls)))
+
+    # -- master list -------------------------------------------------------
+
+    def read_master_list(self) -> ServerList:
+        location = self.settings.master_list
+        if is_file_location(location):
+            path = file_path(location)
+            try:
+                body = path.read_bytes()
+            except FileNotFoundError:
+                return ServerList()  # nobody has announced yet
+            except OSError as exc:
+                raise TransportError(f"master list file {path}: {exc.strerror}") from None
+            if len(body) > self.settings.max_body_bytes:
+                raise TooLarge(f"master list file {path} is larger than the body limit")
+        else:
+            body = self._request("GET", location, "master list", self.settings.master_list_timeout)
+        return ServerList.from_dict(decode_json(body, "the master list"))
+
+    def write_master_list(self, servers: ServerList) -> None:
+        """Upload ``{"online": [...]}``: PUT over HTTP(S), or an atomic file replace."""
+        body = encode_json(servers.to_dict(include_offline=False))
+        location = self.settings.master_list_update
+        if not is_file_location(location):
+            self._request(
+                "PUT",
+                location,
+                "master list update",
+                self.settings.master_list_timeout,
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": self.settings.master_list_update_auth,
+                },
+            )
+            return
+        path = file_path(location)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(body)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)  # readers see the old file or the new one, never half
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise TransportError(f"master list file {path}: {exc.strerror}") from None
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The innermost cause of a requests error, without URLs or headers."""
+    cause: BaseException = exc
+    while cause.__context__ is not None and not isinstance(cause, OSError):
+        cause = cause.__context__
+    return type(cause).__name__

@@ -1,0 +1,66 @@
+"""The blueprint: ``/clustershazbot/gossip``, ``/list`` and ``/control``. Defined at import time."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from .engine import Engine
+from .errors import BadMessage, ShazbotError, TooLarge
+from .transport import decode_json, encode_json
+
+blueprint = Blueprint("clustershazbot", __name__, url_prefix="/clustershazbot")
+
+
+def _engine() -> Engine:
+    return current_app.extensions["clustershazbot"]  # type: ignore[no-any-return]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return current_app.response_class(encode_json(data), status, mimetype="application/json")
+
+
+def read_body(limit: int) -> Any:
+    """The request's JSON body, at most ``limit`` bytes after gzip decompression."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"the body is larger than {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise TooLarge(f"the body is larger than {limit} bytes")
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            raise BadMessage("the body is not valid gzip") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise TooLarge(f"the body is larger than {limit} bytes after decompression")
+    return decode_json(raw, "the body")
+
+
+@blueprint.errorhandler(ShazbotError)
+def _error(exc: ShazbotError) -> Response:
+    return _json({"error": str(exc)}, exc.status)
+
+
+@blueprint.post("/gossip")
+def gossip() -> Response:
+    engine, auth = _engine(), request.headers.get("Authorization")
+    engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
+    body = read_body(engine.settings.max_body_bytes)
+    return _json(engine.handle_gossip(auth, body))
+
+
+@blueprint.get("/list")
+def server_list() -> Response:
+    return _json(_engine().handle_list(request.headers.get("Authorization")))
+
+
+@blueprint.post("/control")
+def control() -> Response:
+    engine, auth = _engine(), request.headers.get("Authorization")
+    engine.authorize(auth, control=True)
+    body = read_body(engine.settings.max_body_bytes)
+    return _json(engine.handle_control(auth, body))
