@@ -1,0 +1,148 @@
+"""Real nodes for tests: Flask apps under threaded werkzeug servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from flask import Flask, Response, request
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from flask_clustershazbot import ClusterShazbot
+
+SECRET = "test-gossip-secret-0123456789"
+CONTROL = "test-control-secret-9876543210"
+MASTER_AUTH = "test-master-auth-token-5555"
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Dispatch:
+    """A WSGI app whose target is set after the socket is bound (the base URL needs the port)."""
+
+    app: Any = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        return self.app(environ, start_response)
+
+
+class Server:
+    """A threaded werkzeug server in a background thread."""
+
+    def __init__(self, app: Any = None, port: int = 0) -> None:
+        self.dispatch = Dispatch()
+        self.dispatch.app = app
+        self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.dispatch, threaded=True)
+        self.port = self.server.port
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Server:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class Node:
+    """One cluster member in this process."""
+
+    def __init__(self, config: dict[str, Any], port: int = 0) -> None:
+        self.server = Server(port=port)
+        self.port = self.server.port
+        self.base_url = self.server.url
+        self.app = Flask(f"node{self.port}")
+        self.app.config.update(config)
+        self.app.config["SHAZBOT_BASE_URL"] = self.base_url
+
+        @self.app.get("/hello")
+        def hello() -> str:
+            return "hello"
+
+        self.shazbot = ClusterShazbot(self.app)
+        self.engine = self.app.extensions["clustershazbot"]
+        self.server.dispatch.app = self.app
+        self.server.start()
+        self.alive = True
+
+    def view(self, include_offline: bool = True) -> dict[str, bool]:
+        """{base_url: online} in this node's view, read in process."""
+        servers = self.shazbot.server_list(include_offline=include_offline, app=self.app)
+        view = {s.base_url: True for s in servers.online}
+        view.update({s.base_url: False for s in servers.offline})
+        return view
+
+    def http_view(self) -> dict[str, bool]:
+        """The same, read over HTTP through /clustershazbot/list with the control secret."""
+        data = requests.get(self.base_url + "clustershazbot/list", timeout=5,
+                            headers={"Authorization": CONTROL}).json()
+        view = {s["baseUrl"]: True for s in data["online"]}
+        view.update({s["baseUrl"]: False for s in data["offline"]})
+        return view
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop serving; graceful announces the shutdown, otherwise the node just vanishes."""
+        if not self.alive:
+            return
+        self.alive = False
+        if graceful:
+            self.engine.shutdown()
+        else:
+            self.engine.started = False  # no announcement: like a crash, as seen from peers
+            self.engine.scheduler.shutdown()
+        self.server.stop()
+
+
+class MasterListServer:
+    """A real HTTP master-list server: GET returns the list, PUT (with auth) replaces it."""
+
+    def __init__(self, auth: str = MASTER_AUTH) -> None:
+        self.body = b'{"online": []}'
+        self.puts = 0
+        self.rejected_puts = 0
+        self.gets = 0
+        self.fail_with: int | None = None  # answer every request with this status
+        self.lock = threading.Lock()
+        app = Flask("master")
+
+        @app.get("/master.json")
+        def get_list() -> Response:
+            with self.lock:
+                self.gets += 1
+                if self.fail_with:
+                    return Response("failing on purpose", self.fail_with)
+                return Response(self.body, mimetype="application/json")
+
+        @app.put("/master.json")
+        def put_list() -> Response:
+            with self.lock:
+                if request.headers.get("Authorization") != auth or self.fail_with:
+                    self.rejected_puts += 1
+                    return Response("no", self.fail_with or 401)
+                self.body = request.get_data()
+                self.puts += 1
+                return Response("{}", mimetype="application/json")
+
+        self.server = Server(app).start()
+        self.url = self.server.url + "master.json"
+
+    def stop(self) -> None:
+        self.server.stop()
