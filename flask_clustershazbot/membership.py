@@ -91,11 +91,8 @@ class Membership:
         self.entries[url] = Entry(server, online, mono)
         self.version += 1
         self.dirty.add(url)
-        if changes is not None and (old is None or old.online) != online:
-            if online:
-                changes.joined.append(server)
-            elif old is not None:
-                changes.left.append(server)
+        if changes is not None and (old is not None and old.online) != online:
+            (changes.joined if online else changes.left).append(server)
 
     def heartbeat(self, now: int, mono: float) -> None:
         """Bring this node's own record up to date: its state and, while online, its time."""

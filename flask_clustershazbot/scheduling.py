@@ -15,7 +15,13 @@ from typing import Any, Protocol
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-log = logging.getLogger("flask_clustershazbot")
+#: Our own executor alias, so that its per-job INFO lines can be quieted without touching
+#: an APScheduler the host app may run itself.
+EXECUTOR = "clustershazbot"
+_quiet = logging.getLogger("flask_clustershazbot.apscheduler")
+for _name in (_quiet.name, f"apscheduler.executors.{EXECUTOR}"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class Scheduler(Protocol):
@@ -35,10 +41,11 @@ class BackgroundJobs:
         if self._scheduler is not None and self._scheduler.running:
             return
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(self.workers)},
+            executors={EXECUTOR: ThreadPoolExecutor(self.workers)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=timezone.utc,
             daemon=True,
+            logger=_quiet,
         )
         self._scheduler.start()
 
@@ -47,7 +54,7 @@ class BackgroundJobs:
         if scheduler is None or not scheduler.running:
             return
         run_date = datetime.now(timezone.utc) + timedelta(seconds=max(delay, 0.0))
-        scheduler.add_job(fn, "date", run_date=run_date)
+        scheduler.add_job(fn, "date", run_date=run_date, executor=EXECUTOR)
 
     def shutdown(self) -> None:
         scheduler, self._scheduler = self._scheduler, None

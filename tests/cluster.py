@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 from flask import Flask, Response, request
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from flask_clustershazbot import ClusterShazbot
 
@@ -41,13 +41,20 @@ class Dispatch:
         return self.app(environ, start_response)
 
 
+class QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass  # one line per gossip request would drown the test output
+
+
 class Server:
     """A threaded werkzeug server in a background thread."""
 
     def __init__(self, app: Any = None, port: int = 0) -> None:
         self.dispatch = Dispatch()
         self.dispatch.app = app
-        self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.dispatch, threaded=True)
+        self.server: BaseWSGIServer = make_server(
+            "127.0.0.1", port, self.dispatch, threaded=True, request_handler=QuietHandler
+        )
         self.port = self.server.port
         self.url = f"http://127.0.0.1:{self.port}/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
