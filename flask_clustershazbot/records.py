@@ -21,7 +21,10 @@ MAX_LAST_UPDATE = 2**53 - 1
 
 def _show(value: Any) -> str:
     """A short, safe rendering of a rejected value for an error message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # orjson parses nesting that the standard library refuses
+        return "a value nested too deeply"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

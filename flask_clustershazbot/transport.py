@@ -6,7 +6,6 @@ engine treats both as a failed exchange that changes nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -18,8 +17,10 @@ from urllib.parse import unquote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import _json
 from .config import Settings, is_file_location
 from .errors import BadMessage, ShazbotError, TooLarge
+from .metrics import Stats
 from .records import ServerList
 
 GOSSIP_PATH = "clustershazbot/gossip"
@@ -34,13 +35,13 @@ class TransportError(ShazbotError):
 def decode_json(body: bytes, what: str) -> Any:
     """Parse JSON; anything that is not valid JSON is a :class:`BadMessage`."""
     try:
-        return json.loads(body)
+        return _json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadMessage(f"{what} is not valid JSON ({type(exc).__name__})") from None
 
 
 def encode_json(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    return _json.dumps(data)
 
 
 def file_path(location: str) -> Path:
@@ -53,8 +54,9 @@ def file_path(location: str) -> Path:
 class Transport:
     """HTTP and file I/O of one node."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stats: Stats | None = None) -> None:
         self.settings = settings
+        self.stats = stats  # the engine's counters: bytes sent and received
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=32, pool_maxsize=32, max_retries=0)
         self.session.mount("http://", adapter)
@@ -66,7 +68,7 @@ class Transport:
 
     def reset_after_fork(self) -> None:
         """Pooled connections are shared with the parent after fork: start afresh."""
-        self.__init__(self.settings)  # type: ignore[misc]
+        self.__init__(self.settings, self.stats)  # type: ignore[misc]
 
     def _read(self, response: requests.Response, what: str) -> bytes:
         """The body of ``response``, bounded by ``max_body_bytes`` after decompression."""
@@ -93,7 +95,12 @@ class Transport:
         if response.status_code >= 400:
             response.close()
             raise TransportError(f"{what}: HTTP {response.status_code}")
-        return self._read(response, what)
+        body = self._read(response, what)
+        if self.stats is not None:
+            data = kw.get("data")
+            sent = len(data) if isinstance(data, (bytes, bytearray)) else 0
+            self.stats.add(bytes_sent=sent, bytes_received=len(body))
+        return body
 
     # -- gossip ------------------------------------------------------------
 
