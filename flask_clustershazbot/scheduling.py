@@ -59,6 +59,11 @@ class BackgroundJobs:
     def shutdown(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and scheduler.running:
+            # APScheduler 3 races a plain shutdown: its loop, mid-way through due jobs, finds
+            # the scheduler stopped and dies on JobLookupError. Pausing under the job-store
+            # lock first means no pass is under way and none starts.
+            with scheduler._jobstores_lock:
+                scheduler.pause()
             scheduler.shutdown(wait=False)
 
     def forget(self) -> None:

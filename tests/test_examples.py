@@ -1,0 +1,53 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster import CONTROL, SECRET
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHAZBOT_SECRET", SECRET)
+    monkeypatch.setenv("SHAZBOT_CONTROL_SECRET", CONTROL)
+    monkeypatch.setenv("SHAZBOT_BASE_URL", "http://127.0.0.1:3000/")
+    monkeypatch.setenv("SHAZBOT_MASTER_LIST", str(tmp_path / "master-list.json"))
+
+
+def test_basic_app_serves_its_peers_and_the_cluster_endpoints(env):
+    module = load("basic_app")
+    try:
+        client = module.app.test_client()
+        assert client.get("/").json == {"peers": ["http://127.0.0.1:3000/"]}
+        listed = client.get("/clustershazbot/list").json
+        assert [s["baseUrl"] for s in listed["online"]] == ["http://127.0.0.1:3000/"]
+    finally:
+        module.shazbot.shutdown()
+
+
+def test_factory_app_config_wins_over_the_environment(env):
+    module = load("factory_app")
+    app = module.create_app({"SHAZBOT_BASE_URL": "http://127.0.0.1:3001/", "SHAZBOT_AUTOSTART": False})
+    assert app.config["SHAZBOT_BASE_URL"] == "http://127.0.0.1:3001/"
+    assert app.test_client().get("/peers").json["status"] == "error"
+    module.shazbot.start(app)
+    try:
+        health = app.test_client().get("/peers").json
+        assert health["status"] == "ok"
+        assert [s["baseUrl"] for s in health["cluster"]["online"]] == ["http://127.0.0.1:3001/"]
+    finally:
+        module.shazbot.shutdown(app)
