@@ -47,6 +47,11 @@ class Changes:
         return self
 
 
+def _rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
+    """The merge order: newer wins; on equal timestamps offline wins, then monitor."""
+    return server.last_update, not online, server.monitor
+
+
 class Membership:
     """One node's view of the cluster, its own record included."""
 
@@ -133,6 +138,9 @@ class Membership:
         oldest = now - retention_ms
         entries = self.entries
         me = self.base_url
+        # The best incoming record per member first, so that a message naming a member
+        # twice causes at most one transition (a net change, not joined-then-left).
+        best: dict[str, tuple[GossipServer, bool]] = {}
         for online, records in ((True, servers.online), (False, servers.offline)):
             for server in records:
                 stamp = server.last_update
@@ -145,17 +153,12 @@ class Membership:
                 if url == me:
                     self._refute(stamp, online, now, mono)
                     continue
-                old = entries.get(url)
-                if old is not None:
-                    known = old.server.last_update
-                    if stamp < known:
-                        continue
-                    if stamp == known:
-                        if online == old.online:
-                            if not server.monitor or old.server.monitor:
-                                continue
-                        elif online:
-                            continue  # offline wins ties
+                prev = best.get(url)
+                if prev is None or _rank(server, online) > _rank(*prev):
+                    best[url] = (server, online)
+        for url, (server, online) in best.items():
+            old = entries.get(url)
+            if old is None or _rank(server, online) > _rank(old.server, old.online):
                 self._put(server, online, mono, changes)
         return changes
 

@@ -1,0 +1,472 @@
+"""The member table: merge rule, Changes, refutation, heartbeat, failure detection, cleanup.
+
+The property tests check the rule of PROTOCOL.md "Merge" against an independent
+model: per member, the record ranked highest by (lastUpdate, offline) wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flask_clustershazbot import GossipServer, ServerList
+from flask_clustershazbot.membership import Changes, Membership
+
+ME = "http://me:1/"
+A = "http://a:1/"
+B = "http://b:1/"
+NOW = 1_700_000_000_000
+SKEW = 600_000  # ms
+RETENTION = 86_400_000  # ms
+View = dict[str, tuple[GossipServer, bool]]
+
+
+def table(online: bool = True, stamp: int = NOW - 1000, monitor: bool = False) -> Membership:
+    """A table whose own record is ``online`` at ``stamp``."""
+    m = Membership(ME, monitor, stamp - 1 if online else stamp, 0.0)
+    m.running = online  # going online stamps max(now, last + 1): exactly ``stamp``
+    m.heartbeat(stamp, 0.0)
+    return m
+
+
+def servers(online: Iterable[GossipServer] = (), offline: Iterable[GossipServer] = ()) -> ServerList:
+    return ServerList(tuple(online), tuple(offline))
+
+
+def merge(m: Membership, online: Iterable[GossipServer] = (), offline: Iterable[GossipServer] = (),
+          now: int = NOW, mono: float = 1.0) -> Changes:
+    return m.merge(servers(online, offline), now, mono, SKEW, RETENTION)
+
+
+def peer(url: str, stamp: int, monitor: bool = False) -> GossipServer:
+    return GossipServer(url, monitor, stamp)
+
+
+def state(m: Membership, url: str) -> tuple[int, bool] | None:
+    entry = m.entries.get(url)
+    return None if entry is None else (entry.server.last_update, entry.online)
+
+
+def urls(found: list[GossipServer]) -> list[str]:
+    return [s.base_url for s in found]
+
+
+# -- the merge rule --------------------------------------------------------------
+
+
+def test_a_newer_record_wins_either_way() -> None:
+    m = table()
+    merge(m, offline=[peer(A, NOW - 10)])
+    assert urls(merge(m, online=[peer(A, NOW - 9)]).joined) == [A]
+    assert state(m, A) == (NOW - 9, True)
+    assert urls(merge(m, offline=[peer(A, NOW - 8)]).left) == [A]
+    assert state(m, A) == (NOW - 8, False)
+
+
+def test_an_older_record_is_ignored() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 10)])
+    assert not merge(m, offline=[peer(A, NOW - 11)])
+    assert state(m, A) == (NOW - 10, True)
+
+
+def test_a_stale_online_record_never_revives_a_member_known_offline_later() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 20)])
+    merge(m, offline=[peer(A, NOW - 10)])
+    for stamp in (NOW - 20, NOW - 11, NOW - 10):
+        changes = merge(m, online=[peer(A, stamp)])
+        assert not changes.joined
+        assert state(m, A) == (NOW - 10, False)
+
+
+def test_on_equal_timestamps_offline_wins_in_either_order() -> None:
+    first = table()
+    merge(first, online=[peer(A, NOW - 5)])
+    assert urls(merge(first, offline=[peer(A, NOW - 5)]).left) == [A]
+    second = table()
+    merge(second, offline=[peer(A, NOW - 5)])
+    merge(second, online=[peer(A, NOW - 5)])
+    one_message = table()
+    merge(one_message, online=[peer(A, NOW - 5)], offline=[peer(A, NOW - 5)])
+    assert state(first, A) == state(second, A) == state(one_message, A) == (NOW - 5, False)
+
+
+def test_equal_records_differing_only_in_monitor_settle_the_same_in_either_order() -> None:
+    one, other = table(), table()
+    merge(one, online=[peer(A, NOW - 5, monitor=False)])
+    merge(one, online=[peer(A, NOW - 5, monitor=True)])
+    merge(other, online=[peer(A, NOW - 5, monitor=True)])
+    merge(other, online=[peer(A, NOW - 5, monitor=False)])
+    assert one.entries[A].server == other.entries[A].server
+
+
+def test_a_message_naming_a_member_twice_causes_one_net_transition() -> None:
+    m = table()
+    changes = merge(m, online=[peer(A, NOW - 5)], offline=[peer(A, NOW - 5)])
+    assert not changes.joined and not changes.left  # never joined-then-left
+    merge(m, online=[peer(B, NOW - 9)])
+    changes = merge(m, online=[peer(B, NOW - 5)], offline=[peer(B, NOW - 6)])
+    assert not changes.joined and not changes.left
+    changes = merge(m, online=[peer(B, NOW - 4)], offline=[peer(B, NOW - 3)])
+    assert urls(changes.left) == [B] and not changes.joined
+
+
+def test_a_member_first_seen_offline_is_neither_joined_nor_left() -> None:
+    m = table()
+    changes = merge(m, offline=[peer(A, NOW - 5)])
+    assert not changes.joined and not changes.left
+    assert state(m, A) == (NOW - 5, False)
+    assert m.peers(online=False) == [peer(A, NOW - 5)]
+
+
+# -- Changes: once per transition, never for this node ---------------------------
+
+
+def test_changes_report_each_transition_exactly_once() -> None:
+    m = table()
+    steps = [
+        ((peer(A, NOW - 50),), (), [A], []),
+        ((peer(A, NOW - 50),), (), [], []),  # the same news again
+        ((peer(A, NOW - 40),), (), [], []),  # a heartbeat, no transition
+        ((), (peer(A, NOW - 30),), [], [A]),
+        ((), (peer(A, NOW - 20),), [], []),  # still offline
+        ((peer(A, NOW - 20),), (), [], []),  # tie: offline stays
+        ((peer(A, NOW - 10),), (), [A], []),  # back again
+    ]
+    for online, offline, joined, left in steps:
+        changes = merge(m, online, offline)
+        assert (urls(changes.joined), urls(changes.left)) == (joined, left)
+    assert not m.cleanup(NOW, RETENTION)
+
+
+def test_changes_carry_the_record_that_caused_them() -> None:
+    m = table()
+    assert merge(m, online=[peer(A, NOW - 5, monitor=True)]).joined == [peer(A, NOW - 5, monitor=True)]
+    assert merge(m, offline=[peer(A, NOW - 4, monitor=True)]).left == [peer(A, NOW - 4, monitor=True)]
+
+
+def test_this_node_never_appears_in_changes() -> None:
+    m = table(online=False, stamp=NOW - 100)
+    m.running = True
+    m.heartbeat(NOW - 90, 1.0)  # this node goes online
+    assert not merge(m, offline=[peer(ME, NOW - 80)])
+    assert not merge(m, online=[peer(ME, NOW + 10)])
+    assert not m.mark_offline(ME, NOW, 2.0)
+    assert not m.expire(NOW, 1e9, 1.0)
+    m.running = False
+    m.heartbeat(NOW, 3.0)
+    assert not m.cleanup(NOW + 10 * RETENTION, RETENTION)
+    assert ME in m.entries
+    assert m.peers(online=True) == m.peers(online=False) == []
+
+
+# -- refutation ------------------------------------------------------------------
+
+
+def test_offline_rumour_at_or_after_own_stamp_is_refuted() -> None:
+    for rumour in (NOW - 1000, NOW - 500):  # equal to, and after, the own stamp
+        m = table(stamp=NOW - 1000)
+        assert not merge(m, offline=[peer(ME, rumour)])
+        assert state(m, ME) == (NOW, True)  # max(now, rumour + 1) = now
+
+
+def test_refutation_outbids_a_rumour_stamped_ahead_of_this_clock() -> None:
+    m = table(stamp=NOW - 1000)
+    merge(m, offline=[peer(ME, NOW + 300)])
+    assert state(m, ME) == (NOW + 301, True)
+
+
+def test_an_older_rumour_about_this_node_changes_nothing() -> None:
+    m = table(stamp=NOW - 1000)
+    version = m.version
+    merge(m, offline=[peer(ME, NOW - 1001)], online=[peer(ME, NOW - 1000)])
+    assert state(m, ME) == (NOW - 1000, True)
+    assert m.version == version
+
+
+def test_records_about_this_node_never_overwrite_it() -> None:
+    m = table(stamp=NOW - 1000, monitor=False)
+    merge(m, online=[peer(ME, NOW - 10, monitor=True)], offline=[peer(ME, NOW - 5, monitor=True)])
+    own = m.self_entry
+    assert own.online is True
+    assert own.server == GossipServer(ME, False, NOW)
+
+
+def test_online_rumour_while_taken_offline_by_control_is_refuted() -> None:
+    m = table(stamp=NOW - 1000)
+    m.control_online = False
+    m.heartbeat(NOW - 900, 1.0)
+    assert state(m, ME) == (NOW - 900, False)
+    merge(m, online=[peer(ME, NOW - 900)])  # equal stamp, contrary state
+    assert state(m, ME) == (NOW, False)
+    merge(m, online=[peer(ME, NOW + 50)])
+    assert state(m, ME) == (NOW + 51, False)
+    m.heartbeat(NOW + 100, 2.0)  # control offline is sticky
+    assert state(m, ME)[1] is False  # type: ignore[index]
+
+
+# -- heartbeat -------------------------------------------------------------------
+
+
+def test_heartbeat_refreshes_own_stamp_while_online() -> None:
+    m = table(stamp=NOW - 1000)
+    m.heartbeat(NOW, 1.0)
+    assert state(m, ME) == (NOW, True)
+    version = m.version
+    m.heartbeat(NOW, 1.0)
+    m.heartbeat(NOW - 5, 1.0)  # the wall clock stepped back: the stamp never does
+    assert state(m, ME) == (NOW, True)
+    assert m.version == version
+
+
+def test_heartbeat_before_start_leaves_this_node_offline() -> None:
+    m = Membership(ME, False, NOW - 1000, 0.0)
+    m.heartbeat(NOW, 1.0)
+    assert state(m, ME) == (NOW - 1000, False)
+
+
+def test_state_changes_are_stamped_after_the_last_record_even_if_the_clock_lags() -> None:
+    m = table(stamp=NOW)
+    m.running = False
+    m.heartbeat(NOW - 50, 1.0)
+    assert state(m, ME) == (NOW + 1, False)
+    m.running = True
+    m.heartbeat(NOW - 40, 2.0)
+    assert state(m, ME) == (NOW + 2, True)
+
+
+def test_control_offline_then_online_again() -> None:
+    m = table(stamp=NOW - 1000)
+    m.control_online = False
+    m.heartbeat(NOW - 10, 1.0)
+    m.heartbeat(NOW - 5, 1.0)
+    assert state(m, ME) == (NOW - 10, False)
+    m.control_online = True
+    m.heartbeat(NOW, 2.0)
+    assert state(m, ME) == (NOW, True)
+
+
+# -- failure detection -----------------------------------------------------------
+
+
+def test_mark_offline_stamps_after_the_last_known_record() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 10), peer(B, NOW + 100, monitor=True)])
+    assert m.mark_offline(A, NOW, 2.0).left == [peer(A, NOW)]
+    assert m.mark_offline(B, NOW, 2.0).left == [peer(B, NOW + 101, monitor=True)]
+    assert state(m, B) == (NOW + 101, False)
+    assert not m.mark_offline(A, NOW + 5, 3.0)  # already offline: unchanged
+    assert state(m, A) == (NOW, False)
+    assert not m.mark_offline("http://unknown:1/", NOW, 3.0)
+    assert "http://unknown:1/" not in m.entries
+
+
+def test_expire_moves_peers_offline_whose_record_has_not_advanced() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 10), peer(B, NOW - 10)], mono=0.0)
+    merge(m, online=[peer(A, NOW - 10), peer(B, NOW - 10)], mono=8.0)  # no news: no refresh
+    merge(m, online=[peer(B, NOW - 5)], mono=8.0)  # B's heartbeat advanced
+    changes = m.expire(NOW, 10.0, 5.0)
+    assert changes.left == [peer(A, NOW)]
+    assert state(m, A) == (NOW, False)
+    assert state(m, B) == (NOW - 5, True)
+    assert state(m, ME) == (NOW - 1000, True)  # never expires itself
+    assert not m.expire(NOW, 10.0, 5.0)
+
+
+def test_expire_uses_the_monotonic_clock_not_the_wall_clock() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 10)], mono=100.0)
+    assert not m.expire(NOW + 10 * RETENTION, 101.0, 5.0)  # wall clock jumped, monotonic did not
+    assert state(m, A) == (NOW - 10, True)
+
+
+def test_forgive_restarts_staleness_clocks_after_this_node_paused() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 10)], mono=0.0)
+    merge(m, offline=[peer(B, NOW - 10)], mono=0.0)
+    m.forgive(100.0)
+    assert not m.expire(NOW, 104.0, 5.0)
+    assert state(m, A) == (NOW - 10, True)
+    assert state(m, B) == (NOW - 10, False)
+    assert urls(m.expire(NOW, 106.0, 5.0).left) == [A]
+
+
+# -- cleanup and retention -------------------------------------------------------
+
+
+def test_cleanup_drops_offline_records_older_than_retention_once() -> None:
+    m = table()
+    merge(m, offline=[peer(A, NOW - 10)], online=[peer(B, NOW - 10)])
+    later = NOW - 10 + RETENTION
+    assert not m.cleanup(later, RETENTION)  # not older yet
+    changes = m.cleanup(later + 1, RETENTION)
+    assert changes.purged == [peer(A, NOW - 10)]
+    assert not changes.joined and not changes.left
+    assert A not in m.entries
+    assert B in m.entries  # online records are left to failure detection
+    assert not m.cleanup(later + 1, RETENTION)
+
+
+def test_records_older_than_retention_are_ignored() -> None:
+    m = table()
+    assert not merge(m, online=[peer(A, NOW - RETENTION - 1)], offline=[peer(B, NOW - RETENTION - 1)])
+    assert A not in m.entries and B not in m.entries
+    assert urls(merge(m, online=[peer(A, NOW - RETENTION)]).joined) == [A]
+
+
+# -- clock guard -----------------------------------------------------------------
+
+
+def test_records_too_far_in_the_future_are_ignored_and_reported() -> None:
+    m = table()
+    changes = merge(m, online=[peer(A, NOW + SKEW + 1)], offline=[peer(B, NOW + SKEW + 1)])
+    assert changes.future == [A, B]
+    assert not changes
+    assert A not in m.entries and B not in m.entries
+    changes = merge(m, online=[peer(A, NOW + SKEW)])
+    assert urls(changes.joined) == [A] and changes.future == []
+
+
+def test_a_future_record_cannot_block_later_news() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 10)])
+    merge(m, online=[peer(A, NOW + SKEW + 10_000)])
+    assert urls(merge(m, offline=[peer(A, NOW)]).left) == [A]
+
+
+def test_a_future_rumour_about_this_node_is_not_refuted() -> None:
+    m = table(stamp=NOW - 1000)
+    changes = merge(m, offline=[peer(ME, NOW + SKEW + 1)])
+    assert changes.future == [ME]
+    assert state(m, ME) == (NOW - 1000, True)
+
+
+# -- properties: idempotent, commutative, associative, order-free -----------------
+
+PEERS = [f"http://127.0.0.1:{8000 + i}/" for i in range(5)]
+Record = tuple[str, bool, int, bool]  # url, monitor, lastUpdate, online
+
+records_st = st.tuples(
+    st.sampled_from(PEERS), st.booleans(), st.integers(NOW - 4, NOW + 4), st.booleans()
+)
+messages_st = st.lists(records_st, max_size=8)
+PROPERTY = settings(max_examples=200, deadline=None)
+
+
+def as_list(records: Iterable[Record]) -> ServerList:
+    records = list(records)
+    return servers(
+        [GossipServer(u, mon, t) for u, mon, t, on in records if on],
+        [GossipServer(u, mon, t) for u, mon, t, on in records if not on],
+    )
+
+
+def view(m: Membership) -> View:
+    return {u: (e.server, e.online) for u, e in m.entries.items() if u != ME}
+
+
+def deliver(messages: Iterable[ServerList], skew: int = SKEW, retention: int = RETENTION) -> Membership:
+    m = table(online=False)
+    for message in messages:
+        m.merge(message, NOW, 1.0, skew, retention)
+    return m
+
+
+def join(*messages: ServerList) -> ServerList:
+    """The peers' records of a fresh table that received ``messages``."""
+    m = deliver(messages)
+    found = m.server_list()
+    return servers([s for s in found.online if s.base_url != ME], [s for s in found.offline if s.base_url != ME])
+
+
+def model(records: Iterable[Record], skew: int = SKEW, retention: int = RETENTION) -> View:
+    """Per member, the accepted record ranked highest by (lastUpdate, offline, monitor)."""
+    best: dict[str, tuple[int, bool, bool]] = {}
+    for url, monitor, stamp, online in records:
+        if NOW - retention <= stamp <= NOW + skew:
+            best[url] = max(best.get(url, (-1, False, False)), (stamp, not online, monitor))
+    return {u: (GossipServer(u, mon, t), not off) for u, (t, off, mon) in best.items()}
+
+
+@PROPERTY
+@given(messages_st)
+def test_merge_is_idempotent(a: list[Record]) -> None:
+    m = deliver([as_list(a)])
+    before, version = view(m), m.version
+    again = m.merge(as_list(a), NOW, 2.0, SKEW, RETENTION)
+    own = m.merge(m.server_list(), NOW, 3.0, SKEW, RETENTION)  # its own state, too
+    assert not again and not own
+    assert view(m) == before
+    assert m.version == version
+
+
+@PROPERTY
+@given(messages_st, messages_st)
+def test_merge_is_commutative(a: list[Record], b: list[Record]) -> None:
+    assert view(deliver([as_list(a), as_list(b)])) == view(deliver([as_list(b), as_list(a)]))
+
+
+@PROPERTY
+@given(messages_st, messages_st, messages_st)
+def test_merge_is_associative(a: list[Record], b: list[Record], c: list[Record]) -> None:
+    la, lb, lc = as_list(a), as_list(b), as_list(c)
+    left = view(deliver([join(join(la, lb)), lc]))
+    right = view(deliver([la, join(lb, lc)]))
+    assert left == right == model(a + b + c)
+
+
+@PROPERTY
+@given(st.lists(records_st, max_size=24), st.randoms(use_true_random=False), st.integers(1, 3))
+def test_any_delivery_order_and_partition_converges(
+    records: list[Record], rnd: object, tables: int
+) -> None:
+    """Split one set of records into messages in many ways; every table ends identical."""
+    expected = model(records)
+    for _ in range(tables):
+        shuffled = list(records)
+        rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+        cuts = sorted(rnd.sample(range(len(shuffled) + 1), rnd.randint(0, len(shuffled))))  # type: ignore[attr-defined]
+        parts = [shuffled[i:j] for i, j in zip([0, *cuts], [*cuts, len(shuffled)])]
+        assert view(deliver([as_list(p) for p in parts])) == expected
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(PEERS), st.booleans(), st.integers(NOW - 30, NOW + 30), st.booleans()),
+        max_size=24,
+    ),
+    st.permutations(range(24)),
+)
+def test_clock_guard_and_retention_keep_convergence(records: list[Record], order: list[int]) -> None:
+    skew, retention = 10, 10
+    shuffled = [records[i] for i in order if i < len(records)]
+    one_by_one = deliver([as_list([r]) for r in shuffled], skew, retention)
+    all_at_once = deliver([as_list(records)], skew, retention)
+    assert view(one_by_one) == view(all_at_once) == model(records, skew, retention)
+
+
+@PROPERTY
+@given(st.lists(messages_st, max_size=6))
+def test_changes_alternate_and_end_in_the_final_state(messages: list[list[Record]]) -> None:
+    """joined and left alternate per member, and the last one matches where it ended up."""
+    m = table(online=False)
+    events: dict[str, list[bool]] = {}
+    for message in messages:
+        changes = m.merge(as_list(message), NOW, 1.0, SKEW, RETENTION)
+        assert not {s.base_url for s in changes.joined} & {s.base_url for s in changes.left}
+        for s in changes.joined:
+            events.setdefault(s.base_url, []).append(True)
+        for s in changes.left:
+            events.setdefault(s.base_url, []).append(False)
+    for url, entry in view(m).items():
+        seen = events.get(url, [])
+        assert all(x != y for x, y in zip(seen, seen[1:]))
+        if entry[1]:
+            assert seen and seen[-1] is True
+        else:
+            assert not seen or seen[-1] is False
