@@ -8,6 +8,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
+from .peers import parse_allowed_peers
 from .records import base_url_problem
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -45,6 +46,8 @@ class Settings:
     master_list_timeout: float = 10.0
     #: Offline records older than this (s) are dropped.
     retention: float = 86400.0
+    #: Hosts, networks or URL prefixes that peers' base URLs must match; empty: any (peers.py).
+    allowed_peers: tuple[str, ...] = ()
 
     def failure_timeout_for(self, members: int) -> float:
         """The heartbeat-staleness timeout for a cluster of ``members``.
@@ -147,6 +150,7 @@ _PARSERS: dict[str, _Parser] = {
     "request_timeout": _seconds,
     "master_list_timeout": _seconds,
     "retention": _seconds,
+    "allowed_peers": parse_allowed_peers,
 }
 #: Settings a file master list lets you leave out: the same file is updated.
 _FILE_OPTIONAL = {"master_list_update", "master_list_update_auth"}

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from .config import Settings
 from .errors import NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
+from .peers import PeerPolicy, weak_secret_warnings
 from .records import ServerList, parse_control
 from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store
@@ -76,6 +77,8 @@ class Engine:
         self.transport = transport or Transport(settings)
         self.scheduler: Scheduler = scheduler or BackgroundJobs()
         self.listener = listener
+        #: SHAZBOT_ALLOWED_PEERS, applied to every record before it is merged.
+        self.peer_policy = PeerPolicy(settings.allowed_peers, settings.base_url)
         self.started = False
         self._lifecycle = threading.RLock()
         self._in_flight = 0
@@ -112,6 +115,7 @@ class Engine:
 
     def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
+        servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
 
         def op(m: Membership) -> tuple[Changes, dict[str, Any]]:
@@ -149,6 +153,8 @@ class Engine:
             self._last_round_mono = None
             self._schedule()
             log.info("started as %s", self.settings.base_url)
+            for problem in weak_secret_warnings(self.settings.secret, self.settings.control_secret):
+                log.warning("weak secret: %s", problem)
 
     def _schedule(self) -> None:
         self.scheduler.start()

@@ -72,10 +72,11 @@ class Server:
 class Node:
     """One cluster member in this process."""
 
-    def __init__(self, config: dict[str, Any], port: int = 0) -> None:
+    def __init__(self, config: dict[str, Any], port: int = 0, base_url: str | None = None) -> None:
+        """``base_url``: the node's identity when it differs from its own address (a proxy's)."""
         self.server = Server(port=port)
         self.port = self.server.port
-        self.base_url = self.server.url
+        self.base_url = base_url or self.server.url
         self.app = Flask(f"node{self.port}")
         self.app.config.update(config)
         self.app.config["SHAZBOT_BASE_URL"] = self.base_url

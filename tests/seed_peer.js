@@ -1,0 +1,95 @@
+// A stand-in for a node of the TypeScript seed, written from its README (the seed itself is
+// not published here): plain Node.js, no dependencies. It speaks the seed's wire format:
+// the bare secret as the Authorization header, {"message": "gossip", online, offline}
+// bodies, and the seed's simple merge rule (a newer lastUpdate wins).
+// Usage: node seed_peer.js <master-list-file> <interval-seconds>; prints "READY <port>".
+'use strict';
+const http = require('http');
+const fs = require('fs');
+
+const [masterList, intervalArg] = process.argv.slice(2);
+const secret = process.env.SHAZBOT_SECRET;
+const controlSecret = process.env.SHAZBOT_CONTROL_SECRET;
+const interval = parseFloat(intervalArg) * 1000;
+let baseUrl = null;
+const servers = new Map(); // baseUrl -> {server, online}
+
+function self() { return servers.get(baseUrl).server; }
+function state() {
+  const online = [], offline = [];
+  for (const {server, online: on} of servers.values()) (on ? online : offline).push(server);
+  return {online, offline};
+}
+function merge(list) {
+  for (const [key, on] of [['online', true], ['offline', false]]) {
+    for (const s of list[key] || []) {
+      if (s.baseUrl === baseUrl) continue;
+      const known = servers.get(s.baseUrl);
+      if (!known || s.lastUpdate > known.server.lastUpdate) servers.set(s.baseUrl, {server: s, online: on});
+    }
+  }
+}
+function heartbeat() { servers.get(baseUrl).server = {...self(), lastUpdate: Date.now()}; }
+
+function post(url, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request(url + 'clustershazbot/gossip', {
+      method: 'POST', timeout: 5000,
+      headers: {'Content-Type': 'application/json', 'Authorization': secret,
+                'Content-Length': Buffer.byteLength(data)},
+    }, (res) => {
+      let chunks = '';
+      res.on('data', (c) => { chunks += c; });
+      res.on('end', () => res.statusCode === 200 ? resolve(JSON.parse(chunks)) : reject(new Error('HTTP ' + res.statusCode)));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function round() {
+  heartbeat();
+  const peers = [...servers.values()].filter((e) => e.online && e.server.baseUrl !== baseUrl);
+  if (!peers.length) return;
+  const monitors = peers.filter((e) => e.server.monitor);
+  const pool = monitors.length && Math.random() < 0.5 ? monitors : peers;
+  const peer = pool[Math.floor(Math.random() * pool.length)].server;
+  try {
+    merge(await post(peer.baseUrl, {message: 'gossip', ...state()}));
+  } catch (e) {
+    const known = servers.get(peer.baseUrl);
+    servers.set(peer.baseUrl, {server: {...known.server, lastUpdate: Date.now()}, online: false});
+  }
+}
+
+const server = http.createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => { body += c; });
+  req.on('end', () => {
+    const auth = req.headers.authorization || '';
+    const reply = (status, obj) => { res.writeHead(status, {'Content-Type': 'application/json'}); res.end(JSON.stringify(obj)); };
+    if (req.method === 'POST' && req.url === '/clustershazbot/gossip') {
+      if (auth !== secret) return reply(401, {error: 'Unauthorized'});
+      heartbeat();
+      merge(JSON.parse(body));
+      return reply(200, {message: 'gossip', ...state()});
+    }
+    if (req.method === 'GET' && req.url === '/clustershazbot/list') {
+      const s = state();
+      return reply(200, auth === controlSecret ? s : {online: s.online});
+    }
+    reply(404, {error: 'not found'});
+  });
+});
+
+server.listen(0, '127.0.0.1', () => {
+  baseUrl = `http://127.0.0.1:${server.address().port}/`;
+  servers.set(baseUrl, {server: {baseUrl, monitor: false, lastUpdate: Date.now()}, online: true});
+  try { merge(JSON.parse(fs.readFileSync(masterList, 'utf8'))); } catch (e) { /* no list yet */ }
+  const tick = () => setTimeout(() => round().finally(tick), interval * (0.9 + 0.2 * Math.random()));
+  tick();
+  console.log(`READY ${server.address().port}`);
+});
+process.on('SIGTERM', () => process.exit(0));

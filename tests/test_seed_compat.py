@@ -1,0 +1,60 @@
+"""A mixed cluster: Python nodes and Node.js nodes that speak the seed's wire format."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cluster import CONTROL, SECRET, wait_until
+from test_cluster import offline_everywhere, online_everywhere
+
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js) is not installed")
+
+
+def start_seed_peer(master: str, interval: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [NODE, str(Path(__file__).with_name("seed_peer.js")), master, str(interval)],
+        stdout=subprocess.PIPE, text=True,
+        env={"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL, "PATH": "/usr/bin:/bin"},
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("READY "), line
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}/"
+
+
+def seed_view(url: str) -> dict[str, bool]:
+    import requests
+
+    data = requests.get(url + "clustershazbot/list", headers={"Authorization": CONTROL}, timeout=5).json()
+    view = {s["baseUrl"]: True for s in data["online"]}
+    view.update({s["baseUrl"]: False for s in data["offline"]})
+    return view
+
+
+def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
+    nodes = [make_node(SHAZBOT_MONITOR=(i == 0)) for i in range(3)]
+    urls = {n.base_url for n in nodes}
+    wait_until(lambda: online_everywhere(nodes, urls), what="python nodes converge")
+    seeds = [start_seed_peer(config["SHAZBOT_MASTER_LIST"], 0.2) for _ in range(2)]
+    try:
+        everyone = urls | {url for _, url in seeds}
+        # Python nodes learn the seed nodes (which only announce through gossip) ...
+        wait_until(lambda: online_everywhere(nodes, everyone), what="seed nodes known by python nodes")
+        # ... and the seed nodes learn every Python node and each other.
+        wait_until(lambda: all({u for u, on in seed_view(s).items() if on} == everyone
+                               for _, s in seeds), what="python nodes known by seed nodes")
+        # a seed node dies: the Python nodes detect it
+        proc, dead = seeds[1]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: offline_everywhere(nodes, dead), what="dead seed node detected")
+    finally:
+        for proc, _ in seeds:
+            proc.kill()
+            proc.wait(10)
+            proc.stdout.close()
