@@ -1,0 +1,186 @@
+"""A fault-injecting TCP proxy on 127.0.0.1, and per-node source addresses.
+
+Each node sits behind its own :class:`Proxy` (its base URL is the proxy's
+address). A node's outgoing connections leave from its own loopback address
+(``127.0.0.N``, see :func:`bind_source`), so the proxy in front of a peer
+knows who is calling and can apply a rule per source and per direction:
+
+- ``pass``: forward bytes;
+- ``drop``: close the connection (new connections are closed at once);
+- ``hang``: accept and swallow bytes, never forward, never answer.
+
+Directions: ``"in"`` is caller -> node (requests), ``"out"`` node -> caller
+(replies). Every loop polls with a short timeout and ends when the proxy stops.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+
+MODES = ("pass", "drop", "hang")
+DIRECTIONS = ("in", "out")
+_POLL = 0.2  # seconds each blocking call waits before checking the rules again
+_ANY = "*"
+
+
+class Proxy:
+    """Listen on 127.0.0.1, forward to ``target_port`` on 127.0.0.1, inject faults."""
+
+    def __init__(self, target_port: int | None = None) -> None:
+        self.target_port = target_port
+        self._rules: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.listener.settimeout(_POLL)
+        self.port: int = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        #: Connections accepted, per source address (for tests that check traffic happened).
+        self.accepted: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    # -- rules -------------------------------------------------------------
+
+    def set(self, mode: str, sources: Iterable[str] | None = None, direction: str = "both") -> None:
+        """Apply ``mode`` to traffic from ``sources`` (default: everyone) in ``direction``."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        directions = DIRECTIONS if direction == "both" else (direction,)
+        if any(d not in DIRECTIONS for d in directions):
+            raise ValueError(f"direction must be 'in', 'out' or 'both', got {direction!r}")
+        with self._lock:
+            for source in list(sources) if sources is not None else [_ANY]:
+                for d in directions:
+                    self._rules[(source, d)] = mode
+
+    def heal(self) -> None:
+        """Back to passing everything."""
+        with self._lock:
+            self._rules.clear()
+
+    def mode(self, source: str, direction: str) -> str:
+        with self._lock:
+            return self._rules.get((source, direction)) or self._rules.get((_ANY, direction), "pass")
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def _close(self, *socks: socket.socket | None) -> None:
+        for sock in socks:
+            if sock is None:
+                continue
+            with self._lock:
+                self._sockets.discard(sock)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, (source, _) = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.accepted[source] = self.accepted.get(source, 0) + 1
+            self._track(client)
+            threading.Thread(target=self._serve, args=(client, source), daemon=True).start()
+
+    def _serve(self, client: socket.socket, source: str) -> None:
+        client.settimeout(_POLL)
+        mode = self.mode(source, "in")
+        if mode == "drop" or self.target_port is None:
+            self._close(client)
+            return
+        if mode == "hang":
+            self._pump(client, None, source, "in")
+            self._close(client)
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+        except OSError:
+            self._close(client)
+            return
+        upstream.settimeout(_POLL)
+        self._track(upstream)
+        back = threading.Thread(
+            target=self._pump, args=(upstream, client, source, "out"), daemon=True
+        )
+        back.start()
+        self._pump(client, upstream, source, "in")
+        back.join(5)
+        self._close(client, upstream)
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None, source: str, direction: str) -> None:
+        """Copy ``src`` to ``dst`` under the rule of the moment; ``dst`` None swallows."""
+        while not self._stop.is_set():
+            try:
+                data = src.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            mode = self.mode(source, direction) if dst is not None else "hang"
+            if mode == "drop":
+                break
+            if mode == "hang":
+                continue
+            try:
+                dst.sendall(data)  # type: ignore[union-attr]
+            except OSError:
+                break
+        # Closing both ends ends the other pump of this connection too.
+        self._close(src, dst)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._close(self.listener)
+        self._thread.join(5)
+        with self._lock:
+            socks = list(self._sockets)
+        self._close(*socks)
+
+
+class SourceAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections leave from a given loopback address."""
+
+    def __init__(self, source_ip: str, **kwargs: Any) -> None:
+        self.source_ip = source_ip
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source_ip, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def bind_source(engine: Any, source_ip: str) -> None:
+    """Make every outgoing request of ``engine`` leave from ``source_ip`` (127.0.0.N).
+
+    The destination is still 127.0.0.1; only the caller's address differs, so that
+    a :class:`Proxy` can tell nodes apart. Call it before the engine starts.
+    """
+    adapter = SourceAdapter(source_ip, pool_connections=32, pool_maxsize=32, max_retries=0)
+    engine.transport.session.mount("http://", adapter)
+
+
+def source_ip(index: int) -> str:
+    """The loopback source address of node ``index`` (0-based): 127.0.0.2, 127.0.0.3, ..."""
+    return f"127.0.0.{index + 2}"
