@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -116,16 +117,25 @@ def _base_url(key: str, value: Any) -> str:
         url += "/"
     problem = base_url_problem(url)
     if problem:
-        raise ConfigError(f"{key} {problem} (expected e.g. https://host:3000/), got {value!r}")
+        raise ConfigError(f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}")
     return url
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` with any password in a URL masked: errors never carry secrets."""
+    return re.sub(r"//[^/@\s]*@", "//***@", repr(value))
 
 
 def _location(key: str, value: Any) -> str:
     location = _str(key, value)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location) and not location.startswith(
+        ("http://", "https://", "file://")
+    ):  # e.g. ftp:// would otherwise be taken for a relative path
+        raise ConfigError(f"{key} must be an http(s):// or file:// URL or a path, got {_shown(value)}")
     if not is_file_location(location):
         parts = base_url_problem(location)
         if parts:
-            raise ConfigError(f"{key} {parts}, got {value!r}")
+            raise ConfigError(f"{key} {parts}, got {_shown(value)}")
     return location
 
 
