@@ -49,6 +49,10 @@ class Settings:
     retention: float = 86400.0
     #: Hosts, networks or URL prefixes that peers' base URLs must match; empty: any (peers.py).
     allowed_peers: tuple[str, ...] = ()
+    #: Path of the live cluster page; None disables it.
+    ui_path: str | None = "/clustershazbot/"
+    #: Path of a ``/happy`` health endpoint; None (the default) serves none.
+    happy_path: str | None = None
 
     def failure_timeout_for(self, members: int) -> float:
         """The heartbeat-staleness timeout for a cluster of ``members``.
@@ -139,6 +143,15 @@ def _location(key: str, value: Any) -> str:
     return location
 
 
+def _path_or_off(key: str, value: Any) -> str | None:
+    """A URL path such as ``/happy``; ``false``, ``off`` or an empty string turn it off."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in _FALSE):
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(ch.isspace() for ch in value):
+        raise ConfigError(f"{key} must be a path starting with '/' or false, got {value!r}")
+    return value
+
+
 _Parser = Callable[[str, Any], Any]
 _PARSERS: dict[str, _Parser] = {
     "secret": _str,
@@ -161,6 +174,8 @@ _PARSERS: dict[str, _Parser] = {
     "master_list_timeout": _seconds,
     "retention": _seconds,
     "allowed_peers": parse_allowed_peers,
+    "ui_path": _path_or_off,
+    "happy_path": _path_or_off,
 }
 #: Settings a file master list lets you leave out: the same file is updated.
 _FILE_OPTIONAL = {"master_list_update", "master_list_update_auth"}

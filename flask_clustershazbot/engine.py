@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
 from .peers import PeerPolicy, weak_secret_warnings
+from .metrics import Stats, track
 from .records import ServerList, parse_control
 from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store
@@ -74,7 +75,9 @@ class Engine:
         self.store: Store = store or MemoryStore(
             Membership(settings.base_url, settings.monitor, clock(), monotonic())
         )
-        self.transport = transport or Transport(settings)
+        #: Counters for operators (see metrics.py); the transport adds its byte counts.
+        self.stats = Stats()
+        self.transport = transport or Transport(settings, self.stats)
         self.scheduler: Scheduler = scheduler or BackgroundJobs()
         self.listener = listener
         #: SHAZBOT_ALLOWED_PEERS, applied to every record before it is merged.
@@ -89,6 +92,7 @@ class Engine:
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
         self.last_master_sync: int | None = None
+        track(self)
 
     # -- state helpers -----------------------------------------------------
 
@@ -124,7 +128,10 @@ class Engine:
             changes = m.merge(servers, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))
             return changes, m.server_list().gossip_message()
 
+        started = time.perf_counter()
         changes, state = self._transact(op)
+        if servers.online or servers.offline:
+            self.stats.add(merges=1, merge_seconds=time.perf_counter() - started)
         self._publish(changes)
         return state
 
@@ -214,6 +221,7 @@ class Engine:
         except ShazbotError as exc:
             delay = min(2.0**self._bootstrap_failures, MAX_BOOTSTRAP_BACKOFF)
             self._bootstrap_failures += 1
+            self.stats.add(master_list_failures=1)
             log.warning("master list download failed (%s); retrying in %g s", exc, delay)
             self.scheduler.after(delay, self.bootstrap)
             return
@@ -225,6 +233,7 @@ class Engine:
             if isinstance(reply, ServerList):
                 self._merge(reply)
             else:
+                self.stats.add(gossip_failures=1)
                 log.warning("bootstrap gossip with %s failed: %s", url, reply)
 
     def _schedule_announcement(self) -> None:
@@ -243,6 +252,7 @@ class Engine:
         try:
             self._merge(self.transport.read_master_list())
         except ShazbotError as exc:
+            self.stats.add(master_list_failures=1)
             log.warning("master list download failed: %s", exc)
             return
         if self._upload_master_list():
@@ -252,6 +262,7 @@ class Engine:
         try:
             self.transport.write_master_list(self.server_list(include_offline=False))
         except ShazbotError as exc:
+            self.stats.add(master_list_failures=1)
             log.warning("master list update failed: %s", exc)
             return False
         return True
@@ -312,6 +323,7 @@ class Engine:
 
         self._publish(self._transact(tidy))
         self.last_round = now
+        self.stats.add(rounds=1)
 
     def _check_pause(self, mono: float, timeout: float) -> None:
         """If this node itself stalled (GC, SIGSTOP, overload), do not blame its peers for it."""
@@ -326,6 +338,7 @@ class Engine:
             reply = self.transport.gossip(base_url, self._state())
         except ShazbotError as exc:
             if not quiet:
+                self.stats.add(gossip_failures=1)
                 log.warning("gossip with %s failed: %s", base_url, exc)
             return False
         self._merge(reply)

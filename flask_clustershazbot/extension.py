@@ -4,21 +4,27 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import weakref
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, Response, current_app, has_app_context, request
 
+from .cli import loaded_by_flask_command, shazbot_cli
 from .config import load_settings
 from .engine import Engine
 from .errors import ConfigError
+from .health import register_happy, register_healthcheck
 from .membership import Changes
+from .metrics import register as register_metrics
 from .records import ServerList
 from .signals import send_changes
+from .ui import register_ui
 from .views import blueprint
 
 EXTENSION_KEY = "clustershazbot"
+log = logging.getLogger("flask_clustershazbot")
 
 
 class ClusterShazbot:
@@ -48,11 +54,18 @@ class ClusterShazbot:
         engine = Engine(settings, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
+        register_ui(app, settings)
+        register_happy(app, settings)
+        app.after_request(_count_bytes)
+        register_metrics()  # in prometheus_client's default registry, when it is installed
+        app.cli.add_command(shazbot_cli)
         self._apps.add(app)
         atexit.register(engine.shutdown)
         engine_ref = weakref.ref(engine)
         os.register_at_fork(after_in_child=lambda: _reset(engine_ref))
-        if settings.autostart:
+        if settings.autostart and loaded_by_flask_command():
+            log.info("not started: the flask CLI loaded this app for a command, not to serve it")
+        elif settings.autostart:
             engine.start()
 
     def engine(self, app: Flask | None = None) -> Engine:
@@ -88,8 +101,22 @@ class ClusterShazbot:
         """``{"status": "ok", "cluster": {...}}`` or ``{"status": "error", "error": ...}``."""
         return self.engine(app).health()
 
+    def register_healthcheck(self, health: Any, app: Flask | None = None) -> None:
+        """Add a ``clustershazbot`` check and section to a py-healthcheck ``HealthCheck``."""
+        register_healthcheck(health, lambda: self.engine(app))
+
 
 def _reset(engine_ref: weakref.ref[Engine]) -> None:
     engine = engine_ref()
     if engine is not None:
         engine.reset_after_fork()
+
+
+def _count_bytes(response: Response) -> Response:
+    """Body bytes of the requests this node answers, for its stats (see metrics.py)."""
+    if request.blueprint == "clustershazbot":
+        engine: Engine = current_app.extensions[EXTENSION_KEY]
+        engine.stats.add(
+            bytes_received=request.content_length or 0, bytes_sent=response.content_length or 0
+        )
+    return response

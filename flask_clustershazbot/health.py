@@ -1,0 +1,72 @@
+"""Health integration: py-healthcheck, flask-healthz, and an optional ``/happy`` endpoint.
+
+All three report :meth:`Engine.health`, the seed's section:
+``{"status": "ok", "cluster": {"online": [...], "offline": [...]}}`` or
+``{"status": "error", "error": "..."}`` (not started, shut down, or failing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app
+
+from .config import Settings
+from .engine import Engine
+from .transport import encode_json
+
+#: Served at ``SHAZBOT_HAPPY_PATH`` (the blueprint's url_prefix) when that is set.
+happy_blueprint = Blueprint("clustershazbot_happy", __name__)
+
+
+def _engine() -> Engine:
+    return current_app.extensions["clustershazbot"]  # type: ignore[no-any-return]
+
+
+@happy_blueprint.get("")
+def happy() -> Response:
+    """The seed's ``/happy`` shape: 200 when the cluster section is ok, else 503."""
+    section = _engine().health()
+    ok = section["status"] == "ok"
+    body = {"status": "ok" if ok else "error", "extensions": {"clustershazbot": section}}
+    return current_app.response_class(
+        encode_json(body), 200 if ok else 503, mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def register_happy(app: Flask, settings: Settings) -> None:
+    if settings.happy_path is not None:
+        app.register_blueprint(happy_blueprint, url_prefix=settings.happy_path)
+
+
+def register_healthcheck(health: Any, engine: Callable[[], Engine]) -> None:
+    """Add a ``clustershazbot`` check and section to a py-healthcheck ``HealthCheck``.
+
+    The check passes while the engine reports ``ok``; its output says how many
+    members are online and offline. The section is the whole health report.
+    ``engine`` is called at check time (inside the health request).
+    """
+
+    def clustershazbot() -> tuple[bool, str]:
+        section = engine().health()
+        if section["status"] != "ok":
+            return False, str(section["error"])
+        cluster = section["cluster"]
+        return True, f"{len(cluster['online'])} online, {len(cluster['offline'])} offline"
+
+    health.add_check(clustershazbot)
+    health.add_section("clustershazbot", lambda: engine().health())
+
+
+def healthz_check() -> None:
+    """A flask-healthz check: fails (``HealthError``) unless the current app's engine is ok.
+
+    ``app.config["HEALTHZ"] = {"ready": "flask_clustershazbot.health.healthz_check"}``
+    """
+    from flask_healthz import HealthError
+
+    section = _engine().health()
+    if section["status"] != "ok":
+        raise HealthError(f"clustershazbot: {section['error']}")

@@ -1,0 +1,127 @@
+"""Counters of one node, and their optional Prometheus export.
+
+Every engine keeps plain :class:`Stats` (no dependency). When ``prometheus_client``
+is installed, :func:`register` exports the stats of every live engine of the
+process through one collector, labelled ``node=<base URL>``; the extension
+registers it in the default registry, so that an app that already serves
+``/metrics`` (``prometheus_client.make_wsgi_app()``, prometheus-flask-exporter)
+shows them with no further code. Metrics:
+
+- ``clustershazbot_members{node, state="online"|"offline"}``: members in this node's view
+- ``clustershazbot_gossip_rounds_total{node}``: completed gossip rounds
+- ``clustershazbot_failures_total{node, kind="gossip"|"master_list"}``: failed exchanges
+- ``clustershazbot_merge_seconds{node}`` (summary): time spent merging records
+- ``clustershazbot_bytes_sent_total{node}``, ``clustershazbot_bytes_received_total{node}``:
+  gossip, control and master-list bodies, in both directions
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_registered: weakref.WeakSet[Any] = weakref.WeakSet()
+_lock = threading.Lock()
+
+
+@dataclass
+class Stats:
+    """Counters since the engine was created. Increments are thread-safe."""
+
+    rounds: int = 0
+    gossip_failures: int = 0
+    master_list_failures: int = 0
+    merges: int = 0
+    merge_seconds: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **amounts: float) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def track(engine: Engine) -> None:
+    """Export ``engine``'s stats from now on (held weakly: a dropped engine disappears)."""
+    with _lock:
+        _engines.add(engine)
+
+
+class Collector:
+    """A ``prometheus_client`` collector of every tracked engine, read at scrape time."""
+
+    def describe(self) -> list[Any]:
+        return []  # unchecked collector: the node labels are only known at scrape time
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            SummaryMetricFamily,
+        )
+
+        members = GaugeMetricFamily(
+            "clustershazbot_members", "Members in this node's view, by state",
+            labels=["node", "state"])
+        rounds = CounterMetricFamily(
+            "clustershazbot_gossip_rounds", "Completed gossip rounds", labels=["node"])
+        failures = CounterMetricFamily(
+            "clustershazbot_failures", "Failed gossip exchanges and master-list syncs",
+            labels=["node", "kind"])
+        merge = SummaryMetricFamily(
+            "clustershazbot_merge_seconds", "Time spent merging records", labels=["node"])
+        sent = CounterMetricFamily(
+            "clustershazbot_bytes_sent", "Body bytes sent", labels=["node"])
+        received = CounterMetricFamily(
+            "clustershazbot_bytes_received", "Body bytes received", labels=["node"])
+        with _lock:
+            engines = list(_engines)
+        for engine in engines:
+            node = engine.settings.base_url
+            s = engine.stats.snapshot()
+            view = engine.server_list()
+            members.add_metric([node, "online"], len(view.online))
+            members.add_metric([node, "offline"], len(view.offline))
+            rounds.add_metric([node], s["rounds"])
+            failures.add_metric([node, "gossip"], s["gossip_failures"])
+            failures.add_metric([node, "master_list"], s["master_list_failures"])
+            merge.add_metric([node], count_value=s["merges"], sum_value=s["merge_seconds"])
+            sent.add_metric([node], s["bytes_sent"])
+            received.add_metric([node], s["bytes_received"])
+        yield from (members, rounds, failures, merge, sent, received)
+
+
+#: The one collector of this process.
+collector = Collector()
+
+
+def register(registry: Any = None) -> bool:
+    """Register :data:`collector` in ``registry`` (default: prometheus_client's ``REGISTRY``).
+
+    The registry hook for apps that keep their own ``CollectorRegistry``. Returns
+    False when ``prometheus_client`` is not installed; registering twice is harmless.
+    """
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return False
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        if registry in _registered:
+            return True
+        _registered.add(registry)
+    registry.register(collector)
+    return True
