@@ -153,6 +153,16 @@ class Membership:
                 if url == me:
                     self._refute(stamp, online, now, mono)
                     continue
+                old = entries.get(url)
+                if old is not None:
+                    # Most records repeat what is known: skip those that cannot outrank it.
+                    known = old.server.last_update
+                    if stamp < known or (
+                        stamp == known
+                        and online is old.online
+                        and server.monitor is old.server.monitor
+                    ):
+                        continue
                 prev = best.get(url)
                 if prev is None or _rank(server, online) > _rank(*prev):
                     best[url] = (server, online)
@@ -188,6 +198,7 @@ class Membership:
         for url, e in self.entries.items():
             if e.online and url != self.base_url:
                 e.seen = mono
+                self.dirty.add(url)  # a shared store must save the new clocks too
 
     def cleanup(self, now: int, retention_ms: int) -> Changes:
         """Drop offline peers whose records are older than ``retention_ms``."""

@@ -91,8 +91,39 @@ def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
     items = data.get(key, [])
     if not isinstance(items, list):
         raise BadMessage(f"{key} must be a list, got {_show(items)}")
-    parse = GossipServer.from_dict
-    return tuple(parse(item, f"{key}[{i}]") for i, item in enumerate(items))
+    # The hot path of every gossip exchange: the checks of from_dict inlined for the
+    # common valid record, and the frozen dataclass's slow __init__ skipped; any
+    # record that fails them goes through from_dict, which says what is wrong.
+    out: list[GossipServer] = []
+    append, new, problem = out.append, _new_server, base_url_problem
+    for i, item in enumerate(items):
+        if type(item) is dict:
+            url, monitor, stamp = item.get("baseUrl"), item.get("monitor"), item.get("lastUpdate")
+            if (
+                type(url) is str
+                and (monitor is True or monitor is False)
+                and type(stamp) is int
+                and 0 <= stamp <= MAX_LAST_UPDATE
+                and problem(url) is None
+            ):
+                append(new(url, monitor, stamp))
+                continue
+        append(GossipServer.from_dict(item, f"{key}[{i}]"))
+    return tuple(out)
+
+
+_set_base_url = GossipServer.base_url.__set__  # type: ignore[attr-defined]
+_set_monitor = GossipServer.monitor.__set__  # type: ignore[attr-defined]
+_set_last_update = GossipServer.last_update.__set__  # type: ignore[attr-defined]
+
+
+def _new_server(url: str, monitor: bool, last_update: int) -> GossipServer:
+    """``GossipServer(url, monitor, last_update)`` for validated values, twice as fast."""
+    server = object.__new__(GossipServer)
+    _set_base_url(server, url)
+    _set_monitor(server, monitor)
+    _set_last_update(server, last_update)
+    return server
 
 
 @dataclass(frozen=True, slots=True)
