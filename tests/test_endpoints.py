@@ -1,0 +1,521 @@
+"""Request handling of the three endpoints, lifecycle and signals, through app.test_client().
+
+In process on purpose: this is about what each request gets and changes, not about
+networking (tests/test_cluster.py runs real servers). Background activity is kept
+out of the way with hour-long intervals, and where states are compared before and
+after a request, the engine's wall clock is frozen so that only requests change state.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cluster import CONTROL, SECRET, wait_until
+from flask import Flask
+from werkzeug.test import TestResponse
+
+from flask_clustershazbot import ClusterShazbot, ConfigError, GossipServer, peer_joined, peer_left
+from flask_clustershazbot.engine import Engine, wall_clock_ms
+from flask_clustershazbot.scheduling import BackgroundJobs
+
+GOSSIP = "/clustershazbot/gossip"
+LIST = "/clustershazbot/list"
+CONTROL_PATH = "/clustershazbot/control"
+ME = "http://127.0.0.1:1/"
+# Peers nobody listens on: the only traffic they cause is a refused loopback connection.
+P1, P2, P3 = "http://127.0.0.1:9/", "http://127.0.0.1:11/", "http://127.0.0.1:13/"
+QUIET = {"SHAZBOT_GOSSIP_INTERVAL": 3600, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 3600}
+
+
+@pytest.fixture
+def make_app(config: dict[str, Any]) -> Iterator[Callable[..., Flask]]:
+    """``make_app(**config)``: a Flask app with ClusterShazbot; engines are shut down at teardown."""
+    apps: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        app = Flask(f"endpoints{len(apps)}")
+        app.config.update({**config, **QUIET, **overrides})
+        apps.append(app)
+        ClusterShazbot(app)
+        return app
+
+    yield make
+    for app in apps:
+        engine = app.extensions.get("clustershazbot")
+        if engine is not None:
+            engine.shutdown()
+
+
+def engine_of(app: Flask) -> Engine:
+    return app.extensions["clustershazbot"]  # type: ignore[no-any-return]
+
+
+def frozen(app: Flask) -> Engine:
+    """Freeze the engine's wall clock (before start), so heartbeats change nothing."""
+    engine = engine_of(app)
+    now = wall_clock_ms()
+    engine.clock = lambda: now
+    return engine
+
+
+def started(make_app: Callable[..., Flask], **overrides: Any) -> tuple[Flask, Engine]:
+    app = make_app(SHAZBOT_AUTOSTART=False, **overrides)
+    engine = frozen(app)
+    engine.start()
+    wait_until(lambda: engine.last_master_sync is not None, 10, "bootstrap")
+    return app, engine
+
+
+def record(url: str, stamp: int, monitor: bool = False) -> dict[str, Any]:
+    return {"baseUrl": url, "monitor": monitor, "lastUpdate": stamp}
+
+
+def gossip_body(online: list[dict[str, Any]] = (), offline: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    return {"message": "gossip", "online": list(online), "offline": list(offline)}
+
+
+def post(app: Flask, path: str, body: Any, auth: str | None = SECRET, raw: bytes | None = None,
+         **headers: str) -> TestResponse:
+    if auth is not None:
+        headers["Authorization"] = auth
+    data = raw if raw is not None else json.dumps(body).encode()
+    return app.test_client().post(path, data=data, headers={"Content-Type": "application/json", **headers})
+
+
+def error_of(response: TestResponse, status: int) -> str:
+    """Every error is JSON {"error": "<message>"}, never HTML."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    data = response.get_json()
+    assert set(data) == {"error"} and isinstance(data["error"], str) and data["error"]
+    return data["error"]  # type: ignore[no-any-return]
+
+
+def snapshot(engine: Engine) -> tuple[Any, ...]:
+    servers = engine.server_list(include_offline=True)
+    return servers.online, servers.offline, engine._transact(lambda m: m.control_online)
+
+
+# -- 503 before start ------------------------------------------------------------
+
+
+def test_every_endpoint_answers_503_before_start(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SHAZBOT_AUTOSTART=False)
+    client = app.test_client()
+    error_of(client.get(LIST), 503)
+    error_of(client.get(LIST, headers={"Authorization": CONTROL}), 503)
+    error_of(post(app, GOSSIP, gossip_body()), 503)
+    error_of(post(app, CONTROL_PATH, {"message": "control", "online": True}, auth=CONTROL), 503)
+    assert engine_of(app).server_list().online == ()
+
+
+def test_503_again_after_shutdown(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app)
+    assert app.test_client().get(LIST).status_code == 200
+    engine.shutdown()
+    assert "not started" in error_of(app.test_client().get(LIST), 503)
+    error_of(post(app, GOSSIP, gossip_body()), 503)
+
+
+# -- 401 -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auth", [None, "", "wrong", SECRET + "x", SECRET[:-1], CONTROL, "Bearer wrong", "Basic " + SECRET])
+def test_gossip_with_a_wrong_or_missing_secret_is_401(make_app: Callable[..., Flask], auth: str | None) -> None:
+    app, engine = started(make_app)
+    before = snapshot(engine)
+    text = error_of(post(app, GOSSIP, gossip_body([record(P1, engine.clock())]), auth=auth), 401)
+    assert SECRET not in text and CONTROL not in text
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize("auth", [None, "wrong", SECRET, "Bearer " + SECRET])
+def test_control_with_a_wrong_or_missing_secret_is_401(make_app: Callable[..., Flask], auth: str | None) -> None:
+    app, engine = started(make_app)
+    before = snapshot(engine)
+    text = error_of(post(app, CONTROL_PATH, {"message": "control", "online": False}, auth=auth), 401)
+    assert SECRET not in text and CONTROL not in text
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize("auth", [SECRET, "Bearer " + SECRET, "bearer " + SECRET, f"  Bearer   {SECRET} "])
+def test_gossip_secret_is_accepted_bare_or_as_bearer(make_app: Callable[..., Flask], auth: str) -> None:
+    app, engine = started(make_app)
+    now = engine.clock()
+    response = post(app, GOSSIP, gossip_body([record(P1, now - 5)]), auth=auth)
+    assert response.status_code == 200
+    reply = response.get_json()
+    assert reply["message"] == "gossip"
+    assert record(P1, now - 5) in reply["online"]
+    assert any(s["baseUrl"] == ME for s in reply["online"])
+
+
+@pytest.mark.parametrize("auth", [CONTROL, "Bearer " + CONTROL])
+def test_control_secret_is_accepted_bare_or_as_bearer(make_app: Callable[..., Flask], auth: str) -> None:
+    app, engine = started(make_app)
+    response = post(app, CONTROL_PATH, {"message": "control", "online": False}, auth=auth)
+    assert response.status_code == 200 and response.get_json() == {"success": True}
+    assert [s.base_url for s in engine.server_list(include_offline=True).offline] == [ME]
+
+
+# -- 400 -------------------------------------------------------------------------
+
+BAD_GOSSIP = [
+    (b"{", "not valid JSON"),
+    (b"", "not valid JSON"),
+    (b"\xff\xfe", "not valid JSON"),
+    (b"[]", "JSON object"),
+    (b'"gossip"', "JSON object"),
+    (b'{"online": []}', "'message' must be 'gossip'"),
+    (b'{"message": "control", "online": []}', "'message' must be 'gossip'"),
+    (b'{"message": "gossip"}', "missing 'online'"),
+    (b'{"message": "gossip", "online": {}}', "online must be a list"),
+    (b'{"message": "gossip", "online": [], "offline": 5}', "offline must be a list"),
+    (b'{"message": "gossip", "online": [{"baseUrl": "http://127.0.0.1:9/", "monitor": 1, "lastUpdate": 5}]}',
+     "online[0].monitor"),
+    (b'{"message": "gossip", "online": [], "offline": [{"baseUrl": "ftp://x/", "monitor": true, "lastUpdate": 5}]}',
+     "offline[0].baseUrl"),
+]
+
+
+@pytest.mark.parametrize(("raw", "why"), BAD_GOSSIP)
+def test_malformed_gossip_is_400_and_says_why(make_app: Callable[..., Flask], raw: bytes, why: str) -> None:
+    app, engine = started(make_app)
+    before = snapshot(engine)
+    assert why in error_of(post(app, GOSSIP, None, raw=raw), 400)
+    assert snapshot(engine) == before
+
+
+def test_one_bad_record_rejects_the_whole_gossip_message(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app)
+    now = engine.clock()
+    before = snapshot(engine)
+    body = gossip_body([record(P1, now), record(P2, now), {"baseUrl": P3, "monitor": False, "lastUpdate": -1}])
+    assert "online[2].lastUpdate" in error_of(post(app, GOSSIP, body), 400)
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"message": "control", "online": "false"}, {"message": "control", "online": 0}, {"message": "control"},
+     {"message": "gossip", "online": False}, [], "off"],
+)
+def test_malformed_control_is_400(make_app: Callable[..., Flask], body: Any) -> None:
+    app, engine = started(make_app)
+    before = snapshot(engine)
+    error_of(post(app, CONTROL_PATH, body, auth=CONTROL), 400)
+    assert snapshot(engine) == before
+
+
+# -- 413 and gzip ----------------------------------------------------------------
+
+LIMIT = 1024
+
+
+def padded(size: int, engine: Engine) -> bytes:
+    """A valid gossip body of exactly ``size`` bytes naming P1 online."""
+    body = gossip_body([record(P1, engine.clock() - 5)])
+    body["padding"] = ""
+    base = len(json.dumps(body).encode())
+    body["padding"] = "x" * (size - base)
+    data = json.dumps(body).encode()
+    assert len(data) == size
+    return data
+
+
+def test_a_body_at_the_limit_is_accepted(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app, SHAZBOT_MAX_BODY_BYTES=LIMIT)
+    assert post(app, GOSSIP, None, raw=padded(LIMIT, engine)).status_code == 200
+    assert P1 in {s.base_url for s in engine.server_list().online}
+
+
+def test_a_body_over_the_limit_is_413(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app, SHAZBOT_MAX_BODY_BYTES=LIMIT)
+    before = snapshot(engine)
+    assert str(LIMIT) in error_of(post(app, GOSSIP, None, raw=padded(LIMIT + 1, engine)), 413)
+    big_control = json.dumps({"message": "control", "online": False, "pad": "x" * LIMIT}).encode()
+    error_of(post(app, CONTROL_PATH, None, auth=CONTROL, raw=big_control), 413)
+    assert snapshot(engine) == before
+
+
+def test_a_body_without_length_over_the_limit_is_413(make_app: Callable[..., Flask]) -> None:
+    """A chunked body declares no length; it is cut at the limit all the same."""
+    app, engine = started(make_app, SHAZBOT_MAX_BODY_BYTES=LIMIT)
+    before = snapshot(engine)
+    response = app.test_client().post(
+        GOSSIP,
+        input_stream=io.BytesIO(padded(LIMIT * 4, engine)),
+        headers={"Authorization": SECRET, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # as a WSGI server that de-chunks says
+    )
+    assert response.request.content_length is None
+    error_of(response, 413)
+    assert snapshot(engine) == before
+
+
+def test_a_gzip_body_is_accepted(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app, SHAZBOT_MAX_BODY_BYTES=LIMIT)
+    raw = gzip.compress(padded(LIMIT, engine))
+    response = post(app, GOSSIP, None, raw=raw, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert P1 in {s.base_url for s in engine.server_list().online}
+
+
+def test_a_gzip_body_that_inflates_past_the_limit_is_413(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app, SHAZBOT_MAX_BODY_BYTES=LIMIT)
+    before = snapshot(engine)
+    bomb = gzip.compress(padded(LIMIT * 100, engine))
+    assert len(bomb) < LIMIT  # small on the wire, large inflated
+    assert "decompression" in error_of(post(app, GOSSIP, None, raw=bomb, **{"Content-Encoding": "gzip"}), 413)
+    assert snapshot(engine) == before
+
+
+def test_a_body_that_is_not_gzip_is_400(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app)
+    before = snapshot(engine)
+    raw = json.dumps(gossip_body([record(P1, engine.clock())])).encode()
+    assert "gzip" in error_of(post(app, GOSSIP, None, raw=raw, **{"Content-Encoding": "gzip"}), 400)
+    assert snapshot(engine) == before
+
+
+# -- list ------------------------------------------------------------------------
+
+
+def test_list_shows_offline_members_only_with_the_control_secret(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app)
+    now = engine.clock()
+    assert post(app, GOSSIP, gossip_body([record(P1, now - 5)], [record(P2, now - 5)])).status_code == 200
+    client = app.test_client()
+    for headers in ({}, {"Authorization": "wrong"}, {"Authorization": SECRET}):
+        data = client.get(LIST, headers=headers).get_json()
+        assert set(data) == {"online"}
+        assert {s["baseUrl"] for s in data["online"]} == {ME, P1}
+    for auth in (CONTROL, "Bearer " + CONTROL):
+        data = client.get(LIST, headers={"Authorization": auth}).get_json()
+        assert {s["baseUrl"] for s in data["online"]} == {ME, P1}
+        assert data["offline"] == [record(P2, now - 5)]
+
+
+# -- control ---------------------------------------------------------------------
+
+
+def control(app: Flask, online: bool) -> None:
+    response = post(app, CONTROL_PATH, {"message": "control", "online": online}, auth=CONTROL)
+    assert response.status_code == 200 and response.get_json() == {"success": True}
+
+
+def own(engine: Engine) -> tuple[bool, int]:
+    servers = engine.server_list(include_offline=True)
+    for online, found in ((True, servers.online), (False, servers.offline)):
+        for server in found:
+            if server.base_url == ME:
+                return online, server.last_update
+    raise AssertionError("this node is missing from its own list")
+
+
+def test_control_offline_is_sticky_until_online_again(make_app: Callable[..., Flask]) -> None:
+    app = make_app()  # real clock: heartbeats really try to advance
+    engine = engine_of(app)
+    control(app, False)
+    offline_at = own(engine)[1]
+    assert ME not in {s["baseUrl"] for s in app.test_client().get(LIST).get_json()["online"]}
+    # gossip requests (each a heartbeat), a peer's newer "online" rumour and a round
+    assert post(app, GOSSIP, gossip_body()).status_code == 200
+    rumour = gossip_body([record(ME, wall_clock_ms() + 1000)])
+    assert post(app, GOSSIP, rumour).status_code == 200
+    engine.gossip_round()
+    control(app, False)  # saying it twice changes nothing
+    online, stamp = own(engine)
+    assert online is False and stamp > offline_at  # the rumour was outbid, not believed
+    control(app, True)
+    online, back_at = own(engine)
+    assert online is True and back_at > stamp
+    assert ME in {s["baseUrl"] for s in app.test_client().get(LIST).get_json()["online"]}
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+class CountingJobs(BackgroundJobs):
+    """The real scheduler, recording what is scheduled and which schedulers were started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scheduled: list[str] = []
+        self.schedulers: list[Any] = []
+
+    def start(self) -> None:
+        super().start()
+        if self._scheduler not in self.schedulers:
+            self.schedulers.append(self._scheduler)
+
+    def after(self, delay: float, fn: Callable[[], Any]) -> None:
+        self.scheduled.append(getattr(fn, "__name__", "?"))
+        super().after(delay, fn)
+
+
+def test_registering_twice_raises_and_keeps_the_first(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SHAZBOT_AUTOSTART=False)
+    engine = engine_of(app)
+    with pytest.raises(ConfigError, match="already registered"):
+        ClusterShazbot(app)
+    shazbot = ClusterShazbot()
+    with pytest.raises(ConfigError, match="already registered"):
+        shazbot.init_app(app)
+    assert engine_of(app) is engine
+
+
+def test_start_and_shutdown_twice_and_shutdown_without_start_are_no_ops(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(SHAZBOT_AUTOSTART=False)
+    engine = engine_of(app)
+    jobs = CountingJobs()
+    engine.scheduler = jobs
+    engine.shutdown()  # never started
+    engine.shutdown()
+    assert jobs.schedulers == [] and not engine.started
+    engine.start()
+    engine.start()
+    assert sorted(jobs.scheduled) == ["_announcement_job", "_round_job", "bootstrap"]
+    assert len(jobs.schedulers) == 1
+    engine.shutdown()
+    engine.shutdown()
+    assert not jobs.schedulers[0].running
+    assert own(engine)[0] is False
+    engine.start()  # and it can start again
+    assert own(engine)[0] is True and len(jobs.schedulers) == 2
+
+
+def test_extension_methods_find_the_only_app_they_were_given(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SHAZBOT_AUTOSTART=False)
+    shazbot = ClusterShazbot()
+    other = Flask("second")
+    other.config.update(app.config)  # the effective values of the first app
+    shazbot.init_app(other)
+    try:
+        shazbot.start()
+        assert engine_of(other).started and not engine_of(app).started
+        assert [s.base_url for s in shazbot.server_list().online] == [ME]
+    finally:
+        shazbot.shutdown()
+    assert not engine_of(other).started
+
+
+def test_health_shapes(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SHAZBOT_AUTOSTART=False)
+    shazbot = ClusterShazbot()
+    other = Flask("health")
+    other.config.update({**app.config, "SHAZBOT_AUTOSTART": False})
+    shazbot.init_app(other)
+    engine = engine_of(other)
+    try:
+        health = shazbot.health()
+        assert health["status"] == "error" and "not started" in health["error"]
+        assert set(health) == {"status", "error"}
+        shazbot.start()
+        health = shazbot.health()
+        assert health["status"] == "ok" and set(health) == {"status", "cluster"}
+        assert set(health["cluster"]) == {"online", "offline"}
+        assert [s["baseUrl"] for s in health["cluster"]["online"]] == [ME]
+        assert json.loads(json.dumps(health)) == health
+    finally:
+        shazbot.shutdown()
+    assert shazbot.health()["status"] == "error"
+    assert not engine.started
+
+
+# -- signals ---------------------------------------------------------------------
+
+
+def test_signals_fire_once_per_transition_with_the_app_and_the_server(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app)
+    now = engine.clock()
+    events: list[tuple[str, Any, GossipServer]] = []
+
+    def joined(sender: Any, server: GossipServer) -> None:
+        events.append(("joined", sender, server))
+
+    def left(sender: Any, server: GossipServer) -> None:
+        events.append(("left", sender, server))
+
+    with peer_joined.connected_to(joined, sender=app), peer_left.connected_to(left, sender=app):
+        post(app, GOSSIP, gossip_body([record(P1, now - 10)]))
+        post(app, GOSSIP, gossip_body([record(P1, now - 10)]))  # the same news
+        post(app, GOSSIP, gossip_body([record(P1, now - 9)]))  # a heartbeat of P1
+        post(app, GOSSIP, gossip_body([record(ME, now)], [record(ME, now)]))  # about this node
+        post(app, GOSSIP, gossip_body([], [record(P1, now - 8)]))
+        post(app, GOSSIP, gossip_body([record(P1, now - 8)]))  # stale: does not revive
+        control(app, False)
+        control(app, True)
+    assert events == [
+        ("joined", app, GossipServer(P1, False, now - 10)),
+        ("left", app, GossipServer(P1, False, now - 8)),
+    ]
+    assert all(type(server) is GossipServer for _, _, server in events)
+
+
+def test_signals_of_another_app_are_not_received(make_app: Callable[..., Flask]) -> None:
+    app, engine = started(make_app)
+    other = Flask("other")
+    seen: list[GossipServer] = []
+
+    def joined(sender: Any, server: GossipServer) -> None:
+        seen.append(server)
+
+    with peer_joined.connected_to(joined, sender=other):
+        post(app, GOSSIP, gossip_body([record(P1, engine.clock())]))
+    assert seen == []
+
+
+def test_a_receiver_may_read_the_server_list_without_deadlock(make_app: Callable[..., Flask]) -> None:
+    """Signals are sent after the state lock is released."""
+    app, engine = started(make_app)
+    shazbot = ClusterShazbot()  # an object that only reads
+    seen: list[set[str]] = []
+
+    def joined(sender: Flask, server: GossipServer) -> None:
+        seen.append({s.base_url for s in sender.extensions["clustershazbot"].server_list().online})
+        seen.append({s.base_url for s in shazbot.server_list(app=sender).online})
+
+    results: list[int] = []
+    with peer_joined.connected_to(joined, sender=app):
+        worker = threading.Thread(
+            target=lambda: results.append(post(app, GOSSIP, gossip_body([record(P1, engine.clock())])).status_code),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(10)
+    assert not worker.is_alive(), "the request deadlocked in a signal receiver"
+    assert results == [200]
+    assert seen == [{ME, P1}, {ME, P1}]
+
+
+def test_a_raising_receiver_is_logged_and_others_still_run(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, engine = started(make_app)
+    now = engine.clock()
+    seen: list[str] = []
+
+    def broken(sender: Any, server: GossipServer) -> None:
+        raise RuntimeError("receiver bug")
+
+    def working(sender: Any, server: GossipServer) -> None:
+        seen.append(server.base_url)
+
+    with caplog.at_level(logging.ERROR, "flask_clustershazbot"):
+        with peer_joined.connected_to(broken, sender=app), peer_joined.connected_to(working, sender=app):
+            response = post(app, GOSSIP, gossip_body([record(P1, now), record(P2, now)]))
+    assert response.status_code == 200
+    assert sorted(seen) == sorted([P1, P2])
+    failures = [r for r in caplog.records if r.exc_info and r.exc_info[0] is RuntimeError]
+    assert [r.getMessage() for r in failures] == ["a peer-joined receiver failed"] * 2
+    assert {P1, P2} <= {s.base_url for s in engine.server_list().online}
