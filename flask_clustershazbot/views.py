@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from .engine import Engine
 from .errors import BadMessage, ShazbotError, TooLarge
-from .transport import decode_json, encode_json
+from .transport import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 
 blueprint = Blueprint("clustershazbot", __name__, url_prefix="/clustershazbot")
 
@@ -19,7 +19,16 @@ def _engine() -> Engine:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return current_app.response_class(encode_json(data), status, mimetype="application/json")
+    body = encode_json(data)
+    # Compress only for a client that asked for it: seed nodes may not, and get plain JSON.
+    gzipped = len(body) >= GZIP_MIN_BYTES and request.accept_encodings["gzip"] > 0
+    response = current_app.response_class(
+        gzip_body(body) if gzipped else body, status, mimetype="application/json"
+    )
+    response.vary.add("Accept-Encoding")
+    if gzipped:
+        response.headers["Content-Encoding"] = "gzip"
+    return response
 
 
 def read_body(limit: int) -> Any:
