@@ -216,6 +216,9 @@ class Transport:
 def _reason(exc: requests.RequestException) -> str:
     """The innermost cause of a requests error, without URLs or headers."""
     cause: BaseException = exc
-    while cause.__context__ is not None and not isinstance(cause, OSError):
+    # requests' own errors are OSErrors too: look past them to the socket's (ConnectionRefusedError).
+    while cause.__context__ is not None and (
+        isinstance(cause, requests.RequestException) or not isinstance(cause, OSError)
+    ):
         cause = cause.__context__
     return type(cause).__name__
