@@ -104,10 +104,11 @@ class Membership:
         entry = self.self_entry
         online = self.running and self.control_online
         last = entry.server.last_update
-        if online != entry.online:
+        if online != entry.online or (online and mono > entry.seen):
+            # Strictly increasing even when the wall clock is behind our own last stamp
+            # (stepped back, or a skewed peer's record refuted): a frozen heartbeat
+            # would get this live node timed out by its peers. Once per monotonic tick.
             stamp = max(now, last + 1)
-        elif online and now > last:
-            stamp = now
         else:
             return
         self._put(GossipServer(self.base_url, self.monitor, stamp), online, mono, None)

@@ -184,3 +184,102 @@ def bind_source(engine: Any, source_ip: str) -> None:
 def source_ip(index: int) -> str:
     """The loopback source address of node ``index`` (0-based): 127.0.0.2, 127.0.0.3, ..."""
     return f"127.0.0.{index + 2}"
+
+
+class ProxiedCluster:
+    """In-process nodes, each behind its own :class:`Proxy` and calling from its own address.
+
+    A node's base URL is its proxy's address, so it survives restarts (a new
+    server behind the same proxy) and partitions are a matter of proxy rules.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.nodes: list[Any] = []
+        self.proxies: list[Proxy] = []
+        self.overrides: list[dict[str, Any]] = []
+
+    def add(self, clock: Any = None, **overrides: Any) -> Any:
+        """Start one more node; it also writes itself into the master list, for the next ones."""
+        proxy = Proxy()
+        self.proxies.append(proxy)
+        self.overrides.append(overrides)
+        self.nodes.append(None)
+        node = self.restart(len(self.nodes) - 1, clock)
+        node.engine.announce()
+        return node
+
+    def restart(self, index: int, clock: Any = None) -> Any:
+        """(Re)start node ``index`` behind its proxy, with the same base URL as before."""
+        from cluster import Node
+
+        old = self.nodes[index]
+        if old is not None:
+            old.stop(graceful=False)
+        proxy = self.proxies[index]
+        config = {**self.config, **self.overrides[index], "SHAZBOT_AUTOSTART": False}
+        node = Node(config, base_url=proxy.url)
+        proxy.target_port = node.port
+        bind_source(node.engine, source_ip(index))
+        if clock is not None:
+            node.engine.clock = clock
+        self.nodes[index] = node
+        node.engine.start()
+        return node
+
+    def partition(self, side_a: Iterable[int], side_b: Iterable[int]) -> None:
+        """Drop every connection between the two sides, both ways."""
+        a, b = list(side_a), list(side_b)
+        for mine, theirs in ((a, b), (b, a)):
+            for i in mine:
+                self.proxies[i].set("drop", sources=[source_ip(j) for j in theirs])
+
+    def heal(self) -> None:
+        for proxy in self.proxies:
+            proxy.heal()
+
+    @property
+    def urls(self) -> list[str]:
+        return [p.url for p in self.proxies]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node is not None:
+                node.stop(graceful=False)
+        for proxy in self.proxies:
+            proxy.stop()
+
+
+class Recorder:
+    """Records every peer_joined / peer_left signal of some nodes: (kind, observer, peer, time)."""
+
+    def __init__(self) -> None:
+        from flask_clustershazbot.signals import peer_joined, peer_left
+
+        self.events: list[tuple[str, str, str, float]] = []
+        self._lock = threading.Lock()
+        self._hooks: list[tuple[Any, Any, Any]] = []
+        self._signals = {"joined": peer_joined, "left": peer_left}
+
+    def watch(self, node: Any) -> None:
+        import time
+
+        for kind, signal in self._signals.items():
+
+            def receiver(sender: Any, server: Any, kind: str = kind, who: str = node.base_url) -> None:
+                with self._lock:
+                    self.events.append((kind, who, server.base_url, time.monotonic()))
+
+            signal.connect(receiver, sender=node.app, weak=False)
+            self._hooks.append((signal, receiver, node.app))
+
+    def left(self, observer: str | None = None, peer: str | None = None) -> list[tuple[str, str, str, float]]:
+        with self._lock:
+            return [
+                e for e in self.events
+                if e[0] == "left" and observer in (None, e[1]) and peer in (None, e[2])
+            ]
+
+    def close(self) -> None:
+        for signal, receiver, app in self._hooks:
+            signal.disconnect(receiver, sender=app)
