@@ -128,6 +128,7 @@ class MasterListServer:
         self.rejected_puts = 0
         self.gets = 0
         self.fail_with: int | None = None  # answer every request with this status
+        self.fail_puts_with: int | None = None  # answer only PUTs with this status
         self.lock = threading.Lock()
         app = Flask("master")
 
@@ -142,9 +143,10 @@ class MasterListServer:
         @app.put("/master.json")
         def put_list() -> Response:
             with self.lock:
-                if request.headers.get("Authorization") != auth or self.fail_with:
+                failure = self.fail_with or self.fail_puts_with
+                if request.headers.get("Authorization") != auth or failure:
                     self.rejected_puts += 1
-                    return Response("no", self.fail_with or 401)
+                    return Response("no", failure or 401)
                 self.body = request.get_data()
                 self.puts += 1
                 return Response("{}", mimetype="application/json")
