@@ -49,6 +49,9 @@ class Settings:
     retention: float = 86400.0
     #: Hosts, networks or URL prefixes that peers' base URLs must match; empty: any (peers.py).
     allowed_peers: tuple[str, ...] = ()
+    #: SQLite file shared by the processes of one host (gunicorn workers); None: the default
+    #: under gunicorn (sqlite_store.default_state_path), else the table stays in memory.
+    state_path: str | None = None
     #: Path of the live cluster page; None disables it.
     ui_path: str | None = "/clustershazbot/"
     #: Path of a ``/happy`` health endpoint; None (the default) serves none.
@@ -174,6 +177,7 @@ _PARSERS: dict[str, _Parser] = {
     "master_list_timeout": _seconds,
     "retention": _seconds,
     "allowed_peers": parse_allowed_peers,
+    "state_path": _str,
     "ui_path": _path_or_off,
     "happy_path": _path_or_off,
 }

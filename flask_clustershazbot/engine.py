@@ -67,8 +67,11 @@ class Engine:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         listener: Callable[[Changes], None] | None = None,
+        announces_shutdown: bool = True,
     ) -> None:
         self.settings = settings
+        #: False in a gunicorn worker: the host's shutdown is announced once, by the master.
+        self.announces_shutdown = announces_shutdown
         self.clock = clock
         self.monotonic = monotonic
         self.rng = rng or random.Random()
@@ -163,6 +166,13 @@ class Engine:
             for problem in weak_secret_warnings(self.settings.secret, self.settings.control_secret):
                 log.warning("weak secret: %s", problem)
 
+    def run_schedules(self) -> None:
+        """(Re)create the schedules; a LeaderJobs scheduler calls this when its process is elected."""
+        with self._lifecycle:
+            if self.started:
+                self._last_round_mono = None
+                self._schedule()
+
     def _schedule(self) -> None:
         self.scheduler.start()
         self.scheduler.after(0, self.bootstrap)
@@ -176,6 +186,9 @@ class Engine:
                 return
             self.started = False
             self.scheduler.shutdown()
+            if not self.announces_shutdown:
+                log.info("this worker stopped; the host stays online")
+                return
             now, mono = self.clock(), self.monotonic()
 
             def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]]:

@@ -15,6 +15,7 @@ from .cli import loaded_by_flask_command, shazbot_cli
 from .config import load_settings
 from .engine import Engine
 from .errors import ConfigError
+from .gunicorn import make_engine
 from .health import register_happy, register_healthcheck
 from .membership import Changes
 from .metrics import register as register_metrics
@@ -51,7 +52,7 @@ class ClusterShazbot:
             if sender is not None:
                 send_changes(sender, changes)
 
-        engine = Engine(settings, listener=listener)
+        engine = make_engine(settings, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
         register_ui(app, settings)

@@ -1,0 +1,240 @@
+"""The member table in a SQLite file shared by every process of one host (gunicorn workers).
+
+Same interface as :class:`~flask_clustershazbot.store.MemoryStore`: ``transact(fn)``
+runs ``fn`` on the table inside one ``BEGIN IMMEDIATE`` transaction, so a
+read-modify-write by one worker is atomic against all others. Each process keeps
+the table it loaded in memory and, at the start of a transaction, reads only the
+rows other processes changed since (every row carries the generation that wrote
+it); after ``fn`` it writes back only the rows :class:`Membership` marked dirty.
+Deletions (purges, rare) bump a second counter that forces a full reload.
+
+The host's ``running`` and ``control_online`` flags live in the file too, so a
+control request taken by any worker takes the whole host offline.
+
+SQLite connections must not cross ``fork()``: the store closes its connection
+before every fork (``os.register_at_fork``) and opens a new one on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+from .errors import ConfigError
+from .membership import Entry, Membership
+from .records import GossipServer
+
+T = TypeVar("T")
+
+#: Seconds a transaction waits for another process's write lock before failing.
+BUSY_TIMEOUT = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS member (
+    base_url TEXT PRIMARY KEY,
+    monitor INTEGER NOT NULL,
+    last_update INTEGER NOT NULL,
+    online INTEGER NOT NULL,
+    seen REAL NOT NULL,
+    generation INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS member_generation ON member (generation);
+CREATE TABLE IF NOT EXISTS host (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    host_id TEXT,
+    running INTEGER NOT NULL,
+    control_online INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    purges INTEGER NOT NULL
+);
+"""
+
+
+def default_state_path(base_url: str) -> str:
+    """One file per host and base URL in the temporary directory (``$TMPDIR``, else ``/tmp``)."""
+    digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"clustershazbot-{digest}.sqlite3")
+
+
+def create_private_file(path: str) -> None:
+    """Create ``path`` with mode 0600 unless it exists; refuse a file that is not ours.
+
+    The default location is a shared temporary directory: a symlink or a file
+    planted there by another user must not become this host's state.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"SHAZBOT_STATE_PATH {path!r} cannot be opened: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        raise ConfigError(f"SHAZBOT_STATE_PATH {path!r} is not a regular file owned by this user")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o600)
+
+
+class SqliteStore:
+    """The host's table in a SQLite file (WAL mode), one transaction per read-modify-write.
+
+    ``host_id`` names one run of the host (the gunicorn master's pid and start
+    time): a file left by an earlier run is reset on first use instead of
+    resurrecting its peers, control state and staleness clocks.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        membership: Membership,
+        host_id: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.host_id = host_id
+        self.monotonic = monotonic
+        self._membership = membership
+        #: The table as this process built it: what a new run of the host starts from.
+        self._initial = [(e.server, e.online, e.seen) for e in membership.entries.values()]
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        #: Generation and purge count of the file when the cached table was read; None: reload.
+        self._generation: int | None = None
+        self._purges = 0
+        create_private_file(path)
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: _close_before_fork(ref))
+
+    # -- connection ------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # A connection inherited through fork is dropped unused, never closed here.
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # soft state: a lost last write is re-learned
+        conn.executescript(_SCHEMA)
+        self._conn, self._pid, self._generation = conn, os.getpid(), None
+        return conn
+
+    def close(self) -> None:
+        """Close this process's connection; the next transaction opens a new one."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._conn = None
+        self._generation = None
+
+    # -- transactions ------------------------------------------------------------
+
+    def transact(self, fn: Callable[[Membership], T]) -> T:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                m = self._load(conn)
+                flags = (m.running, m.control_online)
+                m.dirty.clear()
+                result = fn(m)
+                if m.dirty or flags != (m.running, m.control_online):
+                    self._save(conn, m)
+                conn.execute("COMMIT")
+            except BaseException:
+                self._generation = None  # the cached table may hold fn's half-made changes
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+    def _load(self, conn: sqlite3.Connection) -> Membership:
+        m = self._membership
+        row = conn.execute(
+            "SELECT host_id, running, control_online, generation, purges FROM host"
+        ).fetchone()
+        if row is None or (self.host_id is not None and row[0] != self.host_id):
+            return self._reset(conn)
+        host_id, running, control_online, generation, purges = row
+        m.running, m.control_online = bool(running), bool(control_online)
+        if self._generation is None or purges != self._purges:
+            m.load(self._read(conn, "SELECT * FROM member", ()))
+        elif generation != self._generation:
+            for entry in self._read(conn, "SELECT * FROM member WHERE generation > ?", (self._generation,)):
+                m.entries[entry.server.base_url] = entry
+        if m.base_url not in m.entries:  # never lose our own record, whatever the file says
+            m.entries.update(self._fresh_entries())
+        self._generation, self._purges = generation, purges
+        return m
+
+    def _read(self, conn: sqlite3.Connection, sql: str, args: tuple[int, ...]) -> list[Entry]:
+        # Monotonic clocks restart at boot: a "seen" from the future restarts at now.
+        mono = self.monotonic()
+        return [
+            Entry(GossipServer(url, bool(monitor), last_update), bool(online), min(seen, mono))
+            for url, monitor, last_update, online, seen, _ in conn.execute(sql, args)
+        ]
+
+    def _fresh_entries(self) -> dict[str, Entry]:
+        return {s.base_url: Entry(s, online, seen) for s, online, seen in self._initial}
+
+    def _reset(self, conn: sqlite3.Connection) -> Membership:
+        """A new run of the host: start from this process's fresh table."""
+        m = self._membership
+        m.load(self._fresh_entries().values())
+        m.running, m.control_online = False, True
+        conn.execute("DELETE FROM member")
+        conn.execute("DELETE FROM host")
+        conn.execute("INSERT INTO host VALUES (0, ?, 0, 1, 0, 0)", (self.host_id,))
+        self._generation, self._purges = 0, 0
+        m.dirty.update(m.entries)
+        return m
+
+    def _save(self, conn: sqlite3.Connection, m: Membership) -> None:
+        assert self._generation is not None
+        generation = self._generation + 1
+        rows, gone = [], []
+        for url in m.dirty:
+            entry = m.entries.get(url)
+            if entry is None:
+                gone.append((url,))
+            else:
+                s = entry.server
+                rows.append((url, s.monitor, s.last_update, entry.online, entry.seen, generation))
+        conn.executemany("INSERT OR REPLACE INTO member VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if gone:
+            conn.executemany("DELETE FROM member WHERE base_url = ?", gone)
+            self._purges += 1
+        conn.execute(
+            "UPDATE host SET running = ?, control_online = ?, generation = ?, purges = ?",
+            (m.running, m.control_online, generation, self._purges),
+        )
+        self._generation = generation
+        m.dirty.clear()
+
+
+def _close_before_fork(ref: weakref.ref[SqliteStore]) -> None:
+    store = ref()
+    if store is not None and store._lock.acquire(timeout=BUSY_TIMEOUT):
+        try:
+            store._close()
+        finally:
+            store._lock.release()
