@@ -126,6 +126,7 @@ class SqliteStore:
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # soft state: a lost last write is re-learned
+        conn.execute("PRAGMA journal_size_limit=4194304")  # the WAL is rewritten all the time
         conn.executescript(_SCHEMA)
         self._conn, self._pid, self._generation = conn, os.getpid(), None
         return conn
