@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dic
     shazbot_shut_down()
 
 
-def message(online: list[dict[str, Any]] = (), offline: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def message(online: Sequence[dict[str, Any]] = (), offline: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     return {"message": "gossip", "online": list(online), "offline": list(offline)}
 
 
@@ -123,14 +123,15 @@ def test_malformed_messages_raise_bad_message_and_change_nothing(environment: di
 def test_gossip_list_and_control_work_after_start(environment: dict[str, str]) -> None:
     shazbot_start()
     now = wall_clock_ms()
-    reply = shazbot_gossip_request("Bearer " + SECRET, message([{"baseUrl": PEER, "monitor": True, "lastUpdate": now}]))
+    peer = {"baseUrl": PEER, "monitor": True, "lastUpdate": now}
+    reply = shazbot_gossip_request("Bearer " + SECRET, message([peer]))
     assert reply["message"] == "gossip"
     assert urls(reply["online"]) == {ME, PEER}
     assert reply["offline"] == []
 
     public = shazbot_list_request("")
     assert set(public) == {"online"} and urls(public["online"]) == {ME, PEER}
-    assert {"baseUrl": PEER, "monitor": True, "lastUpdate": now} in public["online"]
+    assert peer in public["online"]
 
     assert shazbot_control_request(CONTROL, {"message": "control", "online": False}) == {"success": True}
     full = shazbot_list_request(CONTROL)

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -77,7 +77,7 @@ def record(url: str, stamp: int, monitor: bool = False) -> dict[str, Any]:
     return {"baseUrl": url, "monitor": monitor, "lastUpdate": stamp}
 
 
-def gossip_body(online: list[dict[str, Any]] = (), offline: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def gossip_body(online: Sequence[dict[str, Any]] = (), offline: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     return {"message": "gossip", "online": list(online), "offline": list(offline)}
 
 
@@ -127,7 +127,9 @@ def test_503_again_after_shutdown(make_app: Callable[..., Flask]) -> None:
 # -- 401 -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("auth", [None, "", "wrong", SECRET + "x", SECRET[:-1], CONTROL, "Bearer wrong", "Basic " + SECRET])
+@pytest.mark.parametrize(
+    "auth", [None, "", "wrong", SECRET + "x", SECRET[:-1], CONTROL, "Bearer wrong", "Basic " + SECRET]
+)
 def test_gossip_with_a_wrong_or_missing_secret_is_401(make_app: Callable[..., Flask], auth: str | None) -> None:
     app, engine = started(make_app)
     before = snapshot(engine)
