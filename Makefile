@@ -24,5 +24,9 @@ demo: $(VENV)/.package
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The long soak: 10 nodes, 5 minutes of crashes, restarts and a partition; prints its figures.
+soak: $(VENV)/.dev
+	SHAZBOT_SOAK=1 $(BIN)/python -m pytest -q -s -m soak tests/test_soak.py $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
