@@ -28,5 +28,14 @@ test: $(VENV)/.dev
 soak: $(VENV)/.dev
 	SHAZBOT_SOAK=1 $(BIN)/python -m pytest -q -s -m soak tests/test_soak.py $(PYTEST_ARGS)
 
+$(VENV)/.bench: $(VENV)/.package requirements-bench.txt
+	$(BIN)/python -m pip install -q -r requirements-bench.txt
+	touch $@
+
+# Every benchmark with small defaults (a few minutes); `BENCH_ARGS=merge` runs one.
+# The big runs and the latest figures: docs/performance.md.
+bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,400 @@
+"""A cluster simulator: many real engines in one process, in virtual time.
+
+Every node is the real :class:`~flask_clustershazbot.engine.Engine` with the real
+records, membership and merge code; only three things are replaced through the
+engine's injection points: the clock (virtual), the scheduler (one shared event
+heap) and the transport (in memory). Randomness comes from seeded generators,
+so a run with the same arguments repeats exactly.
+
+Delivery is synchronous: a request and its reply happen in the same virtual
+instant. A lost request, a lost reply, a partition or a dead peer is a
+:class:`TransportError`, as a timeout or a refused connection would be (a lost
+reply still lets the peer merge the request). Message delay is therefore not
+modelled; the 3 s retry and the jittered rounds are.
+
+Measured, for each N: rounds until a join, a graceful leave and a crash are
+known to every live node (next to the push-pull bound log3(N) + ln(ln(N))),
+false "offline" reports per node-hour under message loss, and wire bytes per
+node per round (with and without gzip).
+
+``python -m benchmarks.simulate [--sizes 100,1000] [--seeds 20] [--loss 0,0.05,0.2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask_clustershazbot.engine import Engine
+from flask_clustershazbot.membership import Changes, Membership
+from flask_clustershazbot.records import ServerList
+from flask_clustershazbot.store import MemoryStore
+from flask_clustershazbot.transport import TransportError, encode_json, gossip_body
+
+from .common import EPOCH_MS, SECRET, environment, member_url, percentile, settings, table
+
+STATIC = Path(__file__).resolve().parent.parent / "docs" / "_static"
+
+
+class EventLoop:
+    """Virtual time and a heap of pending callbacks."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list[tuple[float, int, VirtualScheduler, int, Callable[[], Any]]] = []
+        self._seq = itertools.count()
+
+    def clock_ms(self) -> int:
+        return EPOCH_MS + int(self.now * 1000)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def push(self, at: float, owner: VirtualScheduler, fn: Callable[[], Any]) -> None:
+        heapq.heappush(self._heap, (at, next(self._seq), owner, owner.generation, fn))
+
+    def run_until(self, until: float, check: Callable[[], bool] | None = None,
+                  every: float = 1.0) -> bool:
+        """Run events up to time ``until``; with ``check``, stop as soon as it holds
+        (tested every ``every`` virtual seconds). True if ``check`` held."""
+        next_check = self.now
+        while True:
+            if check is not None and self.now >= next_check:
+                if check():
+                    return True
+                next_check = self.now + every
+            at = self._heap[0][0] if self._heap else math.inf
+            if check is not None and min(at, until) > next_check:
+                self.now = next_check  # nothing happens before the next test of the condition
+                continue
+            if at > until:
+                self.now = until
+                return check() if check is not None else False
+            _, _, owner, generation, fn = heapq.heappop(self._heap)
+            self.now = at
+            if owner.running and owner.generation == generation:
+                fn()
+
+
+class VirtualScheduler:
+    """The engine's scheduler interface on the shared event loop."""
+
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
+        self.running = False
+        self.generation = 0
+
+    def start(self) -> None:
+        self.running = True
+
+    def after(self, delay: float, fn: Callable[[], Any]) -> None:
+        if self.running:
+            self.loop.push(self.loop.now + max(delay, 0.0), self, fn)
+
+    def shutdown(self) -> None:
+        self.running = False
+        self.generation += 1  # jobs scheduled before are dropped
+
+
+@dataclass
+class Network:
+    """Who is reachable, message loss, partitions, and what crossed the wire."""
+
+    rng: random.Random
+    loss: float = 0.0
+    nodes: dict[str, Engine] = field(default_factory=dict)
+    #: base_url -> partition group; nodes in different groups cannot talk.
+    groups: dict[str, int] = field(default_factory=dict)
+    master: ServerList = field(default_factory=ServerList)
+    count_bytes: bool = False
+    plain_bytes: int = 0
+    wire_bytes: int = 0
+    exchanges: int = 0
+
+    def reachable(self, a: str, b: str) -> bool:
+        return b in self.nodes and self.groups.get(a, 0) == self.groups.get(b, 0)
+
+
+class MemoryTransport:
+    """The engine's transport interface, delivering to other engines in this process."""
+
+    def __init__(self, net: Network, base_url: str) -> None:
+        self.net = net
+        self.base_url = base_url
+
+    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
+        net = self.net
+        net.exchanges += 1
+        if not net.reachable(self.base_url, base_url):
+            raise TransportError(f"gossip with {base_url}: ConnectionError")
+        if net.loss and net.rng.random() < net.loss:
+            raise TransportError(f"gossip with {base_url}: request lost")
+        reply = net.nodes[base_url].handle_gossip(SECRET, message)
+        if net.count_bytes:
+            for body in (message, reply):
+                net.plain_bytes += len(encode_json(body))
+                net.wire_bytes += len(gossip_body(body)[0])  # replies are gzipped alike
+        if net.loss and net.rng.random() < net.loss:
+            raise TransportError(f"gossip with {base_url}: reply lost")
+        return ServerList.from_dict(reply)  # validated as the HTTP transport does
+
+    def gossip_many(self, base_urls: Any, message: dict[str, Any]) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for url in dict.fromkeys(base_urls):
+            try:
+                results[url] = self.gossip(url, message)
+            except TransportError as exc:
+                results[url] = exc
+        return results
+
+    def read_master_list(self) -> ServerList:
+        return self.net.master
+
+    def write_master_list(self, servers: ServerList) -> None:
+        self.net.master = ServerList(servers.online)
+
+
+class Cluster:
+    """N real engines on one virtual network."""
+
+    def __init__(self, n: int, seed: int, loss: float = 0.0, interval: float = 30.0,
+                 monitors: int = 0) -> None:
+        # Thousands of engines log every lost message: keep the output to the figures.
+        logging.getLogger("flask_clustershazbot").setLevel(logging.CRITICAL)
+        self.loop = EventLoop()
+        self.seed = seed
+        self.interval = interval
+        self.rng = random.Random(seed)
+        self.net = Network(random.Random(seed + 1_000_003), loss)
+        self.false_offline = 0
+        self.monitors = monitors
+        self._next = 0
+        engines = [self._engine(self._new_url(), i < monitors) for i in range(n)]
+        # A cluster that has run for a while: every node knows every other, schedules
+        # are spread over an interval. The nodes that join later use the real start().
+        everyone = ServerList(tuple(e.store.transact(lambda m: m.self_entry.server) for e in engines))
+        for e in engines:
+            self._warm_start(e, everyone)
+        self.net.master = everyone
+
+    def _new_url(self) -> str:
+        url = member_url(self._next)
+        self._next += 1
+        return url
+
+    def _engine(self, url: str, monitor: bool = False) -> Engine:
+        loop = self.loop
+        s = settings(url, gossip_interval=self.interval, monitor=monitor)
+        membership = Membership(url, monitor, loop.clock_ms(), loop.monotonic())
+
+        def listener(changes: Changes) -> None:
+            for server in changes.left:
+                peer = self.net.nodes.get(server.base_url)
+                if peer is not None and peer.started:
+                    self.false_offline += 1  # a live, online node reported offline
+
+        engine = Engine(s, store=MemoryStore(membership), transport=MemoryTransport(self.net, url),
+                        scheduler=VirtualScheduler(loop), clock=loop.clock_ms,
+                        monotonic=loop.monotonic, rng=random.Random(self.rng.random()),
+                        listener=listener)
+        return engine
+
+    def _warm_start(self, engine: Engine, everyone: ServerList) -> None:
+        now, mono = self.loop.clock_ms(), self.loop.monotonic()
+
+        def online(m: Membership) -> None:
+            m.running = True
+            m.heartbeat(now, mono)
+            m.merge(everyone, now, mono, 600_000, 86_400_000)
+
+        engine.store.transact(online)
+        engine.started = True
+        engine.scheduler.start()
+        engine.scheduler.after(self.rng.uniform(0, self.interval), engine._round_job)
+        engine._schedule_announcement()
+        self.net.nodes[engine.settings.base_url] = engine
+
+    # -- events ------------------------------------------------------------
+
+    def join(self) -> str:
+        engine = self._engine(self._new_url())
+        url = engine.settings.base_url
+        self.net.nodes[url] = engine
+        engine.start()  # the real bootstrap: master list, then up to 20 peers
+        return url
+
+    def leave(self, url: str) -> None:
+        self.net.nodes[url].shutdown()  # graceful: announces itself offline
+        del self.net.nodes[url]
+
+    def crash(self, url: str) -> None:
+        engine = self.net.nodes.pop(url)
+        engine.started = False
+        engine.scheduler.shutdown()
+
+    def live(self) -> list[Engine]:
+        return list(self.net.nodes.values())
+
+    def known_by_all(self, url: str, online: bool) -> bool:
+        def state(m: Membership) -> bool | None:
+            e = m.entries.get(url)
+            return None if e is None else e.online
+
+        return all(e.store.transact(state) is online for e in self.live()
+                   if e.settings.base_url != url)
+
+    def rounds_until(self, condition: Callable[[], bool], limit_rounds: float) -> float:
+        start = self.loop.now
+        ok = self.loop.run_until(start + limit_rounds * self.interval, condition,
+                                 every=self.interval / 20)
+        return (self.loop.now - start) / self.interval if ok else math.inf
+
+    def run_rounds(self, rounds: float) -> None:
+        self.loop.run_until(self.loop.now + rounds * self.interval)
+
+
+def bound(n: int) -> float:
+    """The push-pull dissemination bound, in rounds."""
+    return math.log(n, 3) + math.log(math.log(n))
+
+
+def dissemination(n: int, seed: int, limit: float = 60.0) -> dict[str, float]:
+    """Rounds until a join, a graceful leave and a crash are known to all live nodes."""
+    c = Cluster(n, seed)
+    c.run_rounds(2)
+    newcomer = c.join()
+    joined = c.rounds_until(lambda: c.known_by_all(newcomer, True), limit)
+    c.run_rounds(1)
+    leaving = c.rng.choice([u for u in c.net.nodes if u != newcomer])
+    c.leave(leaving)
+    left = c.rounds_until(lambda: c.known_by_all(leaving, False), limit)
+    c.run_rounds(1)
+    victim = c.rng.choice(list(c.net.nodes))
+    c.crash(victim)
+    crashed = c.rounds_until(lambda: c.known_by_all(victim, False), limit)
+    return {"join": joined, "leave": left, "crash": crashed}
+
+
+def false_alarms(n: int, seed: int, loss: float, rounds: float) -> dict[str, float]:
+    """False offline reports per node-hour, and wire bytes per node per round, under loss."""
+    c = Cluster(n, seed, loss=loss)
+    c.run_rounds(2)
+    c.false_offline = 0
+    c.net.count_bytes = True
+    c.run_rounds(2)
+    c.net.count_bytes = False
+    c.run_rounds(rounds - 2)
+    hours = n * rounds * c.interval / 3600
+    return {
+        "per_node_hour": c.false_offline / hours, "reports": c.false_offline,
+        "node_hours": hours,
+        "plain_bytes": c.net.plain_bytes / (n * 2), "wire_bytes": c.net.wire_bytes / (n * 2),
+    }
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sizes = sorted({r["n"] for r in summary})
+    xs = [10**k for k in [x / 10 for x in range(10, 41)]]
+    ax.plot(xs, [bound(int(x)) for x in xs], "k--", label="log3(N) + ln(ln(N))")
+    ax.plot(xs, [math.log(x, 3) + 3 for x in xs], "k:", label="log3(N) + 3 (target)")
+    for event, marker in (("join", "o"), ("leave", "s"), ("crash", "^")):
+        rows = [r for r in summary if r["event"] == event]
+        ax.errorbar([r["n"] for r in rows], [r["median"] for r in rows],
+                    yerr=[[0 for _ in rows], [r["p99"] - r["median"] for r in rows]],
+                    marker=marker, capsize=3, label=f"{event}: median (bar to p99)")
+    ax.set_xscale("log")
+    ax.set_xlabel("cluster size N")
+    ax.set_ylabel("gossip rounds until known to all")
+    ax.set_title("Dissemination in the simulator (real engines, virtual time)")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([f"{s:,}" for s in sizes])
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100", help="cluster sizes (1000 takes minutes per seed; 10000 needs ~20 GB)")
+    parser.add_argument("--seeds", default="5", help="seeds per size (one value or one per size)")
+    parser.add_argument("--loss", default="0,0.05,0.2", help="message loss rates for false alarms")
+    parser.add_argument("--alarm-rounds", default="120",
+                        help="rounds per false-alarm run (one value or one per size)")
+    parser.add_argument("--out", default=str(STATIC), help="folder for the CSV and the PNG")
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+
+    def per_size(text: str) -> list[int]:
+        values = [int(x) for x in text.split(",")]
+        return [values[min(i, len(values) - 1)] for i in range(len(sizes))]
+
+    seeds, alarm_rounds = per_size(args.seeds), per_size(args.alarm_rounds)
+    losses = [float(x) for x in args.loss.split(",")]
+    print(f"simulate: real engines in virtual time, interval 30 s ({environment()})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw_rows, summary, alarm_rows = [], [], []
+    for n, k, rounds in zip(sizes, seeds, alarm_rounds):
+        started = time.perf_counter()
+        results = [dissemination(n, seed) for seed in range(k)]
+        for seed, r in enumerate(results):
+            for event, value in r.items():
+                raw_rows.append({"n": n, "seed": seed, "event": event, "rounds": value})
+        for event in ("join", "leave", "crash"):
+            values = [r[event] for r in results]
+            summary.append({"n": n, "event": event, "seeds": k,
+                            "median": percentile(values, 0.5), "p99": percentile(values, 0.99),
+                            "max": max(values), "bound": bound(n), "target": math.log(n, 3) + 3})
+        took = time.perf_counter() - started
+        print(f"  N={n}: {k} seeds of dissemination in {took:.0f} s")
+        for loss in losses:
+            started = time.perf_counter()
+            a = false_alarms(n, 10_000 + n, loss, rounds)
+            alarm_rows.append({"n": n, "loss": loss, "rounds": rounds, **a})
+            print(f"  N={n} loss {loss:.0%}: {rounds} rounds in {time.perf_counter() - started:.0f} s")
+    print(table(["N", "event", "seeds", "median rounds", "p99 rounds", "max", "log3N+lnlnN",
+                 "target log3N+3"],
+                [[r["n"], r["event"], r["seeds"], r["median"], r["p99"], r["max"], r["bound"],
+                  r["target"]] for r in summary]))
+    print(table(["N", "loss", "rounds", "node-hours", "false offline reports", "per node-hour",
+                 "bytes/node/round plain", "gzip"],
+                [[r["n"], f"{r['loss']:.0%}", r["rounds"], r["node_hours"], r["reports"],
+                  r["per_node_hour"], r["plain_bytes"], r["wire_bytes"]] for r in alarm_rows]))
+    with open(out / "simulation.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["n", "seed", "event", "rounds"])
+        w.writeheader()
+        w.writerows(raw_rows)
+    with open(out / "simulation-alarms.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(alarm_rows[0]) if alarm_rows else ["n"])
+        w.writeheader()
+        w.writerows(alarm_rows)
+    if plot(summary, out / "convergence.png"):
+        print(f"wrote {out / 'simulation.csv'}, {out / 'simulation-alarms.csv'}, {out / 'convergence.png'}")
+    else:
+        print(f"wrote {out / 'simulation.csv'}, {out / 'simulation-alarms.csv'} (no matplotlib: no plot)")
+    return {"summary": summary, "alarms": alarm_rows}
+
+
+if __name__ == "__main__":
+    main()
