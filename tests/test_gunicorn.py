@@ -209,7 +209,8 @@ def test_each_host_acts_as_one_node(cluster: dict[str, Any]) -> None:
     for _ in range(40):
         listed = b.get("clustershazbot/list", control=True).json()
         assert b.base_url in {s["baseUrl"] for s in listed["offline"]}
-    wait_until(lambda: observer.view().get(b.base_url) is False, what="B offline at the observer")
+    wait_until(lambda: all((h.view() or {}).get(b.base_url) is False for h in (a, c)) and
+               observer.view().get(b.base_url) is False, what="B offline everywhere")
     b.control(True)
     for _ in range(40):
         listed = b.get("clustershazbot/list").json()
@@ -286,16 +287,17 @@ def test_sigterm_to_the_master_announces_the_shutdown_once(cluster: dict[str, An
     for name in ("C", "A", "B"):  # --preload; one recycled worker; sync workers
         host = hosts[name]
         left = f"left {host.base_url}"
+        running = [h for h in hosts.values() if h is not host and h.process.poll() is None]
+        for other in running:
+            left_expected[other.name, left] = other.signals()[left] + 1
         host.process.send_signal(signal.SIGTERM)
         stopped_at = time.time()
         wait_until(lambda: observer.view().get(host.base_url) is False,
                    timeout=FAILURE_TIMEOUT / 3, what=f"{name} offline at the observer")
         print(f"\n{name} seen offline {time.time() - stopped_at:.2f} s after SIGTERM")
-        for other in hosts.values():
-            if other is not host and other.process.poll() is None:
-                left_expected[other.name, left] = other.signals()[left] + 1
-                wait_until(lambda: other.signals()[left] == left_expected[other.name, left],
-                           timeout=FAILURE_TIMEOUT / 3, what=f"{other.name} sees {name} leave")
+        for other in running:
+            wait_until(lambda: other.signals()[left] == left_expected[other.name, left],
+                       timeout=FAILURE_TIMEOUT / 3, what=f"{other.name} sees {name} leave")
         host.process.wait(20)
         stopped.append(host)
         shutdowns = [line for line in host.log_lines()
