@@ -9,7 +9,7 @@ import os
 import weakref
 from typing import Any
 
-from flask import Flask, Response, current_app, has_app_context, request
+from flask import Flask, current_app, has_app_context
 
 from .cli import loaded_by_flask_command, shazbot_cli
 from .config import load_settings
@@ -57,7 +57,6 @@ class ClusterShazbot:
         app.register_blueprint(blueprint)
         register_ui(app, settings)
         register_happy(app, settings)
-        app.after_request(_count_bytes)
         register_metrics()  # in prometheus_client's default registry, when it is installed
         app.cli.add_command(shazbot_cli)
         self._apps.add(app)
@@ -111,13 +110,3 @@ def _reset(engine_ref: weakref.ref[Engine]) -> None:
     engine = engine_ref()
     if engine is not None:
         engine.reset_after_fork()
-
-
-def _count_bytes(response: Response) -> Response:
-    """Body bytes of the requests this node answers, for its stats (see metrics.py)."""
-    if request.blueprint == "clustershazbot":
-        engine: Engine = current_app.extensions[EXTENSION_KEY]
-        engine.stats.add(
-            bytes_received=request.content_length or 0, bytes_sent=response.content_length or 0
-        )
-    return response

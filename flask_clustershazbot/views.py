@@ -49,6 +49,15 @@ def read_body(limit: int) -> Any:
     return decode_json(raw, "the body")
 
 
+@blueprint.after_request
+def _count_bytes(response: Response) -> Response:
+    """Body bytes of the requests this node answers, for its stats (see metrics.py)."""
+    _engine().stats.add(
+        bytes_received=request.content_length or 0, bytes_sent=response.content_length or 0
+    )
+    return response
+
+
 @blueprint.errorhandler(ShazbotError)
 def _error(exc: ShazbotError) -> Response:
     return _json({"error": str(exc)}, exc.status)
