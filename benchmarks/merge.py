@@ -122,17 +122,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     print(f"merge: one gossip message with N records in, the whole state out ({environment()})")
-    results = []
+    results, rows = [], []
     for name, factory in store_factories().items():
-        rows = []
         for n in sizes:
             r = measure(n, factory, args.budget)
             r["store"] = name
             results.append(r)
             rows.append([name, n, r["iterations"], r["us_msg"], r["us_record"], r["decode"],
                          r["parse"], r["merge"], r["encode"], r["reply_bytes"]])
-        print(table(["store", "N", "runs", "us/message", "us/record", "decode us", "parse us",
-                     "merge+reply us", "encode us", "reply bytes"], rows))
+    print(table(["store", "N", "runs", "us/message", "us/record", "decode us", "parse us",
+                 "merge+reply us", "encode us", "reply bytes"], rows))
     print("us/record = us/message / N (N records parsed and merged, N written back);"
           " target: <= 3 us/record in memory at N = 1,000")
     return results
