@@ -137,7 +137,7 @@ class Engine:
             if heartbeat:
                 m.heartbeat(now, mono)
             changes = m.merge(servers, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))
-            return changes, m.server_list().gossip_message()
+            return changes, m.gossip_message()
 
         started = time.perf_counter()
         changes, state = self._transact(op)
@@ -203,7 +203,7 @@ class Engine:
             def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]]:
                 m.running = False
                 m.heartbeat(now, mono)
-                return m.server_list().gossip_message(), self._announce_targets(m)
+                return m.gossip_message(), self._announce_targets(m)
 
             message, targets = self._transact(go_offline)
             self.transport.gossip_many(targets, message)

@@ -1,0 +1,34 @@
+"""The cached wire form of the table always equals a fresh serialisation."""
+
+from __future__ import annotations
+
+from flask_clustershazbot.membership import Membership
+from flask_clustershazbot.records import GossipServer, ServerList
+
+NOW = 1_700_000_000_000
+DAY = 86_400_000
+
+
+def fresh(m: Membership) -> dict:
+    return m.server_list().gossip_message()
+
+
+def test_every_change_shows_in_the_next_message():
+    m = Membership("http://me:1/", False, NOW, 0.0)
+    m.running = True
+    m.heartbeat(NOW, 0.0)
+    assert m.gossip_message() == fresh(m)
+    peers = [GossipServer(f"http://p{i}:1/", i == 0, NOW + i) for i in range(5)]
+    m.merge(ServerList(tuple(peers[:3]), tuple(peers[3:])), NOW + 10, 1.0, 600_000, DAY)
+    assert m.gossip_message() == fresh(m)
+    first = m.gossip_message()
+    m.heartbeat(NOW + 20, 2.0)  # our own record changes
+    m.merge(ServerList((GossipServer("http://p1:1/", False, NOW + 30),)), NOW + 40, 3.0, 600_000, DAY)
+    m.mark_offline("http://p2:1/", NOW + 50, 4.0)
+    after = m.gossip_message()
+    assert after == fresh(m)
+    assert after != first
+    assert {"baseUrl": "http://p2:1/", "monitor": False, "lastUpdate": NOW + 50} in after["offline"]
+    m.cleanup(NOW + 2 * DAY, DAY)
+    assert m.gossip_message() == fresh(m)
+    assert [s["baseUrl"] for s in m.gossip_message()["offline"]] == []
