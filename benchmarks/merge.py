@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from flask_clustershazbot import _json
 from flask_clustershazbot.engine import Engine
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.records import GossipServer, ServerList
@@ -119,7 +120,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per size and store")
+    parser.add_argument("--codec", choices=["auto", "json"], default="auto",
+                        help="json: the standard library even when orjson is installed")
     args = parser.parse_args(argv)
+    if args.codec == "json":
+        _json.loads, _json.dumps, _json.CODEC = _json.std_loads, _json.std_dumps, "json (forced)"
     sizes = [int(x) for x in args.sizes.split(",")]
     print(f"merge: one gossip message with N records in, the whole state out ({environment()})")
     results, rows = [], []
