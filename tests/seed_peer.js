@@ -6,6 +6,7 @@
 'use strict';
 const http = require('http');
 const fs = require('fs');
+const zlib = require('zlib');
 
 const [masterList, intervalArg] = process.argv.slice(2);
 const secret = process.env.SHAZBOT_SECRET;
@@ -65,9 +66,14 @@ async function round() {
 }
 
 const server = http.createServer((req, res) => {
-  let body = '';
-  req.on('data', (c) => { body += c; });
+  const chunks = [];
+  req.on('data', (c) => { chunks.push(c); });
   req.on('end', () => {
+    // express.json() (body-parser) inflates a gzip or deflate body as Content-Encoding says.
+    const raw = Buffer.concat(chunks);
+    const encoding = req.headers['content-encoding'];
+    const body = (encoding === 'gzip' ? zlib.gunzipSync(raw)
+      : encoding === 'deflate' ? zlib.inflateSync(raw) : raw).toString('utf8');
     const auth = req.headers.authorization || '';
     const reply = (status, obj) => { res.writeHead(status, {'Content-Type': 'application/json'}); res.end(JSON.stringify(obj)); };
     if (req.method === 'POST' && req.url === '/clustershazbot/gossip') {

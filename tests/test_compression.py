@@ -6,8 +6,10 @@ import gzip
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask, Response, request
 
@@ -111,3 +113,28 @@ def test_a_client_that_does_not_ask_for_gzip_gets_plain_json(make_node, config):
         reply = json.loads(gzip.decompress(raw) if accept == "gzip" else raw)
         assert reply["message"] == "gossip"
         assert OFFLINE_URLS <= {s["baseUrl"] for s in reply["offline"]}
+
+
+def test_a_seed_node_takes_our_gzip_requests(make_node, config):
+    seed_compat = pytest.importorskip("test_seed_compat")
+    if seed_compat.NODE is None:
+        pytest.skip("node (Node.js) is not installed")
+    write_master(config["SHAZBOT_MASTER_LIST"], [])
+    node = make_node()
+    # Our state (30 offline records) is above the threshold: every request to the seed is gzip.
+    wait_until(lambda: OFFLINE_URLS <= set(node.view()), what="the master list merged")
+    master = Path(config["SHAZBOT_MASTER_LIST"])
+    wait_until(lambda: node.base_url in master.read_text(), what="announced")
+    proc, seed = seed_compat.start_seed_peer(config["SHAZBOT_MASTER_LIST"], 0.2)
+    try:
+        wait_until(lambda: node.view().get(seed), what="the seed node known")
+        rounds = node.engine.stats.rounds
+        wait_until(lambda: node.engine.stats.rounds >= rounds + 10, what="ten rounds with the seed")
+        assert proc.poll() is None
+        assert node.view()[seed] is True
+        seen = seed_compat.seed_view(seed)
+        assert seen[node.base_url] is True and OFFLINE_URLS <= set(seen)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
