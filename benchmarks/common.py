@@ -18,14 +18,14 @@ EPOCH_MS = 1_700_000_000_000
 
 
 def settings(base_url: str, **kw: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        secret=SECRET,
-        control_secret=CONTROL,
-        base_url=base_url,
-        master_list="/nonexistent/master.json",
-        master_list_update="/nonexistent/master.json",
-        master_list_update_auth="",
-    )
+    values: dict[str, Any] = {
+        "secret": SECRET,
+        "control_secret": CONTROL,
+        "base_url": base_url,
+        "master_list": "/nonexistent/master.json",
+        "master_list_update": "/nonexistent/master.json",
+        "master_list_update_auth": "",
+    }
     values.update(kw)
     return Settings(**values)
 
@@ -74,7 +74,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,7 +61,7 @@ class Gunicorn:
         cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers),
                "--threads", str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
                "benchmarks.endpoint_app:app"]
-        self.log = open(Path(self.tmp, "gunicorn.log"), "wb")
+        self.log = open(Path(self.tmp, "gunicorn.log"), "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=self.log, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -74,8 +75,9 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
+        log = Path(self.tmp, "gunicorn.log").read_text(errors="replace")[-2000:]
         self.stop()
-        raise RuntimeError(f"gunicorn did not serve (see {self.tmp}/gunicorn.log)")
+        raise RuntimeError(f"gunicorn did not serve; its log ends:\n{log}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -86,6 +88,7 @@ class Gunicorn:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def bodies(n: int, count: int = 10) -> list[tuple[bytes, dict[str, str]]]:

@@ -58,7 +58,7 @@ def run(n: int, seconds: float, interval: float) -> dict[str, Any]:
         for _ in range(2):
             procs.append(start_node(master, interval, env=env, options=options,
                                     log_path=os.path.join(tmp, "nodes.log")))
-        (a, pa), (b, pb) = procs
+        (a, pa), (_, pb) = procs
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             v = view(pa, CONTROL) or {}

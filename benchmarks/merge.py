@@ -22,7 +22,15 @@ from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.store import MemoryStore, Store
 from flask_clustershazbot.transport import decode_json, encode_json
 
-from .common import EPOCH_MS, SECRET, NullScheduler, environment, members, settings, table
+from .common import (
+    EPOCH_MS,
+    SECRET,
+    NullScheduler,
+    environment,
+    members,
+    settings,
+    table,
+)
 
 StoreFactory = Callable[[Membership], Store]
 

@@ -41,7 +41,15 @@ from flask_clustershazbot.records import ServerList
 from flask_clustershazbot.store import MemoryStore
 from flask_clustershazbot.transport import TransportError, encode_json, gossip_body
 
-from .common import EPOCH_MS, SECRET, environment, member_url, percentile, settings, table
+from .common import (
+    EPOCH_MS,
+    SECRET,
+    environment,
+    member_url,
+    percentile,
+    settings,
+    table,
+)
 
 STATIC = Path(__file__).resolve().parent.parent / "docs" / "_static"
 

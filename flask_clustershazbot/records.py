@@ -112,9 +112,10 @@ def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
     return tuple(out)
 
 
-_set_base_url = GossipServer.base_url.__set__  # type: ignore[attr-defined]
-_set_monitor = GossipServer.monitor.__set__  # type: ignore[attr-defined]
-_set_last_update = GossipServer.last_update.__set__  # type: ignore[attr-defined]
+# The slot descriptors set a frozen instance's fields without the dataclass's checks.
+_set_base_url = GossipServer.__dict__["base_url"].__set__
+_set_monitor = GossipServer.__dict__["monitor"].__set__
+_set_last_update = GossipServer.__dict__["last_update"].__set__
 
 
 def _new_server(url: str, monitor: bool, last_update: int) -> GossipServer:

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask, Response, request
-
 from cluster import SECRET, Server, wait_until
+from flask import Flask, Response, request
 
 STAMP = int(time.time() * 1000)
 #: Enough offline records to put every node's whole state above the 1 KiB gzip threshold.
@@ -38,7 +37,7 @@ class Recorder:
         sent = environ.get("HTTP_CONTENT_ENCODING", "")
 
         def note(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
-            got = dict((k.lower(), v) for k, v in headers).get("content-encoding", "")
+            got = {k.lower(): v for k, v in headers}.get("content-encoding", "")
             if status.startswith("200"):
                 with self.lock:
                     self.seen.append((sent, got))
