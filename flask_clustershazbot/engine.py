@@ -39,12 +39,15 @@ OFFLINE_PROBE = 0.1
 MAX_ROUNDS_IN_FLIGHT = 3
 #: Bootstrap retries after a failed master-list download wait 1, 2, 4 ... s, at most this.
 MAX_BOOTSTRAP_BACKOFF = 60.0
-#: A failed exchange is retried this many times, ``retry_delay`` apart, before the peer is
-#: moved offline. With one retry (the seed's rule) message loss alone takes live peers
-#: offline: benchmarks/simulate.py measured 27 false offline reports per node-hour at 5 %
-#: loss and 377 at 20 % (N = 100); with five, none and 8. A dead peer refuses at once, so
-#: a crash is still found within a round; a hung one costs RETRIES + 1 request timeouts.
+#: A failed exchange is retried up to this many times, ``retry_delay`` apart, before the
+#: peer is moved offline. With one retry (the seed's rule) quick transient failures alone
+#: take live peers offline: benchmarks/simulate.py measured 27 false offline reports per
+#: node-hour at 5 % loss and 377 at 20 % (N = 100); with five, none and 8. A crashed peer
+#: refuses at once, so it is still found within a round.
 RETRIES = 5
+#: ... but two attempts that each waited out the request timeout end the retries, as in
+#: the seed's rule: a peer that leaves requests hanging is unfit to serve, whatever the cause.
+SLOW_FAILURES = 2
 
 
 def wall_clock_ms() -> int:
@@ -333,8 +336,10 @@ class Engine:
 
         target, probe, timeout = self._transact(choose)
         self._check_pause(mono, timeout)
-        if target is not None and not self._exchange(target):
-            self._suspect(target)
+        if target is not None:
+            started = self.monotonic()
+            if not self._exchange(target):
+                self._suspect(target, self._slow(started))
         if probe is not None:
             self._exchange(probe, quiet=True)
         now, mono = self.clock(), self.monotonic()
@@ -366,18 +371,28 @@ class Engine:
         self._merge(reply)
         return True
 
-    def _suspect(self, base_url: str) -> None:
+    def _slow(self, started: float) -> int:
+        """1 if a failed attempt begun at ``started`` waited out (nearly) the request timeout."""
+        return int(self.monotonic() - started >= 0.9 * self.settings.request_timeout)
+
+    def _suspect(self, base_url: str, slow: int) -> None:
         with self._in_flight_lock:
             if base_url in self._suspects:
                 return
             self._suspects.add(base_url)
-        self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, RETRIES))
+        self._next_retry(base_url, RETRIES, slow)
 
-    def _retry(self, base_url: str, left: int) -> None:
+    def _next_retry(self, base_url: str, left: int, slow: int) -> None:
+        self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, left, slow))
+
+    def _retry(self, base_url: str, left: int, slow: int) -> None:
+        started = self.monotonic()
         failed = self.started and not self._exchange(base_url)
-        if failed and left > 1:
-            self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, left - 1))
-            return
+        if failed:
+            slow += self._slow(started)
+            if left > 1 and slow < SLOW_FAILURES:
+                self._next_retry(base_url, left - 1, slow)
+                return
         with self._in_flight_lock:
             self._suspects.discard(base_url)
         if not failed:
