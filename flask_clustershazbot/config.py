@@ -41,6 +41,11 @@ class Settings:
     failure_timeout: float | None = None
     #: Seconds before the one retry of a failed gossip exchange.
     retry_delay: float = 3.0
+    #: Retries of a failed gossip exchange, ``retry_delay`` apart, before the peer is moved
+    #: offline. The seed retries once; one retry lets transient failures alone take live
+    #: peers offline (see docs/performance.md), so the default is 5. Two attempts that each
+    #: wait out the request timeout end the retries early, as in the seed's rule.
+    retries: int = 5
     #: Timeout of each gossip request, in seconds.
     request_timeout: float = 5.0
     #: Timeout of each master-list request, in seconds.
@@ -118,6 +123,16 @@ def _bytes(key: str, value: Any) -> int:
     return int(number)
 
 
+def _count(key: str, value: Any) -> int:
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 1:
+        raise ConfigError(f"{key} must be a whole number, at least 1, got {_shown(value)}")
+    return number
+
+
 def _base_url(key: str, value: Any) -> str:
     url = _str(key, value)
     if not url.endswith("/"):
@@ -173,6 +188,7 @@ _PARSERS: dict[str, _Parser] = {
     "max_clock_skew": _seconds,
     "failure_timeout": _seconds,
     "retry_delay": _seconds_or_zero,
+    "retries": _count,
     "request_timeout": _seconds,
     "master_list_timeout": _seconds,
     "retention": _seconds,

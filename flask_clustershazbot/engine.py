@@ -39,14 +39,8 @@ OFFLINE_PROBE = 0.1
 MAX_ROUNDS_IN_FLIGHT = 3
 #: Bootstrap retries after a failed master-list download wait 1, 2, 4 ... s, at most this.
 MAX_BOOTSTRAP_BACKOFF = 60.0
-#: A failed exchange is retried up to this many times, ``retry_delay`` apart, before the
-#: peer is moved offline. With one retry (the seed's rule) quick transient failures alone
-#: take live peers offline: benchmarks/simulate.py measured 27 false offline reports per
-#: node-hour at 5 % loss and 377 at 20 % (N = 100); with five, none and 8. A crashed peer
-#: refuses at once, so it is still found within a round.
-RETRIES = 5
-#: ... but two attempts that each waited out the request timeout end the retries, as in
-#: the seed's rule: a peer that leaves requests hanging is unfit to serve, whatever the cause.
+#: Two attempts that each waited out the request timeout end the retries early (the seed's
+#: rule): a peer that leaves requests hanging is unfit to serve, whatever the cause.
 SLOW_FAILURES = 2
 
 
@@ -380,7 +374,7 @@ class Engine:
             if base_url in self._suspects:
                 return
             self._suspects.add(base_url)
-        self._next_retry(base_url, RETRIES, slow)
+        self._next_retry(base_url, self.settings.retries, slow)
 
     def _next_retry(self, base_url: str, left: int, slow: int) -> None:
         self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, left, slow))

@@ -164,6 +164,10 @@ def test_an_http_master_list_needs_update_and_auth() -> None:
         ("SHAZBOT_MAX_BODY_BYTES", "2048.5"),
         ("SHAZBOT_MAX_BODY_BYTES", "nan"),
         ("SHAZBOT_MAX_CLOCK_SKEW", 0),
+        ("SHAZBOT_RETRIES", "0"),
+        ("SHAZBOT_RETRIES", "1.5"),
+        ("SHAZBOT_RETRIES", "often"),
+        ("SHAZBOT_RETRIES", True),
         ("SHAZBOT_SECRET", 12345),
         ("SHAZBOT_CONTROL_SECRET", ["x"]),
     ],
@@ -177,6 +181,11 @@ def test_an_invalid_value_is_named_without_leaking_secrets(key: str, value: Any)
         (config if source == "config" else env)[key] = value
         text = config_error(config, env)
         assert key in text
+
+
+def test_retries_default_to_five_and_take_whole_numbers() -> None:
+    assert load_settings(dict(HTTP_REQUIRED)).retries == 5
+    assert load_settings(dict(HTTP_REQUIRED), {"SHAZBOT_RETRIES": "1"}).retries == 1
 
 
 def test_an_invalid_value_in_the_environment_is_named_even_when_the_config_lacks_it() -> None:

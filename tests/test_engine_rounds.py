@@ -1,5 +1,6 @@
-"""The engine's own stall check, driven with an injected clock (no threads, no network).
+"""Round logic driven with an injected clock and scheduler (no threads, no network).
 
+The stall check: 
 A node that was paused (SIGSTOP, a long GC) must not blame peers for its own
 silence: the integration test in test_fault_process.py shows the end result,
 but there one exchange on waking refreshes every peer anyway. Here the peer
@@ -16,6 +17,7 @@ import pytest
 
 from flask_clustershazbot import Engine, GossipServer, ServerList
 from flask_clustershazbot.config import load_settings
+from flask_clustershazbot.transport import TransportError
 
 ME = "http://127.0.0.1:1001/"
 PEERS = [f"http://127.0.0.1:{1002 + i}/" for i in range(3)]
@@ -48,15 +50,20 @@ class AnswersAboutItself:
         return {}
 
 
-@pytest.fixture
-def engine() -> tuple[Engine, Clock]:
-    clock = Clock()
+def make_engine(clock: Clock, transport: Any, scheduler: Any, **options: Any) -> Engine:
     settings = load_settings({}, {}, {
         "secret": "s" * 20, "control_secret": "c" * 20, "base_url": ME,
         "master_list": "/nonexistent/master.json", "gossip_interval": 1, "failure_timeout": 10,
+        **options,
     })
-    engine = Engine(settings, transport=AnswersAboutItself(clock), scheduler=NoJobs(),
-                    clock=clock.wall, monotonic=lambda: clock.mono, rng=random.Random(1))
+    return Engine(settings, transport=transport, scheduler=scheduler,
+                  clock=clock.wall, monotonic=lambda: clock.mono, rng=random.Random(1))
+
+
+@pytest.fixture
+def engine() -> tuple[Engine, Clock]:
+    clock = Clock()
+    engine = make_engine(clock, AnswersAboutItself(clock), NoJobs())
     engine.start()
     engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
     return engine, clock
@@ -82,3 +89,47 @@ def test_a_running_node_times_out_silent_peers(engine):
         clock.mono += 1
         engine.gossip_round()
     assert len(online_peers(engine)) < len(PEERS)
+
+
+class Refuses:
+    """Every exchange fails at once, like a crashed peer's refused connection."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
+        self.attempts += 1
+        raise TransportError(f"gossip with {base_url}: ConnectionRefusedError")
+
+    def gossip_many(self, urls: Any, message: Any) -> dict[str, Any]:
+        return {}
+
+
+class Pending:
+    """Keeps scheduled retries so that the test runs them one by one."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+    def after(self, delay: float, fn: Any) -> None:
+        self.jobs.append(fn)
+
+
+@pytest.mark.parametrize("retries", [1, 5])
+def test_a_refusing_peer_goes_offline_after_the_configured_retries(retries):
+    clock, transport, jobs = Clock(), Refuses(), Pending()
+    engine = make_engine(clock, transport, jobs, retries=retries, failure_timeout=1e6)
+    engine.start()
+    engine._merge(ServerList((GossipServer(PEERS[0], False, clock.wall()),)))
+    jobs.jobs.clear()  # bootstrap and the first round/announcement jobs: not run here
+    engine.gossip_round()
+    for attempt in range(retries):
+        assert online_peers(engine) == {PEERS[0]}, f"offline before retry {attempt + 1}"
+        assert len(jobs.jobs) == 1
+        jobs.jobs.pop()()
+    assert online_peers(engine) == set()
+    assert transport.attempts == retries + 1
+    assert jobs.jobs == []

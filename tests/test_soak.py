@@ -21,7 +21,7 @@ from proxy import ProxiedCluster, Recorder
 
 NODES = 10
 #: The longest a real fault can take to surface as peer_left somewhere: failure timeout
-#: (3.6 s for 10 nodes at 0.2 s), or two request timeouts plus the retry, plus spreading.
+#: (3.6 s for 10 nodes at 0.2 s), or the retries (two request timeouts end them), plus spreading.
 WINDOW = 6.0
 MAX_DOWN = 2
 
