@@ -37,5 +37,14 @@ $(VENV)/.bench: $(VENV)/.package requirements-bench.txt
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+$(VENV)/.lint: $(VENV)/.dev
+	$(BIN)/python -m pip install -q ruff mypy types-requests
+	touch $@
+
+# ruff (ruff.toml) and mypy strict (mypy.ini) on the package.
+lint: $(VENV)/.lint
+	$(BIN)/python -m ruff check flask_clustershazbot
+	$(BIN)/python -m mypy flask_clustershazbot
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -132,7 +132,7 @@ def members_table(data: dict[str, Any], now_ms: int | None = None) -> str:
         for m in data["members"]
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     offline = "offline not shown: no control secret" if data["offline"] is None \
         else f"{data['offline']} offline"
     lines.append(f"{data['online']} online, {offline} (view of {data['node']})")

@@ -10,10 +10,10 @@ shows its detection, then stops everything and removes its temp dir (also on Ctr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -102,14 +102,14 @@ def start_node(
         cmd.append("--monitor")
     for key, value in (options or {}).items():
         cmd += ["--option", f"{key}={value}"]
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                            env={**os.environ, **(env or {})})
-    if log_path:
-        log.close()  # type: ignore[union-attr]
+    with open(log_path or os.devnull, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stdout], [], [], left)[0]:
+            break  # no line within the deadline: readline() alone could wait forever
         line = proc.stdout.readline()
         if line.startswith("READY "):
             return proc, int(line.split()[1])

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from .config import Settings
 from .errors import NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
-from .peers import PeerPolicy, weak_secret_warnings
 from .metrics import Stats, track
+from .peers import PeerPolicy, weak_secret_warnings
 from .records import ServerList, parse_control
 from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store

@@ -98,7 +98,7 @@ class Collector:
             rounds.add_metric([node], s["rounds"])
             failures.add_metric([node, "gossip"], s["gossip_failures"])
             failures.add_metric([node, "master_list"], s["master_list_failures"])
-            merge.add_metric([node], count_value=s["merges"], sum_value=s["merge_seconds"])
+            merge.add_metric([node], count_value=int(s["merges"]), sum_value=s["merge_seconds"])
             sent.add_metric([node], s["bytes_sent"])
             received.add_metric([node], s["bytes_received"])
         yield from (members, rounds, failures, merge, sent, received)

@@ -144,7 +144,7 @@ class PeerPolicy:
         refused: list[GossipServer] = []
 
         def keep(records: tuple[GossipServer, ...]) -> tuple[GossipServer, ...]:
-            kept = []
+            kept: list[GossipServer] = []
             for server in records:
                 (kept if self.allows(server.base_url) else refused).append(server)
             return tuple(kept)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from blinker import Namespace, Signal
+from blinker import NamedSignal, Namespace
 
 from .membership import Changes
 
@@ -26,7 +26,7 @@ peer_left = _signals.signal("peer-left")
 peer_purged = _signals.signal("peer-purged")
 
 
-def _send(signal: Signal, sender: Any, **kwargs: Any) -> None:
+def _send(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
     for receiver in list(signal.receivers_for(sender)):
         try:
             receiver(sender, **kwargs)

@@ -174,7 +174,7 @@ class SqliteStore:
         ).fetchone()
         if row is None or (self.host_id is not None and row[0] != self.host_id):
             return self._reset(conn)
-        host_id, running, control_online, generation, purges = row
+        _host_id, running, control_online, generation, purges = row
         m.running, m.control_online = bool(running), bool(control_online)
         if self._generation is None or purges != self._purges:
             m.load(self._read(conn, "SELECT * FROM member", ()))

@@ -158,7 +158,7 @@ class Transport:
                 return exc
 
         with ThreadPoolExecutor(min(MAX_PARALLEL, len(urls))) as pool:
-            return dict(zip(urls, pool.map(one, urls)))
+            return dict(zip(urls, pool.map(one, urls), strict=True))
 
     # -- master list -------------------------------------------------------
 
