@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Any
 
-from flask_clustershazbot.demo import start_node, view
+from flask_clustershazbot.demo import start_node, stop_nodes, view
 
 from .common import CONTROL, SECRET, environment, table
 
@@ -68,15 +68,7 @@ def run(n: int, interval: float, timeout: float) -> dict[str, Any]:
         gone = None if gone is None else time.monotonic() - killed
         return {"n": n, "join_s": joined, "kill_s": gone, "interval": interval}
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_nodes(procs.values())
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from typing import Any
 
-from flask_clustershazbot.demo import start_node, view
+from flask_clustershazbot.demo import start_node, stop_nodes, view
 
 from .common import CONTROL, SECRET, environment, table
 from .endpoint import fake_members
@@ -76,14 +74,7 @@ def run(n: int, seconds: float, interval: float) -> dict[str, Any]:
                 "cpu_per_min_30s_ms": per_round * 2 * 1e3,
                 "cpu_pct_30s": per_round / 30 * 100, "window": elapsed}
     finally:
-        for proc, _ in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_nodes(proc for proc, _ in procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

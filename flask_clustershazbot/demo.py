@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import requests
@@ -119,6 +120,22 @@ def start_node(
     raise RuntimeError(f"node did not start (exit code {proc.poll()})")
 
 
+def stop_nodes(procs: Iterable[subprocess.Popen[str]], timeout: float = 10.0) -> None:
+    """SIGTERM every node (each announces its shutdown), then SIGKILL the ones that linger."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
 def view(port: int, control_secret: str) -> dict[str, bool] | None:
     """A node's view {base_url: online}, or None if it does not answer."""
     try:
@@ -209,15 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         print("stopping all nodes")
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_nodes(procs.values())
         shutil.rmtree(tmp, ignore_errors=True)
         print("cleaned up", tmp)
 
