@@ -1,6 +1,7 @@
 """The seed's function API, for apps on other frameworks.
 
-One engine per process, configured from ``SHAZBOT_*`` environment variables.
+One engine per process, configured from ``SHAZBOT_*`` environment variables; under
+gunicorn the workers of a host share it as one node, as with the extension.
 Errors are raised as :class:`Unauthorized`, :class:`BadMessage` (or its
 subclass ``TooLarge``) and :class:`NotStarted`, each with an HTTP ``status``.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from .config import load_settings
 from .engine import Engine
+from .gunicorn import make_engine
 from .errors import NotStarted
 
 _engine: Engine | None = None
@@ -30,7 +32,7 @@ def shazbot_start() -> Engine:
     global _engine
     with _lock:
         if _engine is None:
-            _engine = Engine(load_settings({}, os.environ))
+            _engine = make_engine(load_settings({}, os.environ))
         _engine.start()
         return _engine
 
