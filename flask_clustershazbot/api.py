@@ -14,8 +14,8 @@ from typing import Any
 
 from .config import load_settings
 from .engine import Engine
-from .gunicorn import make_engine
 from .errors import NotStarted
+from .gunicorn import make_engine
 
 _engine: Engine | None = None
 _lock = threading.Lock()
