@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test soak bench lint clean
+.PHONY: demo test soak bench docs lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ $(VENV)/.bench: $(VENV)/.package requirements-bench.txt
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+$(VENV)/.docs: $(VENV)/.package requirements-docs.txt
+	$(BIN)/python -m pip install -q -r requirements-docs.txt
+	touch $@
+
+# The Sphinx site into docs/_build/html; warnings are errors, and -E rereads every page
+# so that a page unchanged since the last build still reports them.
+docs: $(VENV)/.docs
+	$(BIN)/python -m sphinx -E -W --keep-going -b html docs docs/_build/html
+
 $(VENV)/.lint: $(VENV)/.dev
 	$(BIN)/python -m pip install -q ruff mypy types-requests
 	touch $@
@@ -47,4 +56,4 @@ lint: $(VENV)/.lint
 	$(BIN)/python -m mypy flask_clustershazbot
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis docs/_build
