@@ -44,12 +44,15 @@ def shazbot_shut_down() -> None:
 
 
 def shazbot_gossip_request(authorization: str, body: Any) -> dict[str, Any]:
+    """Handle a POST to /clustershazbot/gossip: merge the message, return our whole state."""
     return _current().handle_gossip(authorization, body)
 
 
 def shazbot_list_request(authorization: str) -> dict[str, Any]:
+    """Handle a GET of /clustershazbot/list: online members; offline too with the control secret."""
     return _current().handle_list(authorization)
 
 
 def shazbot_control_request(authorization: str, body: Any) -> dict[str, Any]:
+    """Handle a POST to /clustershazbot/control: take this node offline or online again."""
     return _current().handle_control(authorization, body)

@@ -25,10 +25,12 @@ def config_entries() -> dict[str, str]:
 
 
 def readme_table_keys() -> set[str]:
-    """The keys in the first column of the README's configuration table."""
+    """The keys in the first column of the README's configuration table, each once."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `(SHAZBOT_[A-Z0-9_]+)` \|", section, re.M))
+    keys = re.findall(r"^\| `(SHAZBOT_[A-Z0-9_]+)` \|", section, re.M)
+    assert len(keys) == len(set(keys)), "the README's table lists a key twice"
+    return set(keys)
 
 
 def test_every_setting_has_a_data_entry_and_no_entry_is_unknown() -> None:
