@@ -213,6 +213,7 @@ class Engine:
         self._lifecycle = threading.RLock()
         self._in_flight_lock = threading.Lock()
         self._in_flight = 0
+        self.stats._lock = threading.Lock()
         self.store.reset_after_fork()
         if hasattr(self.transport, "reset_after_fork"):
             self.transport.reset_after_fork()
