@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import requests
 
+from flask_clustershazbot.demo import stop_nodes
 from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.transport import gossip_body
 
@@ -80,13 +80,7 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not serve; its log ends:\n{log}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_nodes([self.proc])
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
