@@ -15,19 +15,16 @@ from flask import Blueprint, Flask, Response, current_app
 from .config import Settings
 from .engine import Engine
 from .transport import encode_json
+from .views import current_engine
 
 #: Served at ``SHAZBOT_HAPPY_PATH`` (the blueprint's url_prefix) when that is set.
 happy_blueprint = Blueprint("clustershazbot_happy", __name__)
 
 
-def _engine() -> Engine:
-    return current_app.extensions["clustershazbot"]  # type: ignore[no-any-return]
-
-
 @happy_blueprint.get("")
 def happy() -> Response:
     """The seed's ``/happy`` shape: 200 when the cluster section is ok, else 503."""
-    section = _engine().health()
+    section = current_engine().health()
     ok = section["status"] == "ok"
     body = {"status": "ok" if ok else "error", "extensions": {"clustershazbot": section}}
     return current_app.response_class(
@@ -67,6 +64,6 @@ def healthz_check() -> None:
     """
     from flask_healthz import HealthError
 
-    section = _engine().health()
+    section = current_engine().health()
     if section["status"] != "ok":
         raise HealthError(f"clustershazbot: {section['error']}")

@@ -16,15 +16,12 @@ from .cli import format_age
 from .config import Settings
 from .engine import Engine, check_secret
 from .transport import encode_json
+from .views import current_engine
 
 #: Registered at ``SHAZBOT_UI_PATH``; its routes are relative to that path.
 ui_blueprint = Blueprint("clustershazbot_ui", __name__, template_folder="templates")
 #: How often the page asks for fresh state.
 REFRESH_SECONDS = 2
-
-
-def _engine() -> Engine:
-    return current_app.extensions["clustershazbot"]  # type: ignore[no-any-return]
 
 
 def _private(response: Response) -> Response:
@@ -37,7 +34,7 @@ def _private(response: Response) -> Response:
 def _require_control_secret() -> Response | None:
     auth = request.authorization
     password = auth.password if auth is not None and auth.type == "basic" else None
-    if password is not None and check_secret(password, _engine().settings.control_secret):
+    if password is not None and check_secret(password, current_engine().settings.control_secret):
         return None
     response = current_app.response_class(
         encode_json({"error": "this page needs the control secret as the HTTP Basic password"}),
@@ -85,7 +82,7 @@ def cluster_state(engine: Engine) -> dict[str, Any]:
 def page() -> Response:
     nonce = secrets.token_urlsafe(16)
     html = render_template(
-        "clustershazbot.html", node=_engine().settings.base_url, nonce=nonce,
+        "clustershazbot.html", node=current_engine().settings.base_url, nonce=nonce,
         refresh_ms=REFRESH_SECONDS * 1000,
     )
     response = current_app.response_class(html, mimetype="text/html")
@@ -99,7 +96,7 @@ def page() -> Response:
 @ui_blueprint.get("/state.json")
 def state() -> Response:
     return _private(current_app.response_class(
-        encode_json(cluster_state(_engine())), mimetype="application/json"))
+        encode_json(cluster_state(current_engine())), mimetype="application/json"))
 
 
 def register_ui(app: Flask, settings: Settings) -> None:

@@ -14,7 +14,8 @@ from .transport import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 blueprint = Blueprint("clustershazbot", __name__, url_prefix="/clustershazbot")
 
 
-def _engine() -> Engine:
+def current_engine() -> Engine:
+    """The engine of the app handling the current request."""
     return current_app.extensions["clustershazbot"]  # type: ignore[no-any-return]
 
 
@@ -52,7 +53,7 @@ def read_body(limit: int) -> Any:
 @blueprint.after_request
 def _count_bytes(response: Response) -> Response:
     """Body bytes of the requests this node answers, for its stats (see metrics.py)."""
-    _engine().stats.add(
+    current_engine().stats.add(
         bytes_received=request.content_length or 0, bytes_sent=response.content_length or 0
     )
     return response
@@ -65,7 +66,7 @@ def _error(exc: ShazbotError) -> Response:
 
 @blueprint.post("/gossip")
 def gossip() -> Response:
-    engine, auth = _engine(), request.headers.get("Authorization")
+    engine, auth = current_engine(), request.headers.get("Authorization")
     engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
     body = read_body(engine.settings.max_body_bytes)
     return _json(engine.handle_gossip(auth, body))
@@ -73,12 +74,12 @@ def gossip() -> Response:
 
 @blueprint.get("/list")
 def server_list() -> Response:
-    return _json(_engine().handle_list(request.headers.get("Authorization")))
+    return _json(current_engine().handle_list(request.headers.get("Authorization")))
 
 
 @blueprint.post("/control")
 def control() -> Response:
-    engine, auth = _engine(), request.headers.get("Authorization")
+    engine, auth = current_engine(), request.headers.get("Authorization")
     engine.authorize(auth, control=True)
     body = read_body(engine.settings.max_body_bytes)
     return _json(engine.handle_control(auth, body))
