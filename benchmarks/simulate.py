@@ -208,7 +208,7 @@ class Cluster:
         def listener(changes: Changes) -> None:
             for server in changes.left:
                 peer = self.net.nodes.get(server.base_url)
-                if peer is not None and peer.started:
+                if peer is not None and peer.live:
                     self.false_offline += 1  # a live, online node reported offline
 
         engine = Engine(s, store=MemoryStore(membership), transport=MemoryTransport(self.net, url),
@@ -226,7 +226,7 @@ class Cluster:
             m.merge(everyone, now, mono, 600_000, 86_400_000)
 
         engine.store.transact(online)
-        engine.started = True
+        engine.started = engine.live = True  # started long ago: no bootstrap
         engine.scheduler.start()
         engine.scheduler.after(self.rng.uniform(0, self.interval), engine._round_job)
         engine._schedule_announcement()
@@ -246,9 +246,7 @@ class Cluster:
         del self.net.nodes[url]
 
     def crash(self, url: str) -> None:
-        engine = self.net.nodes.pop(url)
-        engine.started = False
-        engine.scheduler.shutdown()
+        self.net.nodes.pop(url).crash()
 
     def live(self) -> list[Engine]:
         return list(self.net.nodes.values())

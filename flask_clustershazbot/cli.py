@@ -12,7 +12,6 @@ Exit codes: 0 success, 2 usage error (e.g. no secret), 3 node unreachable,
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import fields
@@ -294,19 +293,6 @@ def flask_offline_command(as_json: bool) -> None:
     """Take this node offline (it stays offline until `online`)."""
     settings = _settings()
     set_state(settings.base_url, settings.control_secret, False, as_json)
-
-
-def loaded_by_flask_command() -> bool:
-    """True while the ``flask`` CLI loads the app for a command other than ``run``.
-
-    Such a process (``flask shazbot members``, ``flask routes``, ``flask shell``) is
-    not the node: starting its engine would speak for the node and, at exit,
-    announce it offline to the whole cluster.
-    """
-    if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
-        return False
-    ctx = click.get_current_context(silent=True)
-    return ctx is not None and ctx.command.name != "run"
 
 
 if __name__ == "__main__":

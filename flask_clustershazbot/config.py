@@ -31,7 +31,13 @@ class Settings:
     master_announce_interval: float = 600.0
     monitor: bool = False
     update_master_list_on_shutdown: bool = False
+    #: Start the node in init_app (False by default in an app with ``TESTING`` set).
     autostart: bool = True
+    #: Fill settings that options and app.config leave out from ``SHAZBOT_*`` environment
+    #: variables (read from options and app.config only).
+    read_env: bool = True
+    #: Check that the base URL leads back to this process before acting as the node.
+    self_check: bool = True
     #: Largest request or reply body, counted after decompression.
     max_body_bytes: int = 4 * 1024 * 1024
     #: Records stamped further than this (s) in the future are ignored.
@@ -184,6 +190,8 @@ _PARSERS: dict[str, _Parser] = {
     "monitor": _bool,
     "update_master_list_on_shutdown": _bool,
     "autostart": _bool,
+    "read_env": _bool,
+    "self_check": _bool,
     "max_body_bytes": _bytes,
     "max_clock_skew": _seconds,
     "failure_timeout": _seconds,
@@ -209,20 +217,25 @@ def load_settings(
     config: MutableMapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     options: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Read and validate every setting; write the effective values back into ``config``.
 
-    ``options`` take lower-case names (``gossip_interval=0.2``) or config keys.
+    ``options`` take lower-case names (``gossip_interval=0.2``) or config keys;
+    ``defaults`` replace Settings' own defaults (e.g. ``autostart`` in a testing app).
     Raises :class:`ConfigError` naming the first missing or invalid setting.
     """
     config = config if config is not None else {}
-    environ = environ or {}
     given = {}
     for name, value in (options or {}).items():
         short = name.lower().removeprefix("shazbot_")
         if short not in _PARSERS:
             raise ConfigError(f"unknown option {name!r}; known: {', '.join(sorted(_PARSERS))}")
         given[short] = value
+    read_env = given.get("read_env", config.get(config_key("read_env")))
+    if read_env is not None and not _bool(config_key("read_env"), read_env):
+        environ = {}  # a test app, say, that must not see the developer's shell
+    environ = environ or {}
 
     raw: dict[str, Any] = {}
     for name in _PARSERS:
@@ -234,7 +247,10 @@ def load_settings(
         elif environ.get(key) is not None:
             raw[name] = environ[key]
 
-    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    defaults = {
+        **{f.name: f.default for f in fields(Settings) if f.default is not MISSING},
+        **(defaults or {}),
+    }
     file_list = isinstance(raw.get("master_list"), str) and is_file_location(raw["master_list"])
     if file_list:
         raw.setdefault("master_list_update", raw["master_list"])

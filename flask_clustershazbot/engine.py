@@ -11,8 +11,10 @@ from __future__ import annotations
 import hmac
 import logging
 import random
+import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +44,19 @@ MAX_BOOTSTRAP_BACKOFF = 60.0
 #: Two attempts that each waited out the request timeout end the retries early (the seed's
 #: rule): a peer that leaves requests hanging is unfit to serve, whatever the cause.
 SLOW_FAILURES = 2
+#: A starting node checks every this many seconds that its base URL leads back to it ...
+SELF_CHECK_EVERY = 0.25
+#: ... and after this many seconds without an answer acts as the node anyway, with a warning
+#: (nothing listens yet, or a network that cannot reach its own address).
+SELF_CHECK_PATIENCE = 30.0
+#: This many refutations within CONFLICT_WINDOW_ROUNDS gossip intervals (at least a minute)
+#: hint that another process claims this node's base URL, or that peers cannot reach it.
+CONFLICT_HINTS = 3
+CONFLICT_WINDOW_ROUNDS = 10
+#: A node missing from the master list checks again after at most this many seconds
+#: (doubling up to SHAZBOT_MASTER_ANNOUNCE_MINIMUM), until it sees itself listed.
+FIRST_LISTING_CHECK = 5.0
+MAX_LISTING_CHECKS = 8
 
 
 def wall_clock_ms() -> int:
@@ -71,8 +86,18 @@ class Engine:
         rng: random.Random | None = None,
         listener: Callable[[Changes], None] | None = None,
         announces_shutdown: bool = True,
+        instance: str | None = None,
+        wait_for_self_check: bool = False,
     ) -> None:
         self.settings = settings
+        #: The token this node's endpoints answer with (``X-Clustershazbot-Instance``), shared
+        #: by the processes of one gunicorn host. The self-check compares it with the answer
+        #: of our own base URL; None: no self-check (simulated or foreign-framework engines).
+        self.instance = instance if instance is not None else secrets.token_hex(8)
+        self.self_check = instance is not None and settings.self_check
+        #: Act as the node only once the self-check found this process at the base URL (or
+        #: gave up waiting): a process that loads the app without serving it stays passive.
+        self.wait_for_self_check = wait_for_self_check and self.self_check
         #: False in a gunicorn worker: the host's shutdown is announced once, by the master.
         self.announces_shutdown = announces_shutdown
         self.clock = clock
@@ -88,7 +113,16 @@ class Engine:
         self.listener = listener
         #: SHAZBOT_ALLOWED_PEERS, applied to every record before it is merged.
         self.peer_policy = PeerPolicy(settings.allowed_peers, settings.base_url)
+        #: start() was called and shutdown() was not.
         self.started = False
+        #: This process acts as the node: it went online and runs the protocol.
+        self.live = False
+        #: Why this process never acts as the node (another process serves its base URL).
+        self.passive: str | None = None
+        #: Why the last self-check failed, or None.
+        self.self_check_error: str | None = None
+        self._check_began = 0.0
+        self._refutations: deque[float] = deque(maxlen=CONFLICT_HINTS)
         self._lifecycle = threading.RLock()
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -119,6 +153,8 @@ class Engine:
             log.info("peer offline: %s", server.base_url)
         for server in changes.purged:
             log.info("peer purged: %s", server.base_url)
+        if changes.refuted:
+            self._note_refutation()
         if changes and self.listener is not None:
             try:
                 self.listener(changes)
@@ -150,48 +186,81 @@ class Engine:
     def server_list(self, include_offline: bool = True) -> ServerList:
         return self._transact(lambda m: m.server_list(include_offline))
 
+    def merge(self, servers: ServerList) -> None:
+        """Merge records as if a peer had sent them (listeners and signals fire as usual)."""
+        self._merge(servers)
+
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Go online and schedule bootstrap, rounds and announcements. Returns at once."""
+        """Go online and schedule bootstrap, rounds and announcements. Returns at once.
+
+        With ``wait_for_self_check``, going online waits until the self-check finds this
+        process at the base URL (see :meth:`_self_check_job`).
+        """
         with self._lifecycle:
             if self.started:
                 return
-            now, mono = self.clock(), self.monotonic()
-
-            def go_online(m: Membership) -> None:
-                m.running = True
-                m.heartbeat(now, mono)
-
-            self._transact(go_online)
             self.started = True
-            self._last_round_mono = None
-            self._schedule()
-            log.info("started as %s", self.settings.base_url)
+            self._check_began = self.monotonic()
             for problem in weak_secret_warnings(self.settings.secret, self.settings.control_secret):
                 log.warning("weak secret: %s", problem)
+            if self.wait_for_self_check:
+                self.scheduler.start()
+                self.scheduler.after(0, self._self_check_job)
+                log.info("starting as %s once that URL leads back to this process",
+                         self.settings.base_url)
+            else:
+                self._go_live()
+
+    def _go_live(self) -> None:
+        """Go online and run the protocol. Called with ``_lifecycle`` held."""
+        if not self.started or self.live or self.passive:
+            return
+        now, mono = self.clock(), self.monotonic()
+
+        def go_online(m: Membership) -> None:
+            m.running = True
+            m.heartbeat(now, mono)
+
+        self._transact(go_online)
+        self.live = True
+        self._last_round_mono = None
+        self._schedule()
+        log.info("started as %s", self.settings.base_url)
 
     def run_schedules(self) -> None:
         """(Re)create the schedules; a LeaderJobs scheduler calls this when its process is elected."""
         with self._lifecycle:
-            if self.started:
+            if self.live:
                 self._last_round_mono = None
                 self._schedule()
+            elif self.started and not self.passive:
+                self.scheduler.after(0, self._self_check_job)
 
     def _schedule(self) -> None:
         self._suspects.clear()  # retries of a stopped scheduler never run
         self.scheduler.start()
         self.scheduler.after(0, self.bootstrap)
+        if self.self_check and not self.wait_for_self_check:
+            self.scheduler.after(0, self._self_check_job)  # a diagnosis only
         self._schedule_round()
         self._schedule_announcement()
 
     def shutdown(self) -> None:
-        """Go offline, tell up to 20 peers and every monitor, optionally update the master list."""
+        """Go offline, tell up to 20 peers and every monitor, optionally update the master list.
+
+        Never raises: whatever fails is logged, and the rest of the shutdown still runs.
+        """
         with self._lifecycle:
             if not self.started:
                 return
             self.started = False
+            live, self.live = self.live, False
             self.scheduler.shutdown()
+            if not live:
+                log.info("stopped (this process never acted as %s)", self.settings.base_url)
+                return
             if not self.announces_shutdown:
                 log.info("this worker stopped; the host stays online")
                 return
@@ -202,11 +271,99 @@ class Engine:
                 m.heartbeat(now, mono)
                 return m.gossip_message(), self._announce_targets(m)
 
-            message, targets = self._transact(go_offline)
-            self.transport.gossip_many(targets, message)
+            try:
+                message, targets = self._transact(go_offline)
+                self.transport.gossip_many(targets, message)
+            except Exception:
+                log.exception("announcing the shutdown failed")
             if self.settings.update_master_list_on_shutdown:
                 self._upload_master_list()
             log.info("shut down")
+
+    def crash(self) -> None:
+        """Stop at once without a word, as a killed process would: for tests and simulators."""
+        with self._lifecycle:
+            self.started = self.live = False
+            self.scheduler.shutdown()
+
+    # -- self-check and identity -----------------------------------------------
+
+    def _self_check_job(self) -> None:
+        """Check that our base URL leads back to this process (or its gunicorn host).
+
+        Answered with our instance token: this process is the node. Answered by another
+        clustershazbot process: that one is the node, and this process stays passive (a
+        script, a worker or a reloader parent that loaded the app). No answer: keep trying
+        for SELF_CHECK_PATIENCE seconds, then act as the node anyway, with a warning.
+        """
+        if not self.started or self.passive:
+            return
+        url = self.settings.base_url
+        try:
+            answer = self.transport.identify(url)
+        except Exception as exc:  # a TransportError, or anything from below: never fatal
+            answer = None
+            problem = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ShazbotError) else str(exc)
+        else:
+            problem = "the answer is not from a clustershazbot node" if answer is None else ""
+        if answer == self.instance:
+            if self.self_check_error:
+                log.info("SHAZBOT_BASE_URL %s now leads back to this node", url)
+            self.self_check_error = None
+            with self._lifecycle:
+                self._go_live()
+            return
+        if answer is not None:
+            self._become_passive(
+                f"SHAZBOT_BASE_URL {url} is served by another process; this one stays passive "
+                "(it loaded the app without serving it: a script, a worker, a reloader parent, "
+                "or a second host with the same base URL)"
+            )
+            return
+        first = self.self_check_error is None
+        self.self_check_error = f"SHAZBOT_BASE_URL {url} does not lead back to this node ({problem})"
+        self.stats.add(self_check_failures=1)
+        if self.live:
+            if first:
+                log.warning("%s; peers cannot reach it there", self.self_check_error)
+        elif self.monotonic() - self._check_began < SELF_CHECK_PATIENCE:
+            self.scheduler.after(SELF_CHECK_EVERY, self._self_check_job)
+        else:
+            log.warning("%s after %g s; acting as the node anyway", self.self_check_error,
+                        SELF_CHECK_PATIENCE)
+            with self._lifecycle:
+                self._go_live()
+
+    def _become_passive(self, reason: str) -> None:
+        """Stop acting as the node for good: no schedules, no shutdown announcement."""
+        with self._lifecycle:
+            if self.passive:
+                return
+            self.passive = reason
+            was_live, self.live = self.live, False
+            self.scheduler.shutdown()
+        if was_live:
+            self.stats.add(identity_conflicts=1)
+            log.error("identity conflict: %s", reason)
+        else:
+            log.warning("%s", reason)
+
+    def _note_refutation(self) -> None:
+        """Refuting over and over means another process stamps our record, or peers keep
+        finding our base URL unreachable: let the self-check say which."""
+        mono = self.monotonic()
+        hints = self._refutations
+        hints.append(mono)
+        window = max(60.0, CONFLICT_WINDOW_ROUNDS * self.settings.gossip_interval)
+        if len(hints) == CONFLICT_HINTS and mono - hints[0] <= window:
+            hints.clear()
+            log.warning(
+                "this node refuted records about itself %d times in %.0f s: another process "
+                "may claim SHAZBOT_BASE_URL %s, or peers cannot reach it; checking",
+                CONFLICT_HINTS, window, self.settings.base_url,
+            )
+            if self.self_check and self.live:
+                self.scheduler.after(0, self._self_check_job)
 
     def reset_after_fork(self) -> None:
         """In a forked child: fresh locks, connections and scheduler; rerun the schedules."""
@@ -221,8 +378,8 @@ class Engine:
         if forget is not None:
             forget()
         if self.started:
-            self._last_round_mono = None
-            self._schedule()
+            self.scheduler.start()
+            self.run_schedules()
 
     # -- bootstrap and announcement ------------------------------------------
 
@@ -233,12 +390,15 @@ class Engine:
         return list(dict.fromkeys(p.base_url for p in chosen + monitors))
 
     def bootstrap(self) -> None:
-        """Download and merge the master list, then announce ourselves."""
-        if not self.started:
+        """Download and merge the master list, then announce ourselves to peers, and to the
+        master list if it does not list us yet (a cold start: nobody would find us otherwise
+        until the first announcement, 5 to 15 minutes away by default)."""
+        if not self.live:
             return
         try:
-            self._merge(self.transport.read_master_list())
-        except ShazbotError as exc:
+            listed = self.transport.read_master_list()
+            self._merge(listed)
+        except Exception as exc:  # a ShazbotError, or anything from below: retried, never fatal
             delay = min(2.0**self._bootstrap_failures, MAX_BOOTSTRAP_BACKOFF)
             self._bootstrap_failures += 1
             self.stats.add(master_list_failures=1)
@@ -255,6 +415,34 @@ class Engine:
             else:
                 self.stats.add(gossip_failures=1)
                 log.warning("bootstrap gossip with %s failed: %s", url, reply)
+        if not self._listed(listed):
+            self._claim_listing(0)
+
+    def _listed(self, servers: ServerList) -> bool:
+        return any(s.base_url == self.settings.base_url for s in servers.online)
+
+    def _claim_listing(self, checks: int) -> None:
+        """Upload our online list now, and look again soon: another node's write at the
+        same moment may have replaced ours (a master list without conditional writes)."""
+        self._upload_master_list()
+        if checks < MAX_LISTING_CHECKS:
+            s = self.settings
+            delay = min(FIRST_LISTING_CHECK, s.gossip_interval) * 2**checks
+            delay = min(delay, max(s.master_announce_minimum, FIRST_LISTING_CHECK))
+            self.scheduler.after(delay * self.rng.uniform(1.0, 1.5), lambda: self._check_listing(checks + 1))
+
+    def _check_listing(self, checks: int) -> None:
+        if not self.live:
+            return
+        try:
+            listed = self.transport.read_master_list()
+            self._merge(listed)
+        except Exception as exc:
+            self.stats.add(master_list_failures=1)
+            log.warning("master list download failed: %s", exc)
+            listed = ServerList()
+        if not self._listed(listed):
+            self._claim_listing(checks)
 
     def _schedule_announcement(self) -> None:
         s = self.settings
@@ -262,16 +450,18 @@ class Engine:
         self.scheduler.after(delay, self._announcement_job)
 
     def _announcement_job(self) -> None:
-        if not self.started:
+        if not self.live:
             return
         self._schedule_announcement()
+        if self.self_check_error:
+            self._self_check_job()
         self.announce()
 
     def announce(self) -> None:
         """Download and merge the master list, then upload our online list."""
         try:
             self._merge(self.transport.read_master_list())
-        except ShazbotError as exc:
+        except Exception as exc:  # a ShazbotError, or anything from below: never fatal
             self.stats.add(master_list_failures=1)
             log.warning("master list download failed: %s", exc)
             return
@@ -281,7 +471,7 @@ class Engine:
     def _upload_master_list(self) -> bool:
         try:
             self.transport.write_master_list(self.server_list(include_offline=False))
-        except ShazbotError as exc:
+        except Exception as exc:  # a ShazbotError, or anything from below: never fatal
             self.stats.add(master_list_failures=1)
             log.warning("master list update failed: %s", exc)
             return False
@@ -294,7 +484,7 @@ class Engine:
         self.scheduler.after(interval * self.rng.uniform(0.9, 1.1), self._round_job)
 
     def _round_job(self) -> None:
-        if not self.started:
+        if not self.live:
             return
         self._schedule_round()  # first, so that a slow peer never delays the next round
         with self._in_flight_lock:
@@ -382,7 +572,7 @@ class Engine:
 
     def _retry(self, base_url: str, left: int, slow: int) -> None:
         started = self.monotonic()
-        failed = self.started and not self._exchange(base_url)
+        failed = self.live and not self._exchange(base_url)
         if failed:
             slow += self._slow(started)
             if left > 1 and slow < SLOW_FAILURES:
@@ -399,8 +589,8 @@ class Engine:
 
     def authorize(self, authorization: str | None, control: bool) -> None:
         """Raise unless started and ``authorization`` carries the gossip (or control) secret."""
-        if not self.started:
-            raise NotStarted("clustershazbot is not started")
+        if not self.started or self.passive:
+            raise NotStarted(self.passive or "clustershazbot is not started")
         secret = self.settings.control_secret if control else self.settings.secret
         if not check_secret(authorization, secret):
             raise Unauthorized(f"missing or wrong {'control' if control else 'gossip'} secret")
@@ -412,8 +602,8 @@ class Engine:
 
     def handle_list(self, authorization: str | None) -> dict[str, Any]:
         """Our online list; offline too when the control secret is given."""
-        if not self.started:
-            raise NotStarted("clustershazbot is not started")
+        if not self.started or self.passive:
+            raise NotStarted(self.passive or "clustershazbot is not started")
         full = bool(authorization) and check_secret(authorization, self.settings.control_secret)
         return self.server_list(include_offline=full).to_dict(include_offline=full)
 
@@ -436,8 +626,15 @@ class Engine:
 
     def health(self) -> dict[str, Any]:
         """The seed's health section."""
+        if self.passive:
+            return {"status": "error", "error": self.passive}
         if not self.started:
             return {"status": "error", "error": "clustershazbot is not started"}
+        if not self.live:
+            return {"status": "error", "error": "starting: checking that SHAZBOT_BASE_URL "
+                    f"{self.settings.base_url} leads back to this node"}
+        if self.self_check_error:
+            return {"status": "error", "error": self.self_check_error}
         try:
             return {"status": "ok", "cluster": self.server_list().to_dict()}
         except Exception as exc:

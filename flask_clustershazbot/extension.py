@@ -11,12 +11,13 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from .cli import loaded_by_flask_command, shazbot_cli
+from .cli import shazbot_cli
 from .config import load_settings
 from .engine import Engine
 from .errors import ConfigError
 from .gunicorn import make_engine
 from .health import register_happy, register_healthcheck
+from .lifecycle import exit_on_sigterm, loaded_by_flask_command
 from .membership import Changes
 from .metrics import register as register_metrics
 from .records import ServerList
@@ -42,9 +43,18 @@ class ClusterShazbot:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Read the settings, register the endpoints, and start the node unless the app is
+        testing or was loaded by a ``flask`` command that does not serve it.
+
+        Raises :class:`~flask_clustershazbot.ConfigError` naming a missing or invalid
+        setting, or when called twice for one app.
+        """
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("ClusterShazbot is already registered on this app")
-        settings = load_settings(app.config, os.environ, self.options)
+        # A testing app starts its node only when SHAZBOT_AUTOSTART is set explicitly.
+        settings = load_settings(
+            app.config, os.environ, self.options, defaults={"autostart": not app.testing}
+        )
         app_ref = weakref.ref(app)
 
         def listener(changes: Changes) -> None:
@@ -52,7 +62,7 @@ class ClusterShazbot:
             if sender is not None:
                 send_changes(sender, changes)
 
-        engine = make_engine(settings, listener=listener)
+        engine = make_engine(settings, self_check=True, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
         register_ui(app, settings)
@@ -63,10 +73,11 @@ class ClusterShazbot:
         atexit.register(engine.shutdown)
         engine_ref = weakref.ref(engine)
         os.register_at_fork(after_in_child=lambda: _reset(engine_ref))
-        if settings.autostart and loaded_by_flask_command():
-            log.info("not started: the flask CLI loaded this app for a command, not to serve it")
+        not_serving = loaded_by_flask_command() if settings.autostart else None
+        if not_serving:
+            log.info("not started: %s", not_serving)
         elif settings.autostart:
-            engine.start()
+            _start(engine)
 
     def engine(self, app: Flask | None = None) -> Engine:
         """The engine of ``app``, the current app, or the only app this object was given."""
@@ -86,8 +97,13 @@ class ClusterShazbot:
             raise RuntimeError("ClusterShazbot.init_app(app) was not called for this app") from None
 
     def start(self, app: Flask | None = None) -> None:
-        """Go online: bootstrap from the master list and run the schedules. Idempotent."""
-        self.engine(app).start()
+        """Go online: bootstrap from the master list and run the schedules. Idempotent.
+
+        The node acts once its base URL is found to lead back to this process; a process
+        that is not the one serving it (a script, a worker) stays passive. See the
+        lifecycle docs.
+        """
+        _start(self.engine(app))
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Go offline and tell the cluster. Idempotent; also runs at interpreter exit."""
@@ -104,6 +120,12 @@ class ClusterShazbot:
     def register_healthcheck(self, health: Any, app: Flask | None = None) -> None:
         """Add a ``clustershazbot`` check and section to a py-healthcheck ``HealthCheck``."""
         register_healthcheck(health, lambda: self.engine(app))
+
+
+def _start(engine: Engine) -> None:
+    engine.start()
+    if engine.wait_for_self_check:  # not under gunicorn, which handles SIGTERM itself
+        exit_on_sigterm()
 
 
 def _reset(engine_ref: weakref.ref[Engine]) -> None:

@@ -15,6 +15,7 @@ election to any group of processes, each of which announces its own shutdown.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -66,16 +67,30 @@ def _run_id(pid: int) -> str:
     return f"{pid}:{started}"
 
 
-def make_engine(settings: Settings, **kwargs: Any) -> Engine:
+def _token(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def make_engine(settings: Settings, self_check: bool = False, **kwargs: Any) -> Engine:
     """This process's engine: sharing the host's state under gunicorn or with
-    ``SHAZBOT_STATE_PATH``, else the plain in-memory engine (nothing imported, no file)."""
+    ``SHAZBOT_STATE_PATH``, else the plain in-memory engine (nothing imported, no file).
+
+    ``self_check``: the node's endpoints are served by our blueprint, so the engine can
+    check that its base URL leads back to it. A plain engine waits for that check before
+    it acts as the node; the processes of a shared state are one node, whichever answers.
+    """
     process = gunicorn_process()
     if process is None and settings.state_path is None:
-        return Engine(settings, **kwargs)
+        token = _token(os.urandom(16).hex()) if self_check else None
+        return Engine(settings, instance=token, wait_for_self_check=True, **kwargs)
     from .sqlite_store import SqliteStore, default_state_path
 
     role, master_pid = process if process is not None else ("alone", 0)
     path = settings.state_path or default_state_path(settings.base_url)
+    if self_check:
+        # One token per run of the gunicorn host, or per shared state file.
+        run = _run_id(master_pid) if process else os.path.realpath(path)
+        kwargs["instance"] = _token(run, settings.base_url)
     membership = Membership(settings.base_url, settings.monitor, wall_clock_ms(), time.monotonic())
     store = SqliteStore(path, membership, host_id=_run_id(master_pid) if process else None)
     poll = min(settings.gossip_interval / 4, 1.0)

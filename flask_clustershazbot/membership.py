@@ -39,6 +39,8 @@ class Changes:
     purged: list[GossipServer] = field(default_factory=list)
     #: Peers whose records were ignored for lying too far in the future.
     future: list[str] = field(default_factory=list)
+    #: Records about this node that it had to outbid (see :meth:`Membership._refute`).
+    refuted: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.joined or self.left or self.purged)
@@ -48,6 +50,7 @@ class Changes:
         self.left += other.left
         self.purged += other.purged
         self.future += other.future
+        self.refuted += other.refuted
         return self
 
 
@@ -128,13 +131,16 @@ class Membership:
             return
         self._put(GossipServer(self.base_url, self.monitor, stamp), online, mono, None)
 
-    def _refute(self, last_update: int, online: bool, now: int, mono: float) -> None:
-        """A record about this node never overwrites it; a newer or contrary one is outbid."""
+    def _refute(self, last_update: int, online: bool, now: int, mono: float) -> bool:
+        """A record about this node never overwrites it; a newer or contrary one is outbid.
+        True when it was."""
         entry = self.self_entry
         last = entry.server.last_update
         if last_update > last or (last_update == last and online != entry.online):
             stamp = max(now, last_update + 1)
             self._put(GossipServer(self.base_url, self.monitor, stamp), entry.online, mono, None)
+            return True
+        return False
 
     def merge(
         self,
@@ -167,7 +173,7 @@ class Membership:
                     continue
                 url = server.base_url
                 if url == me:
-                    self._refute(stamp, online, now, mono)
+                    changes.refuted += self._refute(stamp, online, now, mono)
                     continue
                 old = entries.get(url)
                 if old is not None:

@@ -9,7 +9,9 @@ shows them with no further code. Metrics:
 
 - ``clustershazbot_members{node, state="online"|"offline"}``: members in this node's view
 - ``clustershazbot_gossip_rounds_total{node}``: completed gossip rounds
-- ``clustershazbot_failures_total{node, kind="gossip"|"master_list"}``: failed exchanges
+- ``clustershazbot_failures_total{node, kind="gossip"|"master_list"|"self_check"|"identity_conflict"}``:
+  failed exchanges, self-checks whose base URL did not lead back to the node, and identity
+  conflicts (another process serves the node's base URL)
 - ``clustershazbot_merge_seconds{node}`` (summary): time spent merging records
 - ``clustershazbot_bytes_sent_total{node}``, ``clustershazbot_bytes_received_total{node}``:
   gossip, control and master-list bodies, in both directions
@@ -38,6 +40,10 @@ class Stats:
     rounds: int = 0
     gossip_failures: int = 0
     master_list_failures: int = 0
+    #: Self-checks whose base URL did not lead back to this node.
+    self_check_failures: int = 0
+    #: Times another process turned out to serve this node's base URL while it acted as the node.
+    identity_conflicts: int = 0
     merges: int = 0
     merge_seconds: float = 0.0
     bytes_sent: int = 0
@@ -98,6 +104,8 @@ class Collector:
             rounds.add_metric([node], s["rounds"])
             failures.add_metric([node, "gossip"], s["gossip_failures"])
             failures.add_metric([node, "master_list"], s["master_list_failures"])
+            failures.add_metric([node, "self_check"], s["self_check_failures"])
+            failures.add_metric([node, "identity_conflict"], s["identity_conflicts"])
             merge.add_metric([node], count_value=int(s["merges"]), sum_value=s["merge_seconds"])
             sent.add_metric([node], s["bytes_sent"])
             received.add_metric([node], s["bytes_received"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,6 +25,9 @@ from .metrics import Stats
 from .records import ServerList
 
 GOSSIP_PATH = "clustershazbot/gossip"
+LIST_PATH = "clustershazbot/list"
+#: Every answer of a node's endpoints carries its instance token (see Engine.instance).
+INSTANCE_HEADER = "X-Clustershazbot-Instance"
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
 #: Gossip bodies from this size on are sent gzip-compressed. Seed nodes take them: their
@@ -150,15 +153,42 @@ class Transport:
         if not urls:
             return {}
         data, extra = gossip_body(message)  # encoded and compressed once for all
+        results: dict[str, ServerList | Exception] = {}
+        queue = iter(urls)
+        lock = threading.Lock()
 
-        def one(url: str) -> ServerList | Exception:
-            try:
-                return self._post_gossip(url, data, extra)
-            except ShazbotError as exc:
-                return exc
+        def work() -> None:
+            while True:
+                with lock:
+                    url = next(queue, None)
+                if url is None:
+                    return
+                try:
+                    results[url] = self._post_gossip(url, data, extra)
+                except Exception as exc:  # every outcome is reported, none escapes
+                    results[url] = exc
 
-        with ThreadPoolExecutor(min(MAX_PARALLEL, len(urls))) as pool:
-            return dict(zip(urls, pool.map(one, urls), strict=True))
+        # Plain threads, not a ThreadPoolExecutor: this runs at interpreter exit too (the
+        # shutdown announcement from atexit), where executors refuse new work.
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(MAX_PARALLEL, len(urls)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {url: results.get(url, TransportError(f"gossip with {url}: not sent")) for url in urls}
+
+    def identify(self, base_url: str) -> str | None:
+        """The instance token that answers at ``base_url`` (None: not a clustershazbot node)."""
+        try:
+            response = self.session.get(
+                base_url + LIST_PATH, timeout=self.settings.request_timeout, allow_redirects=False
+            )
+            response.close()
+        except requests.RequestException as exc:
+            raise TransportError(f"{base_url}: {type(exc).__name__}: {_reason(exc)}") from None
+        except Exception as exc:  # urllib3 and others raise beyond requests' own types
+            raise TransportError(f"{base_url}: {type(exc).__name__}") from None
+        return response.headers.get(INSTANCE_HEADER)
 
     # -- master list -------------------------------------------------------
 

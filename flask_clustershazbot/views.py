@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from .engine import Engine
 from .errors import BadMessage, ShazbotError, TooLarge
-from .transport import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
+from .transport import GZIP_MIN_BYTES, INSTANCE_HEADER, decode_json, encode_json, gzip_body
 
 blueprint = Blueprint("clustershazbot", __name__, url_prefix="/clustershazbot")
 
@@ -52,10 +52,13 @@ def read_body(limit: int) -> Any:
 
 @blueprint.after_request
 def _count_bytes(response: Response) -> Response:
-    """Body bytes of the requests this node answers, for its stats (see metrics.py)."""
-    current_engine().stats.add(
+    """Body bytes of the requests this node answers, for its stats (see metrics.py); and
+    the instance token, by which a node finds out whether its base URL leads back to it."""
+    engine = current_engine()
+    engine.stats.add(
         bytes_received=request.content_length or 0, bytes_sent=response.content_length or 0
     )
+    response.headers[INSTANCE_HEADER] = engine.instance
     return response
 
 

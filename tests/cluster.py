@@ -117,8 +117,7 @@ class Node:
         if graceful:
             self.engine.shutdown()
         else:
-            self.engine.started = False  # no announcement: like a crash, as seen from peers
-            self.engine.scheduler.shutdown()
+            self.engine.crash()  # no announcement: like a crash, as seen from peers
         self.server.stop()
 
 

@@ -26,6 +26,8 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("SHAZBOT_CONTROL_SECRET", CONTROL)
     monkeypatch.setenv("SHAZBOT_BASE_URL", "http://127.0.0.1:3000/")
     monkeypatch.setenv("SHAZBOT_MASTER_LIST", str(tmp_path / "master-list.json"))
+    # Served by the test client, not at the base URL: the node need not look for itself.
+    monkeypatch.setenv("SHAZBOT_SELF_CHECK", "false")
 
 
 def test_basic_app_serves_its_peers_and_the_cluster_endpoints(env):

@@ -29,6 +29,9 @@ def served(config: dict[str, Any]) -> Iterator[Callable[..., tuple[Flask, Cluste
         server.dispatch.app = app
         server.start()
         servers.append((server, shazbot, app))
+        engine = shazbot.engine(app)
+        if engine.started:  # ready once its base URL is found to lead back to it
+            wait_until(lambda: engine.live, what="the node to go live")
         return app, shazbot, server.url
 
     yield make

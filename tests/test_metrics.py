@@ -77,6 +77,7 @@ def test_the_apps_metrics_endpoint_shows_them(config: dict[str, Any]) -> None:
     shazbot = ClusterShazbot(app)
     server.dispatch.app = DispatcherMiddleware(app, {"/metrics": make_wsgi_app()})
     server.start()
+    wait_until(lambda: shazbot.engine(app).live, what="the node to go live")
     try:
         text = requests.get(server.url + "metrics", timeout=5).text
         m = samples(text, server.url)

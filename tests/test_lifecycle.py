@@ -1,0 +1,301 @@
+"""The node's lifecycle in the processes where users run their app (docs/lifecycle.md).
+
+Each test starts the app the way users do (``flask run``, ``flask run --debug``,
+``python app.py`` with ``app.run()``, a script) next to a real peer, and stops it the
+way their platform does (Ctrl-C is SIGINT, ``docker stop`` is SIGTERM). The peer's own
+failure detection is slowed down to minutes, so a node it lists offline within the
+test's deadline can only have announced its shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cluster import CONTROL, SECRET, Node, wait_until
+from flask import Flask
+
+from flask_clustershazbot import ClusterShazbot, peer_joined, peer_left, testing
+
+TESTS = Path(__file__).resolve().parent
+#: Failure detection of the peer: far slower than any deadline here.
+SLOW_DETECTION = {"SHAZBOT_RETRY_DELAY": 120, "SHAZBOT_FAILURE_TIMEOUT": 600}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class App:
+    """One process running tests/lifecycle_app.py, its output in a file."""
+
+    def __init__(self, tmp: Path, args: list[str], port: int, **env: Any) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.output = tmp / f"app-{port}-{len(list(tmp.iterdir()))}.log"
+        environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_", "WERKZEUG_"))},
+            "PYTHONPATH": str(TESTS),
+            "PYTHONUNBUFFERED": "1",
+            "SHAZBOT_SECRET": SECRET,
+            "SHAZBOT_CONTROL_SECRET": CONTROL,
+            "SHAZBOT_BASE_URL": self.url,
+            "SHAZBOT_GOSSIP_INTERVAL": "0.2",
+            "SHAZBOT_REQUEST_TIMEOUT": "1",
+            **{k: str(v) for k, v in env.items()},
+        }
+        with open(self.output, "wb") as out:
+            # A session of its own: a signal to the group reaches the reloader's child too,
+            # as Ctrl-C in a terminal does.
+            self.proc = subprocess.Popen(args, cwd=TESTS, env=environ, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def signal(self, signum: int, group: bool = False) -> None:
+        if group:
+            os.killpg(self.proc.pid, signum)
+        else:
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"the app did not exit:\n{self.log()[-3000:]}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def apps():
+    started: list[App] = []
+    yield started
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture
+def peer(make_node, config):
+    """A real node in this process, with a file master list the apps share."""
+    return make_node(**SLOW_DETECTION)
+
+
+def start_app(apps: list[App], tmp: Path, peer: Node, how: str, **env: Any) -> App:
+    port = free_port()
+    commands = {
+        "flask run": [sys.executable, "-m", "flask", "--app", "lifecycle_app", "run", "--port", str(port)],
+        "flask run --debug": [sys.executable, "-m", "flask", "--app", "lifecycle_app", "--debug",
+                              "run", "--port", str(port)],
+        "app.run()": [sys.executable, "lifecycle_app.py", "serve", str(port)],
+        "app.run(debug=True)": [sys.executable, "lifecycle_app.py", "serve", str(port), "debug"],
+        "script": [sys.executable, "lifecycle_app.py", "script", str(port), str(tmp / "stop")],
+    }
+    app = App(tmp, commands[how], port,
+              SHAZBOT_MASTER_LIST=peer.app.config["SHAZBOT_MASTER_LIST"], **env)
+    apps.append(app)
+    wait_until(lambda: peer.view().get(app.url) is True, 30,
+               f"{how} to join the peer\n{app.log()[-3000:]}")
+    return app
+
+
+def announced_offline(peer: Node, app: App, what: str) -> float:
+    """Seconds from now until ``peer`` lists ``app`` offline (only an announcement can)."""
+    began = time.monotonic()
+    wait_until(lambda: peer.view().get(app.url) is False, 15,
+               f"the peer to list the app offline after {what}\n{app.log()[-3000:]}")
+    return time.monotonic() - began
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.parametrize("how", ["flask run", "app.run()"])
+def test_the_shutdown_is_announced_when_the_server_is_stopped(apps, peer, tmp_path, how, signum):
+    app = start_app(apps, tmp_path, peer, how)
+    began = time.monotonic()
+    app.signal(signum)
+    announced_offline(peer, app, signal.Signals(signum).name)
+    print(f"{how}, {signal.Signals(signum).name}: offline at the peer after "
+          f"{time.monotonic() - began:.2f} s")
+    app.wait()
+    assert "Traceback" not in app.log()
+
+
+def test_a_script_that_called_start_announces_its_shutdown_at_exit(apps, peer, tmp_path):
+    app = start_app(apps, tmp_path, peer, "script")
+    (tmp_path / "stop").touch()  # the script returns: a plain interpreter exit
+    announced_offline(peer, app, "the script's end")
+    assert app.wait() == 0
+    assert "Traceback" not in app.log()
+
+
+@pytest.mark.parametrize("how", ["flask run --debug", "app.run(debug=True)"])
+def test_under_the_reloader_exactly_one_process_is_the_node(apps, peer, tmp_path, how):
+    signals = tmp_path / "signals.log"
+    app = start_app(apps, tmp_path, peer, how, LIFECYCLE_SIGNAL_LOG=signals)
+    wait_until(lambda: signals.exists() and f"joined {peer.base_url}" in signals.read_text(),
+               15, "the node to learn of the peer")
+    # The reloader's parent never runs the node (and so never receives the peer's signals).
+    if how == "flask run --debug":
+        wait_until(lambda: "not started: this is the reloader's parent" in app.log(), 15,
+                   "the reloader parent to say why it does not start")
+    else:
+        wait_until(lambda: "is served by another process; this one stays passive" in app.log(),
+                   15, "the reloader parent to find the child serving its base URL")
+    pids = {line.split()[0] for line in signals.read_text().splitlines()}
+    assert len(pids) == 1, signals.read_text()
+    app.signal(signal.SIGINT, group=True)  # Ctrl-C in the terminal
+    announced_offline(peer, app, "Ctrl-C")
+    app.wait()
+    assert "Traceback" not in app.log()
+
+
+def test_a_script_that_loads_the_app_never_acts_as_the_node(apps, peer, tmp_path):
+    """A worker or one-off script builds the app with the server's settings: it stays
+    passive, and its exit does not take the server offline anywhere."""
+    server = start_app(apps, tmp_path, peer, "flask run")
+    left: list[str] = []
+    peer_left.connect(lambda sender, server: left.append(server.base_url), peer.app, weak=False)
+    script = App(tmp_path, [sys.executable, "lifecycle_app.py", "load", "2"], server.port,
+                 SHAZBOT_MASTER_LIST=peer.app.config["SHAZBOT_MASTER_LIST"])
+    apps.append(script)
+    assert script.wait() == 0
+    assert "is served by another process; this one stays passive" in script.log()
+    assert "Traceback" not in script.log()
+    # Had the script announced its shutdown, the peer would list the server offline at once.
+    server_rounds = peer.engine.stats.rounds
+    wait_until(lambda: peer.engine.stats.rounds >= server_rounds + 10, 15, "ten more rounds")
+    assert left == [] and peer.view()[server.url] is True
+
+
+def test_a_fresh_cluster_with_default_announce_settings_forms_at_once(apps, tmp_path):
+    """Three nodes, a master list file that does not exist yet, the default announce
+    settings (the first announcement 5 to 15 minutes away): they find each other within
+    a few gossip intervals."""
+    master = tmp_path / "cluster" / "master.json"
+    master.parent.mkdir()
+    began = time.monotonic()
+    nodes = []
+    for _ in range(3):
+        port = free_port()
+        nodes.append(App(tmp_path, [sys.executable, "-m", "flask", "--app", "lifecycle_app",
+                                    "run", "--port", str(port)], port,
+                         SHAZBOT_MASTER_LIST=master, SHAZBOT_GOSSIP_INTERVAL=0.5))
+    apps.extend(nodes)
+    urls = {n.url for n in nodes}
+
+    def full_membership() -> bool:
+        for n in nodes:
+            try:
+                data = requests.get(n.url + "clustershazbot/list", timeout=2).json()
+            except Exception:
+                return False
+            if {s["baseUrl"] for s in data["online"]} != urls:
+                return False
+        return True
+
+    wait_until(full_membership, 60, "full membership\n" + "\n".join(n.log()[-1500:] for n in nodes))
+    print(f"cold start of 3 nodes: full membership after {time.monotonic() - began:.2f} s")
+
+
+# -- testing an app ---------------------------------------------------------------
+
+
+def test_a_testing_app_does_not_start_unless_told_to(config):
+    app = Flask("t")
+    app.config.update(config, TESTING=True)
+    ClusterShazbot(app)
+    assert not app.extensions["clustershazbot"].started
+    assert app.config["SHAZBOT_AUTOSTART"] is False
+
+    explicit = Flask("explicit")
+    explicit.config.update(config, TESTING=True, SHAZBOT_AUTOSTART=True, SHAZBOT_SELF_CHECK=False)
+    ClusterShazbot(explicit)
+    engine = explicit.extensions["clustershazbot"]
+    try:
+        assert engine.started
+    finally:
+        engine.shutdown()
+
+
+def test_read_env_false_keeps_the_shell_out_of_a_test_app(config, monkeypatch):
+    monkeypatch.setenv("SHAZBOT_GOSSIP_INTERVAL", "7")
+    monkeypatch.setenv("SHAZBOT_MONITOR", "true")
+    leaky = Flask("leaky")
+    leaky.config.update({k: v for k, v in config.items() if k != "SHAZBOT_GOSSIP_INTERVAL"},
+                        TESTING=True)
+    ClusterShazbot(leaky)
+    assert leaky.config["SHAZBOT_GOSSIP_INTERVAL"] == 7.0
+
+    app = Flask("sealed")
+    app.config.update({k: v for k, v in config.items() if k != "SHAZBOT_GOSSIP_INTERVAL"},
+                      TESTING=True, SHAZBOT_READ_ENV=False)
+    ClusterShazbot(app)
+    assert app.config["SHAZBOT_GOSSIP_INTERVAL"] == 30.0
+    assert app.config["SHAZBOT_MONITOR"] is False
+
+
+def test_join_and_leave_fire_the_app_signals_without_a_cluster(config):
+    app = Flask("receivers")
+    app.config.update(config, TESTING=True)
+    ClusterShazbot(app)
+    seen: list[tuple[str, str]] = []
+    peer_joined.connect(lambda sender, server: seen.append(("joined", server.base_url)), app, weak=False)
+    peer_left.connect(lambda sender, server: seen.append(("left", server.base_url)), app, weak=False)
+
+    testing.join(app, "http://127.0.3.7:9/")
+    testing.join(app, "http://127.0.3.7:9/")  # already online: no second signal
+    testing.leave(app, "http://127.0.3.7:9/")
+    assert seen == [("joined", "http://127.0.3.7:9/"), ("left", "http://127.0.3.7:9/")]
+    offline = app.extensions["clustershazbot"].server_list(include_offline=True).offline
+    assert "http://127.0.3.7:9/" in [s.base_url for s in offline]
+    with pytest.raises(ValueError, match="baseUrl"):
+        testing.join(app, "ftp://127.0.3.7/")
+
+
+# -- identity ---------------------------------------------------------------------
+
+
+def test_a_second_process_claiming_a_live_nodes_base_url_is_found_out(make_node, config):
+    """Two live processes with one base URL outbid each other's records. The one that its
+    base URL does not lead to goes passive and says so; peers keep one steady record."""
+    from proxy import Proxy
+
+    proxy = Proxy()
+    try:
+        observer = make_node()
+        fake_rounds = {"SHAZBOT_GOSSIP_INTERVAL": 0.1}  # refutations come fast
+        b_node = Node({**config, **fake_rounds, "SHAZBOT_AUTOSTART": False}, base_url=proxy.url)
+        proxy.target_port = b_node.port
+        b_node.engine.start()
+        wait_until(lambda: b_node.engine.live, 15, "the node behind the proxy to go live")
+        # A second process with the same base URL that does not check it (as one that cannot
+        # reach its own address would, after waiting): both now stamp the same record.
+        a_node = Node({**config, **fake_rounds, "SHAZBOT_SELF_CHECK": False}, base_url=proxy.url)
+        wait_until(lambda: observer.view().get(proxy.url) is True, 15, "the observer to see the URL")
+        proxy.target_port = a_node.port  # the URL now leads to the other process
+        wait_until(lambda: b_node.engine.passive, 30, "the conflict to be found")
+        assert b_node.engine.stats.identity_conflicts == 1
+        assert "served by another process" in b_node.engine.health()["error"]
+        assert a_node.engine.live and not a_node.engine.passive
+    finally:
+        for n in ("a_node", "b_node"):
+            node = locals().get(n)
+            if node is not None:
+                node.stop(graceful=False)
+        proxy.stop()
