@@ -45,7 +45,7 @@ class App:
         self.output = tmp / f"app-{port}-{len(list(tmp.iterdir()))}.log"
         environ = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_", "WERKZEUG_"))},
-            "PYTHONPATH": str(TESTS),
+            "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent}",  # this checkout's package
             "PYTHONUNBUFFERED": "1",
             "SHAZBOT_SECRET": SECRET,
             "SHAZBOT_CONTROL_SECRET": CONTROL,
