@@ -158,6 +158,24 @@ class PeerPolicy:
         return allowed
 
 
+def open_master_list_warning(allowed_peers: tuple[str, ...], master_list: str) -> str | None:
+    """The risk of an empty allow-list with a remote master list, or None.
+
+    Whoever can write one record into that list (whoever controls its server or
+    bucket, or can plant a record in it) makes every node send the gossip secret
+    to a URL of their choice. No allow-list is derived by default:
+    members rarely live on the master list's host (an S3 bucket, a web server), so
+    such a default would cut nodes off from each other instead.
+    """
+    if allowed_peers or not master_list.startswith(("http://", "https://")):
+        return None
+    return (
+        "SHAZBOT_ALLOWED_PEERS is empty and SHAZBOT_MASTER_LIST is remote: a URL planted in "
+        "the master list would receive the gossip secret from every node; list your "
+        "members' hosts or networks in SHAZBOT_ALLOWED_PEERS"
+    )
+
+
 def weak_secret_warnings(secret: str, control_secret: str) -> list[str]:
     """Why the configured secrets are weak, without ever quoting them."""
     problems = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import requests
 from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, Server, wait_until
 from flask import Flask, Response, request
 from test_cli import APP, run
-from test_gunicorn import Host
+from test_gunicorn import ROOT, Host, free_port
 
 from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.config import load_settings, mask
@@ -56,8 +57,11 @@ def message(*records: tuple[str, bool, int], offline: tuple[tuple[str, bool, int
 # -- item 1: lone surrogates --------------------------------------------------------
 
 
-def test_lone_surrogate_is_refused_with_400_json_by_a_gunicorn_host(tmp_path: Path) -> None:
+def test_lone_surrogate_is_refused_with_400_json_by_a_gunicorn_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One such message made a gunicorn host answer 500 HTML to every message carrying it."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # this checkout's package, not an installed one
     master = tmp_path / "master.json"
     host = Host("S", tmp_path, master, ["--workers", "2", "--threads", "2", "--max-requests", "0"])
     try:
@@ -208,7 +212,7 @@ def test_gossip_never_follows_a_redirect_to_a_disallowed_host(
     redirector = Server(app).start()
     try:
         master = tmp_path / "redirect-master.json"
-        master.write_text(json.dumps(message((redirector.url, True, 2**52))))
+        master.write_text(json.dumps(message((redirector.url, True, int(time.time() * 1000)))))
         a = make_node(SHAZBOT_MASTER_LIST=str(master), SHAZBOT_ALLOWED_PEERS="127.0.0.1/32")
         wait_until(lambda: f"gossip with {redirector.url} failed" in caplog.text,
                    what="the exchange with the redirecting peer to fail")
@@ -373,7 +377,7 @@ def test_a_token_in_the_master_list_url_is_never_printed(
     assert TOKEN not in caplog.text
     # flask shazbot status prints the settings: the token masked.
     (tmp_path / "cliapp.py").write_text(APP)
-    env = {"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
+    env = {"PYTHONPATH": str(ROOT), "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
            "SHAZBOT_BASE_URL": a.base_url, "SHAZBOT_MASTER_LIST": url,
            "SHAZBOT_MASTER_LIST_UPDATE": url, "SHAZBOT_MASTER_LIST_UPDATE_AUTH": MASTER_AUTH}
     for args in ([], ["--json"]):
@@ -419,7 +423,9 @@ def test_forms_that_cannot_be_canonical_are_refused(bad: str) -> None:
         ServerList.from_dict(message((bad, False, 1)))
 
 
-def test_aliases_of_a_member_are_one_record_everywhere(make_node: Any, tmp_path: Path) -> None:
+def test_aliases_of_a_member_are_one_record_everywhere(
+    make_node: Any, config: dict[str, Any], tmp_path: Path
+) -> None:
     master = tmp_path / "alias-master.json"
     a = make_node(SHAZBOT_MASTER_LIST=str(master))
     b = make_node(SHAZBOT_MASTER_LIST=str(master))
@@ -443,9 +449,18 @@ def test_aliases_of_a_member_are_one_record_everywhere(make_node: Any, tmp_path:
     wait_until(lambda: master_lists_only(master, both | {c.base_url}), what="the master list rewritten")
     for node in (a, b, c):
         assert set(node.view()) <= both | {c.base_url}
-    # The node's own configured alias is canonical too.
-    d = make_node(SHAZBOT_MASTER_LIST=str(master), SHAZBOT_BASE_URL=c.base_url.rstrip("/").upper())
-    assert d.engine.settings.base_url == c.base_url.rstrip("/").upper().lower() + "/"
+    # A node configured with an alias of its address is known by the canonical form everywhere.
+    port = free_port()
+    d = Node({**config, "SHAZBOT_MASTER_LIST": str(master)}, port=port,
+             base_url=f"HTTP://127.0.0.1:0{port}")
+    try:
+        canonical = f"http://127.0.0.1:{port}/"
+        assert d.engine.settings.base_url == canonical
+        everyone = both | {c.base_url, canonical}
+        wait_until(lambda: all(set(n.view()) == everyone for n in (a, b, c, d)),
+                   what="d to join under its canonical base URL")
+    finally:
+        d.stop()
 
 
 def master_lists_only(path: Path, urls: set[str]) -> bool:
