@@ -82,7 +82,7 @@ def _check(url: str, base: bool) -> tuple[str, str | None]:
         return "", f"is longer than {MAX_URL_LENGTH} characters"
     if not all("!" <= ch <= "~" for ch in url):
         # Also refuses lone surrogates, which no store or JSON encoder can write.
-        return "", ("must be printable ASCII without whitespace "
+        return "", ("must be printable ASCII, without whitespace or control characters "
                     "(punycode a host name, percent-encode a path)")
     try:
         parts = urlsplit(url)
@@ -111,7 +111,10 @@ def _check(url: str, base: bool) -> tuple[str, str | None]:
         path += "/"
     if any(segment.lower() in _DOT_SEGMENTS for segment in path.split("/")):
         return "", "must not have '.' or '..' path segments"
-    return f"{parts.scheme}://{netloc}{path}", None
+    canonical = f"{parts.scheme}://{netloc}{path}"
+    if len(canonical) > MAX_URL_LENGTH:  # the added "/"
+        return "", f"is longer than {MAX_URL_LENGTH} characters"
+    return canonical, None
 
 
 def base_url_problem(url: str) -> str | None:
