@@ -41,7 +41,10 @@ class _MaskUrls(logging.Filter):
     """Masks query values and credentials in urllib3's debug lines (a master-list token)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = mask(record.getMessage()), None
+        try:
+            record.msg, record.args = mask(record.getMessage()), None
+        except Exception:  # a malformed record: logging reports it, never the request
+            pass
         return True
 
 
