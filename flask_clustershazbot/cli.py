@@ -16,16 +16,15 @@ import sys
 import time
 from dataclasses import fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import requests
 from flask import current_app
 from flask.cli import AppGroup
 
-from .config import Settings, config_key
+from .config import Settings, config_key, mask
 from .errors import BadMessage
-from .records import ServerList, base_url_problem
+from .records import ServerList, canonical_base_url
 
 EXIT_UNREACHABLE = 3
 EXIT_UNAUTHORIZED = 4
@@ -54,11 +53,10 @@ def format_age(seconds: float) -> str:
 
 
 def _base_url(url: str) -> str:
-    url = url if url.endswith("/") else url + "/"
-    problem = base_url_problem(url)
-    if problem:
-        raise click.BadParameter(f"the node URL {problem}", param_hint="URL")
-    return url
+    try:
+        return canonical_base_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(f"the node URL {exc}", param_hint="URL") from None
 
 
 def _request(method: str, url: str, secret: str | None, **kw: Any) -> requests.Response:
@@ -236,20 +234,13 @@ def _settings() -> Settings:
     return current_app.extensions["clustershazbot"].settings  # type: ignore[no-any-return]
 
 
-def _redact(value: Any) -> Any:
-    """A URL without its password (a master-list URL may carry one)."""
-    if not isinstance(value, str) or "@" not in value or "://" not in value:
-        return value
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 def public_config(settings: Settings) -> dict[str, Any]:
-    """Every setting except the secrets (the fields kept out of ``repr``)."""
-    return {config_key(f.name): _redact(getattr(settings, f.name)) for f in fields(settings) if f.repr}
+    """Every setting except the secrets (the fields kept out of ``repr``), URL tokens masked."""
+    return {
+        config_key(f.name): mask(value) if isinstance(value, str) else value
+        for f in fields(settings) if f.repr
+        for value in (getattr(settings, f.name),)
+    }
 
 
 @shazbot_cli.command("status")

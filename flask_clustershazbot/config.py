@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .peers import parse_allowed_peers
-from .records import base_url_problem
+from .records import canonical_base_url, url_problem
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -95,6 +95,34 @@ def _str(key: str, value: Any) -> str:
     return value
 
 
+def _header_value(key: str, value: Any) -> str:
+    """A value sent as an HTTP header as it is: no outer whitespace, visible ASCII and spaces.
+
+    requests refuses outer whitespace and line breaks and sends Latin-1 at most; a seed
+    node compares bytes. Errors say what is wrong, never what the value is.
+    """
+    text = _str(key, value)
+    if text != text.strip():
+        raise ConfigError(f"{key} has leading or trailing whitespace (the value is not shown)")
+    if not all(" " <= ch <= "~" for ch in text):
+        raise ConfigError(
+            f"{key} must be printable ASCII (letters, digits, punctuation, spaces), "
+            "with no control characters (the value is not shown)"
+        )
+    return text
+
+
+def _secret(key: str, value: Any) -> str:
+    """A shared secret, sent bare in the Authorization header (as the seed does)."""
+    secret = _header_value(key, value)
+    if secret[:7].lower() == "bearer ":
+        raise ConfigError(
+            f"{key} starts with 'Bearer ': give the bare secret (receivers strip the "
+            "prefix, so every exchange would be refused) (the value is not shown)"
+        )
+    return secret
+
+
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -140,18 +168,30 @@ def _count(key: str, value: Any) -> int:
 
 
 def _base_url(key: str, value: Any) -> str:
-    url = _str(key, value)
-    if not url.endswith("/"):
-        url += "/"
-    problem = base_url_problem(url)
-    if problem:
-        raise ConfigError(f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}")
-    return url
+    """The canonical form (records.canonical_base_url): the one peers store for this node."""
+    try:
+        return canonical_base_url(_str(key, value))
+    except ValueError as exc:
+        raise ConfigError(f"{key} {exc} (expected e.g. https://host:3000/), got {_shown(value)}") from None
+
+
+_USERINFO = re.compile(r"//[^/@\s]*@")
+_QUERY_VALUE = re.compile(r"([?&][^=&#\s'\"]*=)[^&#\s'\"]*")
+
+
+def mask(text: str) -> str:
+    """``text`` with URL credentials and query values masked (``?token=***``).
+
+    The one masking function of the package: settings shown by the CLI, errors,
+    log lines (urllib3's too, see transport.py) go through it, so a token in a
+    master-list URL is never printed.
+    """
+    return _QUERY_VALUE.sub(r"\1***", _USERINFO.sub("//***@", text))
 
 
 def _shown(value: Any) -> str:
-    """``repr(value)`` with any password in a URL masked: errors never carry secrets."""
-    return re.sub(r"//[^/@\s]*@", "//***@", repr(value))
+    """``repr(value)`` masked: errors never carry secrets."""
+    return mask(repr(value))
 
 
 def _location(key: str, value: Any) -> str:
@@ -161,9 +201,9 @@ def _location(key: str, value: Any) -> str:
     ):  # e.g. ftp:// would otherwise be taken for a relative path
         raise ConfigError(f"{key} must be an http(s):// or file:// URL or a path, got {_shown(value)}")
     if not is_file_location(location):
-        parts = base_url_problem(location)
-        if parts:
-            raise ConfigError(f"{key} {parts}, got {_shown(value)}")
+        problem = url_problem(location)
+        if problem:
+            raise ConfigError(f"{key} {problem}, got {_shown(value)}")
     return location
 
 
@@ -178,12 +218,12 @@ def _path_or_off(key: str, value: Any) -> str | None:
 
 _Parser = Callable[[str, Any], Any]
 _PARSERS: dict[str, _Parser] = {
-    "secret": _str,
-    "control_secret": _str,
+    "secret": _secret,
+    "control_secret": _secret,
     "base_url": _base_url,
     "master_list": _location,
     "master_list_update": _location,
-    "master_list_update_auth": _str,
+    "master_list_update_auth": _header_value,
     "gossip_interval": _seconds,
     "master_announce_minimum": _seconds_or_zero,
     "master_announce_interval": _seconds_or_zero,

@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .config import Settings
+from .config import Settings, mask
 from .errors import NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
 from .metrics import Stats, track
-from .peers import PeerPolicy, weak_secret_warnings
+from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
 from .records import ServerList, parse_control
 from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store
@@ -61,6 +61,11 @@ MAX_LISTING_CHECKS = 8
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _why(exc: BaseException) -> str:
+    """An error for a log line: our own errors say what failed; others also need their type."""
+    return str(exc) if isinstance(exc, ShazbotError) else mask(f"{type(exc).__name__}: {exc}")
 
 
 def check_secret(header: str | None, secret: str) -> bool:
@@ -205,6 +210,9 @@ class Engine:
             self._check_began = self.monotonic()
             for problem in weak_secret_warnings(self.settings.secret, self.settings.control_secret):
                 log.warning("weak secret: %s", problem)
+            risk = open_master_list_warning(self.settings.allowed_peers, self.settings.master_list)
+            if risk:
+                log.warning("%s", risk)
             if self.wait_for_self_check:
                 self.scheduler.start()
                 self.scheduler.after(0, self._self_check_job)
@@ -271,11 +279,12 @@ class Engine:
                 m.heartbeat(now, mono)
                 return m.gossip_message(), self._announce_targets(m)
 
+            message, targets = self._transact(go_offline)
             try:
-                message, targets = self._transact(go_offline)
                 self.transport.gossip_many(targets, message)
-            except Exception:
-                log.exception("announcing the shutdown failed")
+            except Exception:  # never skip the upload, never raise to the caller (atexit)
+                self.stats.add(gossip_failures=1)
+                log.exception("the shutdown announcement failed")
             if self.settings.update_master_list_on_shutdown:
                 self._upload_master_list()
             log.info("shut down")
@@ -302,8 +311,7 @@ class Engine:
         try:
             answer = self.transport.identify(url)
         except Exception as exc:  # a TransportError, or anything from below: never fatal
-            answer = None
-            problem = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ShazbotError) else str(exc)
+            answer, problem = None, _why(exc)
         else:
             problem = "the answer is not from a clustershazbot node" if answer is None else ""
         if answer == self.instance:
@@ -398,23 +406,29 @@ class Engine:
         try:
             listed = self.transport.read_master_list()
             self._merge(listed)
-        except Exception as exc:  # a ShazbotError, or anything from below: retried, never fatal
+        except Exception as exc:  # whatever failed, the bootstrap is retried
             delay = min(2.0**self._bootstrap_failures, MAX_BOOTSTRAP_BACKOFF)
             self._bootstrap_failures += 1
             self.stats.add(master_list_failures=1)
-            log.warning("master list download failed (%s); retrying in %g s", exc, delay)
+            log.warning("master list download failed (%s); retrying in %g s", _why(exc), delay)
             self.scheduler.after(delay, self.bootstrap)
             return
         self._bootstrap_failures = 0
         self.last_master_sync = self.clock()
-        message = self._state()
-        targets = self._transact(self._announce_targets)
-        for url, reply in self.transport.gossip_many(targets, message).items():
+        try:
+            message = self._state()
+            targets = self._transact(self._announce_targets)
+            replies = self.transport.gossip_many(targets, message)
+        except Exception:
+            self.stats.add(gossip_failures=1)
+            log.exception("the bootstrap announcement failed; gossip rounds carry on")
+            return
+        for url, reply in replies.items():
             if isinstance(reply, ServerList):
-                self._merge(reply)
+                self._merge_quietly(reply, url)
             else:
                 self.stats.add(gossip_failures=1)
-                log.warning("bootstrap gossip with %s failed: %s", url, reply)
+                log.warning("bootstrap gossip with %s failed: %s", url, _why(reply))
         if not self._listed(listed):
             self._claim_listing(0)
 
@@ -439,7 +453,7 @@ class Engine:
             self._merge(listed)
         except Exception as exc:
             self.stats.add(master_list_failures=1)
-            log.warning("master list download failed: %s", exc)
+            log.warning("master list download failed: %s", _why(exc))
             listed = ServerList()
         if not self._listed(listed):
             self._claim_listing(checks)
@@ -461,9 +475,9 @@ class Engine:
         """Download and merge the master list, then upload our online list."""
         try:
             self._merge(self.transport.read_master_list())
-        except Exception as exc:  # a ShazbotError, or anything from below: never fatal
+        except Exception as exc:
             self.stats.add(master_list_failures=1)
-            log.warning("master list download failed: %s", exc)
+            log.warning("master list download failed: %s", _why(exc))
             return
         if self._upload_master_list():
             self.last_master_sync = self.clock()
@@ -471,9 +485,9 @@ class Engine:
     def _upload_master_list(self) -> bool:
         try:
             self.transport.write_master_list(self.server_list(include_offline=False))
-        except Exception as exc:  # a ShazbotError, or anything from below: never fatal
+        except Exception as exc:
             self.stats.add(master_list_failures=1)
-            log.warning("master list update failed: %s", exc)
+            log.warning("master list update failed: %s", _why(exc))
             return False
         return True
 
@@ -548,12 +562,21 @@ class Engine:
         """Send our state to one peer and merge its reply. True on success."""
         try:
             reply = self.transport.gossip(base_url, self._state())
-        except ShazbotError as exc:
+        except Exception as exc:  # any failure is the peer's failed exchange; the round carries on
             if not quiet:
                 self.stats.add(gossip_failures=1)
-                log.warning("gossip with %s failed: %s", base_url, exc)
+                log.warning("gossip with %s failed: %s", base_url, _why(exc))
             return False
-        self._merge(reply)
+        return self._merge_quietly(reply, base_url)
+
+    def _merge_quietly(self, reply: ServerList, base_url: str) -> bool:
+        """Merge a peer's reply; a failure to merge is logged and counted, never raised."""
+        try:
+            self._merge(reply)
+        except Exception:
+            self.stats.add(gossip_failures=1)
+            log.exception("merging the reply of %s failed", base_url)
+            return False
         return True
 
     def _slow(self, started: float) -> int:

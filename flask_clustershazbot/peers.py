@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .records import GossipServer, ServerList, base_url_problem
+from .records import GossipServer, ServerList, canonical_base_url
 
 log = logging.getLogger("flask_clustershazbot")
 
@@ -73,8 +73,10 @@ def parse_allowed_peers(key: str, value: Any) -> tuple[str, ...]:
 
 def _normalise(item: str) -> str | None:
     if "://" in item:
-        prefix = item if item.endswith("/") else item + "/"
-        return None if base_url_problem(prefix) else _lower_origin(prefix)
+        try:
+            return canonical_base_url(item)  # compared with canonical base URLs
+        except ValueError:
+            return None
     if "/" in item or _ip(item) is not None:
         try:
             return str(ipaddress.ip_network(item, strict=False))
@@ -83,13 +85,6 @@ def _normalise(item: str) -> str | None:
     host = item.lower()
     host = "." + host[2:] if host.startswith("*.") else host
     return host.rstrip(".") if _HOST.match(host) else None
-
-
-def _lower_origin(url: str) -> str:
-    """``url`` with scheme and host part lower-cased (they are case-insensitive; paths are not)."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    return scheme.lower() + sep + netloc.lower() + slash + path
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -129,7 +124,11 @@ class PeerPolicy:
     def allows(self, base_url: str) -> bool:
         if not self.enabled:
             return True
-        if _lower_origin(base_url).startswith(tuple(self.prefixes)):
+        try:
+            base_url = canonical_base_url(base_url)  # merged records are already canonical
+        except ValueError:
+            return False
+        if base_url.startswith(tuple(self.prefixes)):
             return True
         host = (urlsplit(base_url).hostname or "").rstrip(".")
         if host in self.hosts or host.endswith(tuple(self.domains)):
@@ -157,6 +156,24 @@ class PeerPolicy:
                 self._refused.add(url)
                 log.warning("dropping records of %s: not in SHAZBOT_ALLOWED_PEERS", url)
         return allowed
+
+
+def open_master_list_warning(allowed_peers: tuple[str, ...], master_list: str) -> str | None:
+    """The risk of an empty allow-list with a remote master list, or None.
+
+    Whoever can write one record into that list (whoever controls its server or
+    bucket, or can plant a record in it) makes every node send the gossip secret
+    to a URL of their choice. No allow-list is derived by default:
+    members rarely live on the master list's host (an S3 bucket, a web server), so
+    such a default would cut nodes off from each other instead.
+    """
+    if allowed_peers or not master_list.startswith(("http://", "https://")):
+        return None
+    return (
+        "SHAZBOT_ALLOWED_PEERS is empty and SHAZBOT_MASTER_LIST is remote: a URL planted in "
+        "the master list would receive the gossip secret from every node; list your "
+        "members' hosts or networks in SHAZBOT_ALLOWED_PEERS"
+    )
 
 
 def weak_secret_warnings(secret: str, control_secret: str) -> list[str]:

@@ -6,10 +6,12 @@ Pure functions only. One bad record rejects the whole message with a
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import BadMessage
 
@@ -28,27 +30,116 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# One DNS label (RFC 1035 with the underscore hosts files allow): 1 to 63 characters.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+# URL parsers (WHATWG, inet_aton) take a host whose last label is a number for an IPv4 address.
+_NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
+# What a base URL's path may hold (RFC 3986 pchar and "/"): anything else the client re-encodes.
+_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/%-]*")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_DOT_SEGMENTS = {".", "..", "%2e", "%2e%2e", ".%2e", "%2e."}
+
+
+def _host(parts: SplitResult) -> tuple[str, str | None]:
+    """The canonical host of ``parts`` (brackets kept), or ``("", why it is unusable)``."""
+    host = parts.hostname or ""
+    if not host:
+        return "", "must name a host"
+    if "[" in parts.netloc:
+        if "%" in host:
+            return "", "must not carry an IPv6 zone (%)"
+        try:
+            return f"[{ipaddress.IPv6Address(host).compressed}]", None
+        except ValueError:
+            return "", "has an invalid IPv6 address"
+    if len(host) > 253:
+        return "", "has a host name longer than 253 characters"
+    labels = host.split(".")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        try:
+            address = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            address = ""
+        if address != host:
+            return "", "must write an IPv4 address in dotted-decimal form, without leading zeros"
+        return host, None
+    if host.endswith("."):
+        return "", "must not end its host name with a dot"
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        return "", ("has an unusable host name (labels of 1 to 63 letters, digits, '-' or '_', "
+                    "separated by single dots)")
+    return host, None
+
+
 @lru_cache(maxsize=16384)
-def base_url_problem(url: str) -> str | None:
-    """Why ``url`` is not a valid member identity, or None when it is."""
+def _check(url: str, base: bool) -> tuple[str, str | None]:
+    """``(canonical form, None)``, or ``("", why url is unusable)``.
+
+    ``base``: a member's base URL (no query or fragment, path ending in ``/``);
+    otherwise any http(s) URL the client can use (a master list's).
+    """
     if len(url) > MAX_URL_LENGTH:
-        return f"is longer than {MAX_URL_LENGTH} characters"
+        return "", f"is longer than {MAX_URL_LENGTH} characters"
+    if not all("!" <= ch <= "~" for ch in url):
+        # Also refuses lone surrogates, which no store or JSON encoder can write.
+        return "", ("must be printable ASCII, without whitespace or control characters "
+                    "(punycode a host name, percent-encode a path)")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
-        return f"is not a valid URL ({exc})"
+        return "", f"is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
-        return "must be an http:// or https:// URL"
-    if not parts.hostname:
-        return "must name a host"
+        return "", "must be an http:// or https:// URL"
     if parts.username is not None or parts.password is not None:
-        return "must not carry credentials"
+        return "", "must not carry credentials"
     if port == 0:
-        return "must not use port 0"
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        return "must not contain whitespace or control characters"
-    return None
+        return "", "must not use port 0"
+    host, problem = _host(parts)
+    if problem:
+        return "", problem
+    if not base:
+        return url, None
+    netloc = host if port is None else f"{host}:{port}"  # the port without zero-padding
+    if "?" in url or "#" in url:
+        return "", "must not carry a query or fragment"
+    path = parts.path
+    if not _PATH.fullmatch(path) or "%" in _ESCAPE.sub("", path):
+        return "", "has a path with characters that must be percent-encoded"
+    path = _ESCAPE.sub(lambda m: m.group().upper(), path)
+    if not path.endswith("/"):
+        path += "/"
+    if any(segment.lower() in _DOT_SEGMENTS for segment in path.split("/")):
+        return "", "must not have '.' or '..' path segments"
+    canonical = f"{parts.scheme}://{netloc}{path}"
+    if len(canonical) > MAX_URL_LENGTH:  # the added "/"
+        return "", f"is longer than {MAX_URL_LENGTH} characters"
+    return canonical, None
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a valid member identity, or None when it is."""
+    return _check(url, True)[1]
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) URL the client can use (a master list's), or None."""
+    return _check(url, False)[1]
+
+
+def canonical_base_url(url: str) -> str:
+    """The one form of a member's base URL: scheme and host lower-cased, port without
+    zero-padding, IPv6 compressed, percent-escapes upper-cased, a final ``/``.
+
+    An explicit default port (``http://h:80/``) is kept: seed nodes compare base URLs
+    as strings, and rewriting the form a seed node uses for itself would make it a
+    phantom member in its own view. Raises ValueError (saying why) for a URL no
+    canonical form can stand for (a query, a fragment, '..' segments, ...).
+    """
+    canonical, problem = _check(url, True)
+    if problem:
+        raise ValueError(problem)
+    return canonical
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +165,9 @@ class GossipServer:
             raise BadMessage(f"{where} is missing {exc.args[0]!r}") from None
         if type(url) is not str:
             raise BadMessage(f"{where}.baseUrl must be a string, got {_show(url)}")
-        problem = base_url_problem(url)
+        url, problem = _check(url, True)
         if problem:
-            raise BadMessage(f"{where}.baseUrl {problem}: {_show(url)}")
+            raise BadMessage(f"{where}.baseUrl {problem}: {_show(data['baseUrl'])}")
         if type(monitor) is not bool:
             raise BadMessage(f"{where}.monitor must be true or false, got {_show(monitor)}")
         if type(last_update) is not int or not 0 <= last_update <= MAX_LAST_UPDATE:
@@ -94,8 +185,9 @@ def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
     # The hot path of every gossip exchange: the checks of from_dict inlined for the
     # common valid record, and the frozen dataclass's slow __init__ skipped; any
     # record that fails them goes through from_dict, which says what is wrong.
+    # Every base URL is stored in its canonical form, so aliases are one member.
     out: list[GossipServer] = []
-    append, new, problem = out.append, _new_server, base_url_problem
+    append, new, check = out.append, _new_server, _check
     for i, item in enumerate(items):
         if type(item) is dict:
             url, monitor, stamp = item.get("baseUrl"), item.get("monitor"), item.get("lastUpdate")
@@ -104,10 +196,11 @@ def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
                 and (monitor is True or monitor is False)
                 and type(stamp) is int
                 and 0 <= stamp <= MAX_LAST_UPDATE
-                and problem(url) is None
             ):
-                append(new(url, monitor, stamp))
-                continue
+                canonical, problem = check(url, True)
+                if problem is None:
+                    append(new(canonical, monitor, stamp))
+                    continue
         append(GossipServer.from_dict(item, f"{key}[{i}]"))
     return tuple(out)
 

@@ -7,6 +7,7 @@ engine treats both as a failed exchange that changes nothing.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import tempfile
 import threading
@@ -19,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import _json
-from .config import Settings, is_file_location
+from .config import Settings, is_file_location, mask
 from .errors import BadMessage, ShazbotError, TooLarge
 from .metrics import Stats
 from .records import ServerList
@@ -37,6 +38,23 @@ GZIP_MIN_BYTES = 1024
 
 class TransportError(ShazbotError):
     """A request could not be completed (connection, timeout, HTTP status)."""
+
+
+class _MaskUrls(logging.Filter):
+    """Masks query values and credentials in urllib3's debug lines (a master-list token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = mask(record.getMessage()), None
+        except Exception:  # a malformed record: logging reports it, never the request
+            pass
+        return True
+
+
+# urllib3 logs each request line (path and query) at DEBUG on this logger.
+_URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _MaskUrls) for f in _URLLIB3_LOG.filters):
+    _URLLIB3_LOG.addFilter(_MaskUrls())
 
 
 def decode_json(body: bytes, what: str) -> Any:
@@ -101,20 +119,31 @@ class Transport:
                 if size > limit:
                     raise TooLarge(f"{what} is larger than {limit} bytes")
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except TooLarge:
+            raise
+        except Exception as exc:  # requests, urllib3 or a decoder: a failed exchange all the same
             raise TransportError(f"{what}: {type(exc).__name__}") from None
         finally:
             response.close()
         return b"".join(chunks)
 
     def _request(self, method: str, url: str, what: str, timeout: float, **kw: Any) -> bytes:
+        """One request; anything but a 2xx answer within ``max_body_bytes`` is a TransportError.
+
+        Redirects are never followed, for any request: a 3xx is a failed exchange. A
+        redirect could lead gossip (and its secret) to a host SHAZBOT_ALLOWED_PEERS
+        refuses, and requests turns a redirected PUT into a GET that "succeeds".
+        """
         try:
-            response = self.session.request(method, url, timeout=timeout, stream=True, **kw)
-        except requests.RequestException as exc:
+            response = self.session.request(
+                method, url, timeout=timeout, stream=True, allow_redirects=False, **kw
+            )
+        except Exception as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
             raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
-        if response.status_code >= 400:
+        if not 200 <= response.status_code < 300:
             response.close()
-            raise TransportError(f"{what}: HTTP {response.status_code}")
+            redirect = " (a redirect: not followed)" if 300 <= response.status_code < 400 else ""
+            raise TransportError(f"{what}: HTTP {response.status_code}{redirect}")
         body = self._read(response, what)
         if self.stats is not None:
             data = kw.get("data")
@@ -243,7 +272,7 @@ class Transport:
             raise TransportError(f"master list file {path}: {exc.strerror}") from None
 
 
-def _reason(exc: requests.RequestException) -> str:
+def _reason(exc: BaseException) -> str:
     """The innermost cause of a requests error, without URLs or headers."""
     cause: BaseException = exc
     # requests' own errors are OSErrors too: look past them to the socket's (ConnectionRefusedError).

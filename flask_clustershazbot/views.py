@@ -6,12 +6,15 @@ import zlib
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .engine import Engine
 from .errors import BadMessage, ShazbotError, TooLarge
 from .transport import GZIP_MIN_BYTES, INSTANCE_HEADER, decode_json, encode_json, gzip_body
 
 blueprint = Blueprint("clustershazbot", __name__, url_prefix="/clustershazbot")
+#: Every path of the protocol starts with this.
+PREFIX = "/clustershazbot/"
 
 
 def current_engine() -> Engine:
@@ -59,6 +62,25 @@ def _count_bytes(response: Response) -> Response:
         bytes_received=request.content_length or 0, bytes_sent=response.content_length or 0
     )
     response.headers[INSTANCE_HEADER] = engine.instance
+    return response
+
+
+@blueprint.before_app_request
+def _json_routing_errors() -> Response | None:
+    """404 and 405 under ``/clustershazbot/`` are JSON, as every error of the protocol.
+
+    Unmatched URLs never reach a blueprint's error handlers, and an app-wide handler
+    would replace the app's own: the routing error, raised only after the
+    before-request functions, is answered here instead, for this prefix only.
+    """
+    exc = request.routing_exception
+    if not isinstance(exc, (NotFound, MethodNotAllowed)) or not request.path.startswith(PREFIX):
+        return None
+    response = current_app.response_class(
+        encode_json({"error": f"{exc.code} {exc.name}"}), exc.code, mimetype="application/json"
+    )
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
 
 

@@ -74,7 +74,7 @@ def test_offline_may_be_left_out_as_the_seed_does() -> None:
 def test_limits_are_inclusive() -> None:
     for stamp in (0, MAX_LAST_UPDATE):
         assert GossipServer.from_dict(record(lastUpdate=stamp)).last_update == stamp
-    url = "http://h/" + "x" * (MAX_URL_LENGTH - len("http://h/"))
+    url = "http://h/" + "x" * (MAX_URL_LENGTH - len("http://h/") - 1) + "/"
     assert GossipServer.from_dict(record(baseUrl=url)).base_url == url
 
 
