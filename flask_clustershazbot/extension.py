@@ -35,6 +35,10 @@ class ClusterShazbot:
     ``SHAZBOT_*`` environment variables; see the configuration docs.
     """
 
+    #: The blueprint of ``/clustershazbot/gossip``, ``/list`` and ``/control`` (named
+    #: ``clustershazbot``), e.g. for ``request.blueprint`` checks in a login guard.
+    blueprint = blueprint
+
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self.options = options
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
@@ -55,6 +59,8 @@ class ClusterShazbot:
         engine = make_engine(settings, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
+        exempt_from_request_guards(app)
+        _exempt_at_first_request(app)
         register_ui(app, settings)
         register_happy(app, settings)
         register_metrics()  # in prometheus_client's default registry, when it is installed
@@ -104,6 +110,36 @@ class ClusterShazbot:
     def register_healthcheck(self, health: Any, app: Flask | None = None) -> None:
         """Add a ``clustershazbot`` check and section to a py-healthcheck ``HealthCheck``."""
         register_healthcheck(health, lambda: self.engine(app))
+
+
+def exempt_from_request_guards(app: Flask) -> None:
+    """Exempt the blueprint from Flask-WTF's CSRF check and Flask-Limiter's limits on ``app``.
+
+    Gossip, list and control requests carry a shared secret, not a browser session: a CSRF
+    token cannot apply, and a per-client rate limit would fail gossip (a peer sends a few
+    requests per interval). Idempotent; an extension that is not registered is skipped.
+    """
+    csrf = app.extensions.get("csrf")  # flask_wtf.csrf.CSRFProtect
+    if csrf is not None and hasattr(csrf, "exempt"):
+        csrf.exempt(blueprint)
+    limiters = app.extensions.get("limiter")  # flask_limiter.Limiter: a set of them
+    for limiter in limiters if isinstance(limiters, (set, list, tuple)) else [limiters]:
+        if limiter is not None and hasattr(limiter, "exempt"):
+            limiter.exempt(blueprint)
+
+
+def _exempt_at_first_request(app: Flask) -> None:
+    """For extensions registered after ClusterShazbot: their ``before_request`` check was
+    registered after this one, so exempting here, at the first request, precedes it."""
+    done = False
+
+    def exempt_once() -> None:
+        nonlocal done
+        if not done:
+            exempt_from_request_guards(app)
+            done = True
+
+    app.before_request(exempt_once)
 
 
 def _reset(engine_ref: weakref.ref[Engine]) -> None:
