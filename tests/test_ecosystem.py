@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import requests
+from cluster import CONTROL, SECRET, Server, wait_until
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
 import flask_clustershazbot
-from cluster import CONTROL, SECRET, Server, wait_until
 from flask_clustershazbot import ClusterShazbot
 
 
