@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import ssl
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -61,6 +63,13 @@ class Settings:
     ui_path: str | None = "/clustershazbot/"
     #: Path of a ``/happy`` health endpoint; None (the default) serves none.
     happy_path: str | None = None
+    #: CA bundle (PEM file or OpenSSL hashed directory) that peers' and the master list's
+    #: HTTPS certificates must chain to; None: requests' bundle (certifi).
+    tls_ca: str | None = None
+    #: Client certificate (PEM) presented on every HTTPS request, for mutual TLS.
+    tls_cert: str | None = None
+    #: Private key of ``tls_cert`` (unencrypted PEM); None: it is in ``tls_cert``'s file.
+    tls_key: str | None = None
 
     def failure_timeout_for(self, members: int) -> float:
         """The heartbeat-staleness timeout for a cluster of ``members``.
@@ -161,6 +170,42 @@ def _location(key: str, value: Any) -> str:
     return location
 
 
+def _file(key: str, value: Any) -> str:
+    """A path to an existing, readable file (or directory: a CA directory)."""
+    path = _str(key, value)
+    if not os.path.exists(path):
+        raise ConfigError(f"{key}: no such file: {path!r}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{key}: cannot read {path!r}")
+    return path
+
+
+def _check_tls(values: dict[str, Any]) -> None:
+    """Load the CA bundle and the client certificate now: a bad file is a ConfigError at
+    init_app, not a TLS failure on every request."""
+    ca, cert, key = values["tls_ca"], values["tls_cert"], values["tls_key"]
+    if key and not cert:
+        raise ConfigError("SHAZBOT_TLS_KEY is set without SHAZBOT_TLS_CERT")
+    context = ssl.create_default_context()
+    if ca:
+        try:
+            if os.path.isdir(ca):
+                context.load_verify_locations(capath=ca)
+            else:
+                context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"SHAZBOT_TLS_CA: {ca!r} is not a PEM CA bundle ({exc})") from None
+    if cert:
+        try:  # password="": an encrypted key fails here instead of prompting on the terminal
+            context.load_cert_chain(cert, key or None, password="")
+        except ssl.SSLError as exc:
+            which = "SHAZBOT_TLS_CERT and SHAZBOT_TLS_KEY" if key else "SHAZBOT_TLS_CERT"
+            raise ConfigError(
+                f"{which}: {cert!r} is not a PEM certificate with its unencrypted private key"
+                f"{' in ' + repr(key) if key else ''} ({exc.reason or exc})"
+            ) from None
+
+
 def _path_or_off(key: str, value: Any) -> str | None:
     """A URL path such as ``/happy``; ``false``, ``off`` or an empty string turn it off."""
     if value is False or (isinstance(value, str) and value.strip().lower() in _FALSE):
@@ -196,6 +241,9 @@ _PARSERS: dict[str, _Parser] = {
     "state_path": _str,
     "ui_path": _path_or_off,
     "happy_path": _path_or_off,
+    "tls_ca": _file,
+    "tls_cert": _file,
+    "tls_key": _file,
 }
 #: Settings a file master list lets you leave out: the same file is updated.
 _FILE_OPTIONAL = {"master_list_update", "master_list_update_auth"}
@@ -252,6 +300,7 @@ def load_settings(
             values[name] = ""
         else:
             values[name] = parse(key, raw[name])
+    _check_tls(values)
     settings = Settings(**values)
     for name in _PARSERS:
         config[config_key(name)] = getattr(settings, name)

@@ -278,3 +278,34 @@ def test_repr_of_settings_hides_secrets() -> None:
         for secret in SECRETS.values():
             assert secret not in text
         assert "http://127.0.0.1:5000/" in text  # the rest is shown
+
+
+# -- TLS -------------------------------------------------------------------------
+
+
+def test_tls_files_are_loaded_at_init_and_bad_ones_name_the_setting(tmp_path: Path) -> None:
+    import trustme
+
+    ca, other = trustme.CA(), trustme.CA()
+    leaf, stranger = ca.issue_cert("127.0.0.1"), other.issue_cert("127.0.0.1")
+    ca_pem, cert, key, other_key = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem", "other.key"))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    stranger.private_key_pem.write_to_path(str(other_key))
+    both = tmp_path / "both.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(both))
+
+    settings = load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(ca_pem), "SHAZBOT_TLS_CERT": str(cert),
+                     "SHAZBOT_TLS_KEY": str(key)})
+    assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == (str(ca_pem), str(cert), str(key))
+    assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(both)}).tls_key is None  # key in the file
+    assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path)}).tls_ca == str(tmp_path)  # a CA dir
+
+    assert "SHAZBOT_TLS_CA: no such file" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path / "nope")})
+    assert "SHAZBOT_TLS_CA" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(key)})
+    assert "SHAZBOT_TLS_KEY is set without SHAZBOT_TLS_CERT" in config_error(
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_KEY": str(key)})
+    assert "SHAZBOT_TLS_CERT and SHAZBOT_TLS_KEY" in config_error(
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert), "SHAZBOT_TLS_KEY": str(other_key)})
+    assert "SHAZBOT_TLS_CERT" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert)})
