@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,12 +24,16 @@ from typing import Any
 import pytest
 import requests
 import trustme
-
 from cluster import CONTROL, SECRET, wait_until
-from test_gunicorn import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Pki:
