@@ -70,6 +70,17 @@ class Settings:
     tls_cert: str | None = None
     #: Private key of ``tls_cert`` (unencrypted PEM); None: it is in ``tls_cert``'s file.
     tls_key: str | None = None
+    #: Every gossip secret a request may carry: ``secret`` (the one sent) first, then older
+    #: ones still accepted during a rotation. Empty: just ``secret``.
+    accepted_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: The same for the control secret.
+    accepted_control_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.accepted_secrets:
+            object.__setattr__(self, "accepted_secrets", (self.secret,))
+        if not self.accepted_control_secrets:
+            object.__setattr__(self, "accepted_control_secrets", (self.control_secret,))
 
     def failure_timeout_for(self, members: int) -> float:
         """The heartbeat-staleness timeout for a cluster of ``members``.
@@ -96,6 +107,16 @@ def _str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty string")
     return value
+
+
+def _secrets(key: str, value: Any) -> tuple[str, ...]:
+    """One secret, or several for a rotation: a list, or a comma-separated string. The
+    first is the one sent; all are accepted."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"{key} must be a non-empty string or a list of them")
+    secrets = [_str(key, item.strip() if isinstance(item, str) else item) for item in items]
+    return tuple(dict.fromkeys(secrets))
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -217,8 +238,8 @@ def _path_or_off(key: str, value: Any) -> str | None:
 
 _Parser = Callable[[str, Any], Any]
 _PARSERS: dict[str, _Parser] = {
-    "secret": _str,
-    "control_secret": _str,
+    "secret": _secrets,
+    "control_secret": _secrets,
     "base_url": _base_url,
     "master_list": _location,
     "master_list_update": _location,
@@ -245,6 +266,8 @@ _PARSERS: dict[str, _Parser] = {
     "tls_cert": _file,
     "tls_key": _file,
 }
+#: Secrets that take older values still accepted during a rotation (``accepted_*s``).
+_ROTATED = ("secret", "control_secret")
 #: Settings a file master list lets you leave out: the same file is updated.
 _FILE_OPTIONAL = {"master_list_update", "master_list_update_auth"}
 
@@ -301,8 +324,12 @@ def load_settings(
         else:
             values[name] = parse(key, raw[name])
     _check_tls(values)
+    for name in _ROTATED:  # the parser's tuple: the first is sent, all are accepted
+        values[f"accepted_{name}s"] = values[name]
+        values[name] = values[name][0]
     settings = Settings(**values)
     for name in _PARSERS:
-        config[config_key(name)] = getattr(settings, name)
+        accepted = getattr(settings, f"accepted_{name}s", ())
+        config[config_key(name)] = list(accepted) if len(accepted) > 1 else getattr(settings, name)
     return settings
 

@@ -169,7 +169,7 @@ def test_an_http_master_list_needs_update_and_auth() -> None:
         ("SHAZBOT_RETRIES", "often"),
         ("SHAZBOT_RETRIES", True),
         ("SHAZBOT_SECRET", 12345),
-        ("SHAZBOT_CONTROL_SECRET", ["x"]),
+        ("SHAZBOT_CONTROL_SECRET", ["x", 5]),  # a list is a rotation: of strings
     ],
 )
 def test_an_invalid_value_is_named_without_leaking_secrets(key: str, value: Any) -> None:
@@ -309,3 +309,34 @@ def test_tls_files_are_loaded_at_init_and_bad_ones_name_the_setting(tmp_path: Pa
     assert "SHAZBOT_TLS_CERT and SHAZBOT_TLS_KEY" in config_error(
         {**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert), "SHAZBOT_TLS_KEY": str(other_key)})
     assert "SHAZBOT_TLS_CERT" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert)})
+
+
+# -- secret rotation ---------------------------------------------------------------
+
+
+def test_a_secret_takes_older_ones_still_accepted_the_first_is_sent() -> None:
+    config = {**HTTP_REQUIRED, "SHAZBOT_SECRET": ["new-gossip-secret-1111", "old-gossip-secret-2222"]}
+    env = {"SHAZBOT_CONTROL_SECRET": "new-control-secret-3333, old-control-secret-4444"}
+    del config["SHAZBOT_CONTROL_SECRET"]
+    settings = load(config, env)
+    assert settings.secret == "new-gossip-secret-1111"
+    assert settings.accepted_secrets == ("new-gossip-secret-1111", "old-gossip-secret-2222")
+    assert settings.control_secret == "new-control-secret-3333"
+    assert settings.accepted_control_secrets == ("new-control-secret-3333", "old-control-secret-4444")
+    assert config["SHAZBOT_CONTROL_SECRET"] == ["new-control-secret-3333", "old-control-secret-4444"]
+    assert "secret-" not in repr(settings)
+    single = load()
+    assert single.accepted_secrets == (SECRETS["SHAZBOT_SECRET"],)
+    assert "SHAZBOT_SECRET" in config_error({**HTTP_REQUIRED, "SHAZBOT_SECRET": "a-long-secret-value,,b"})
+    assert "SHAZBOT_SECRET" in config_error({**HTTP_REQUIRED, "SHAZBOT_SECRET": []})
+
+
+def test_check_secret_accepts_each_of_the_accepted_secrets() -> None:
+    from flask_clustershazbot.engine import check_secret
+
+    accepted = ("new-gossip-secret-1111", "old-gossip-secret-2222")
+    assert check_secret("new-gossip-secret-1111", accepted)
+    assert check_secret("Bearer old-gossip-secret-2222", accepted)
+    assert not check_secret("other-secret-33333333", accepted)
+    assert not check_secret("new-gossip-secret-1111,old-gossip-secret-2222", accepted)
+    assert not check_secret(None, accepted)
