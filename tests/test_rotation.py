@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-
 from cluster import Node, wait_until
+
 from flask_clustershazbot import peer_left
 
 OLD, NEW = "old-gossip-secret-0123456789", "new-gossip-secret-9876543210"
