@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import logging
 import math
 import os
 import re
@@ -9,10 +12,13 @@ import ssl
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .peers import parse_allowed_peers
 from .records import base_url_problem
+
+log = logging.getLogger("flask_clustershazbot")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -167,10 +173,39 @@ def _base_url(key: str, value: Any) -> str:
     url = _str(key, value)
     if not url.endswith("/"):
         url += "/"
-    problem = base_url_problem(url)
+    problem = base_url_problem(url) or _unreachable_base_url(url)
     if problem:
         raise ConfigError(f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}")
     return url
+
+
+#: "This network" (RFC 1122): no peer can reach a node there.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def _unreachable_base_url(url: str) -> str | None:
+    """Why peers could not reach this node at ``url``, or None.
+
+    A bind-all address (``0.0.0.0``, ``::``) is where a server listens, not where it is
+    reached; a path would send peers to ``<path>clustershazbot/...``, while the routes are
+    at the root of the app (a node behind a path-prefix proxy uses its direct address).
+    """
+    parts = urlsplit(url)
+    try:
+        ip = ipaddress.ip_address((parts.hostname or "").split("%")[0])
+    except ValueError:
+        ip = None
+    if ip is not None and (
+        ip.is_unspecified or ip.is_multicast or ip in _THIS_NETWORK
+        or ip == ipaddress.ip_address("255.255.255.255")
+    ):
+        return (f"names {parts.hostname}, an address peers cannot reach: use one of this "
+                "host's addresses that they can (e.g. its or its pod's IP)")
+    if parts.path not in ("", "/"):
+        return (f"has the path {parts.path!r}: the cluster's routes are served at "
+                "/clustershazbot/ at the root of the app, so a base URL is a scheme, host and "
+                "port only (behind a path-prefix proxy, use the node's direct address)")
+    return None
 
 
 def _shown(value: Any) -> str:
@@ -276,6 +311,17 @@ def config_key(name: str) -> str:
     return "SHAZBOT_" + name.upper()
 
 
+def _warn_unknown_keys(config: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """A misspelt key would be silently ignored: name it, and the closest known one."""
+    known = [config_key(name) for name in _PARSERS]
+    for source, keys in (("app.config", config), ("the environment", environ)):
+        for key in sorted(k for k in keys if isinstance(k, str) and k.startswith("SHAZBOT_")):
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                log.warning("unknown setting %s in %s is ignored%s", key, source, hint)
+
+
 def load_settings(
     config: MutableMapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -295,6 +341,7 @@ def load_settings(
             raise ConfigError(f"unknown option {name!r}; known: {', '.join(sorted(_PARSERS))}")
         given[short] = value
 
+    _warn_unknown_keys(config, environ)
     raw: dict[str, Any] = {}
     for name in _PARSERS:
         key = config_key(name)

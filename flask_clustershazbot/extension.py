@@ -46,6 +46,15 @@ class ClusterShazbot:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Make ``app`` a cluster member: read and validate its settings, register the
+        ``/clustershazbot/`` routes (:data:`blueprint`), the live page
+        and the ``flask shazbot`` commands, and start (unless ``SHAZBOT_AUTOSTART`` is false
+        or the ``flask`` CLI loaded the app for a command other than ``run``).
+
+        Raises :exc:`ConfigError` naming the first missing or invalid setting, or when
+        ClusterShazbot is already registered on ``app``. An unknown ``SHAZBOT_*`` key in
+        ``app.config`` or the environment is logged as a warning with the closest known key.
+        """
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("ClusterShazbot is already registered on this app")
         settings = load_settings(app.config, os.environ, self.options)

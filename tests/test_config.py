@@ -219,7 +219,7 @@ def test_a_bad_value_says_what_is_expected() -> None:
     [
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000/"),
         ("http://127.0.0.1:5000/", "http://127.0.0.1:5000/"),
-        ("https://node.example/app", "https://node.example/app/"),
+        ("https://node.example", "https://node.example/"),  # a path is refused (below)
     ],
 )
 def test_base_url_gets_a_trailing_slash(given: str, effective: str) -> None:
@@ -340,3 +340,43 @@ def test_check_secret_accepts_each_of_the_accepted_secrets() -> None:
     assert not check_secret("other-secret-33333333", accepted)
     assert not check_secret("new-gossip-secret-1111,old-gossip-secret-2222", accepted)
     assert not check_secret(None, accepted)
+
+
+# -- hygiene -----------------------------------------------------------------------
+
+
+def test_an_unknown_key_warns_with_the_closest_known_one(caplog: pytest.LogCaptureFixture) -> None:
+    config = {**HTTP_REQUIRED, "SHAZBOT_GOSIP_INTERVAL": 5, "OTHER_KEY": 1}
+    with caplog.at_level("WARNING", logger="flask_clustershazbot"):
+        settings = load(config, {"SHAZBOT_MONITR": "true", "SHAZBOT_ZZZZZZZZZZZZ": "1"})
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "unknown setting SHAZBOT_GOSIP_INTERVAL in app.config is ignored; "
+        "did you mean SHAZBOT_GOSSIP_INTERVAL?" in messages
+    )
+    assert "unknown setting SHAZBOT_MONITR in the environment is ignored; did you mean SHAZBOT_MONITOR?" in messages
+    assert "unknown setting SHAZBOT_ZZZZZZZZZZZZ in the environment is ignored" in messages
+    assert len(messages) == 3  # known keys and other prefixes: no word
+    assert settings.gossip_interval == 30
+
+
+@pytest.mark.parametrize("url", [
+    "http://0.0.0.0:5999/", "http://[::]:5999/", "http://0.1.2.3:5999/",
+    "http://224.0.0.1:5999/", "http://255.255.255.255:5999/", "http://[ff02::1]:5999/",
+])
+def test_a_base_url_peers_cannot_reach_is_refused(url: str) -> None:
+    text = config_error({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url})
+    assert text.startswith("SHAZBOT_BASE_URL names ") and "address peers cannot reach" in text
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5000/api/", "http://127.0.0.1:5000/api"])
+def test_a_base_url_with_a_path_is_refused(url: str) -> None:
+    text = config_error({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url})
+    assert text.startswith("SHAZBOT_BASE_URL has the path '/api/'")
+    assert "/clustershazbot/ at the root of the app" in text
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5000/", "https://node-1.example:443",
+                                 "http://[::1]:5000/", "http://10.0.0.5:3000/"])
+def test_reachable_base_urls_are_taken(url: str) -> None:
+    assert load({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url}).base_url.rstrip("/") == url.rstrip("/")
