@@ -259,3 +259,51 @@ def test_mutual_tls_cluster_converges_and_refuses_clients_without_the_cas_certif
     for host in cluster:
         assert host.view() == dict.fromkeys(everyone, True)
     assert "SSLError" in stranger.log_text() or "ConnectionError" in stranger.log_text()
+
+
+def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: Path) -> None:
+    """A real HTTPS master-list server whose certificate names ``localhost`` only."""
+    import threading
+
+    from flask import Flask
+    from werkzeug.serving import make_server
+
+    from flask_clustershazbot.config import load_settings
+    from flask_clustershazbot.transport import Transport, TransportError
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    ca_pem, cert, key = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    app = Flask("master")
+    app.get("/master.json")(lambda: {"online": [
+        {"baseUrl": "http://127.0.0.1:9/", "monitor": False, "lastUpdate": 1}]})
+    server = make_server("127.0.0.1", 0, app, ssl_context=(str(cert), str(key)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def read(host: str, **tls: str) -> Any:
+        settings = load_settings({}, {}, {
+            "secret": SECRET, "control_secret": CONTROL, "base_url": "http://127.0.0.1:1/",
+            "master_list": f"https://{host}:{server.port}/master.json",
+            "master_list_update": str(tmp_path / "unused.json"), "master_list_update_auth": "x",
+            **tls})
+        transport = Transport(settings)
+        try:
+            return transport.read_master_list()
+        finally:
+            transport.close()
+
+    try:
+        listed = read("localhost", tls_ca=str(ca_pem))
+        assert [s.base_url for s in listed.online] == ["http://127.0.0.1:9/"]
+        with pytest.raises(TransportError, match="SSLError"):  # the certificate names localhost
+            read("127.0.0.1", tls_ca=str(ca_pem))
+        with pytest.raises(TransportError, match="SSLError"):  # our CA is not a public one
+            read("localhost")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
