@@ -376,7 +376,9 @@ def load_settings(
         values[name] = values[name][0]
     settings = Settings(**values)
     for name in _PARSERS:
-        accepted = getattr(settings, f"accepted_{name}s", ())
-        config[config_key(name)] = list(accepted) if len(accepted) > 1 else getattr(settings, name)
+        value = getattr(settings, name)
+        if name in _ROTATED and len(getattr(settings, f"accepted_{name}s")) > 1:
+            value = list(getattr(settings, f"accepted_{name}s"))  # the whole rotation, as given
+        config[config_key(name)] = value
     return settings
 
