@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.package: $(BIN)/python setup.py
+$(VENV)/.package: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
@@ -56,4 +56,4 @@ lint: $(VENV)/.lint
 	$(BIN)/python -m mypy flask_clustershazbot
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis docs/_build
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis docs/_build

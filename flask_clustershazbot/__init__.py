@@ -12,6 +12,7 @@ from .errors import BadMessage, ConfigError, NotStarted, ShazbotError, TooLarge,
 from .extension import ClusterShazbot
 from .records import GossipServer, ServerList
 from .signals import peer_joined, peer_left, peer_purged
+from .views import blueprint
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "ShazbotError",
     "TooLarge",
     "Unauthorized",
+    "blueprint",
     "peer_joined",
     "peer_left",
     "peer_purged",

@@ -25,12 +25,16 @@ from flask.cli import AppGroup
 from .config import Settings, config_key, mask
 from .errors import BadMessage
 from .records import ServerList, canonical_base_url
+from .transport import apply_tls
 
 EXIT_UNREACHABLE = 3
 EXIT_UNAUTHORIZED = 4
 EXIT_NODE_ERROR = 5
 #: Seconds the CLI waits for a node.
 TIMEOUT = 5.0
+#: (CA bundle, client certificate, its key) for HTTPS nodes: SHAZBOT_TLS_CA/_CERT/_KEY.
+TLS = tuple[str | None, str | None, str | None]
+NO_TLS: TLS = (None, None, None)
 
 
 class NodeError(click.ClickException):
@@ -59,10 +63,11 @@ def _base_url(url: str) -> str:
         raise click.BadParameter(f"the node URL {exc}", param_hint="URL") from None
 
 
-def _request(method: str, url: str, secret: str | None, **kw: Any) -> requests.Response:
+def _request(method: str, url: str, secret: str | None, tls: TLS, **kw: Any) -> requests.Response:
     headers = {"Authorization": secret} if secret else {}
     with requests.Session() as session:
         session.trust_env = False  # nodes are addressed directly, as the nodes do
+        apply_tls(session, *tls)
         try:
             return session.request(method, url, headers=headers, timeout=TIMEOUT, **kw)
         except requests.RequestException as exc:
@@ -87,9 +92,9 @@ def _check(response: requests.Response, base_url: str) -> Any:
     return data
 
 
-def fetch_view(base_url: str, secret: str | None) -> ServerList:
+def fetch_view(base_url: str, secret: str | None, tls: TLS = NO_TLS) -> ServerList:
     """A node's view; offline members only with the right control secret."""
-    response = _request("GET", base_url + "clustershazbot/list", secret)
+    response = _request("GET", base_url + "clustershazbot/list", secret, tls)
     data = _check(response, base_url)
     if secret and isinstance(data, dict) and "offline" not in data:
         # /list does not reject a wrong secret: it just leaves the offline members out.
@@ -100,9 +105,9 @@ def fetch_view(base_url: str, secret: str | None) -> ServerList:
         raise NodeError(f"{base_url} sent a bad list: {exc}", EXIT_NODE_ERROR) from None
 
 
-def send_control(base_url: str, secret: str, online: bool) -> None:
+def send_control(base_url: str, secret: str, online: bool, tls: TLS = NO_TLS) -> None:
     response = _request(
-        "POST", base_url + "clustershazbot/control", secret,
+        "POST", base_url + "clustershazbot/control", secret, tls,
         json={"message": "control", "online": online},
     )
     _check(response, base_url)
@@ -145,9 +150,9 @@ def _fail_json(exc: NodeError, as_json: bool) -> None:
         click.echo(json.dumps({"error": exc.message, "exitCode": exc.exit_code}, sort_keys=True))
 
 
-def show_members(base_url: str, secret: str | None, as_json: bool) -> None:
+def show_members(base_url: str, secret: str | None, as_json: bool, tls: TLS = NO_TLS) -> None:
     try:
-        view = fetch_view(base_url, secret)
+        view = fetch_view(base_url, secret, tls)
     except NodeError as exc:
         _fail_json(exc, as_json)
         raise
@@ -155,9 +160,9 @@ def show_members(base_url: str, secret: str | None, as_json: bool) -> None:
     _emit(data, as_json, members_table(data))
 
 
-def set_state(base_url: str, secret: str, online: bool, as_json: bool) -> None:
+def set_state(base_url: str, secret: str, online: bool, as_json: bool, tls: TLS = NO_TLS) -> None:
     try:
-        send_control(base_url, secret, online)
+        send_control(base_url, secret, online, tls)
     except NodeError as exc:
         _fail_json(exc, as_json)
         raise
@@ -175,6 +180,18 @@ _secret_option = click.option(
 )
 
 
+def _tls_options(command: Any) -> Any:
+    """--ca, --cert and --key, from SHAZBOT_TLS_CA/_CERT/_KEY like a node's settings."""
+    file = click.Path(exists=True, dir_okay=True, readable=True)
+    for name, env, text in reversed((
+        ("--ca", "SHAZBOT_TLS_CA", "CA bundle the node's HTTPS certificate must chain to."),
+        ("--cert", "SHAZBOT_TLS_CERT", "Client certificate (PEM), for nodes that require mutual TLS."),
+        ("--key", "SHAZBOT_TLS_KEY", "Private key of --cert, if not in its file."),
+    )):
+        command = click.option(name, envvar=env, show_envvar=True, type=file, help=text)(command)
+    return command
+
+
 @click.group(name="clustershazbot", context_settings={"help_option_names": ["-h", "--help"]})
 def main_group() -> None:
     """Look at and steer clustershazbot nodes over HTTP."""
@@ -183,10 +200,13 @@ def main_group() -> None:
 @main_group.command("members")
 @click.argument("url")
 @_secret_option
+@_tls_options
 @_json_option
-def members_command(url: str, secret: str | None, as_json: bool) -> None:
+def members_command(
+    url: str, secret: str | None, ca: str | None, cert: str | None, key: str | None, as_json: bool
+) -> None:
     """List the members in the view of the node at URL (offline ones need the secret)."""
-    show_members(_base_url(url), secret, as_json)
+    show_members(_base_url(url), secret, as_json, (ca, cert, key))
 
 
 def _control_command(online: bool) -> click.Command:
@@ -195,11 +215,15 @@ def _control_command(online: bool) -> click.Command:
     @click.command(state, help=f"Take the node at URL {state}{' again' if online else ''}.")
     @click.argument("url")
     @_secret_option
+    @_tls_options
     @_json_option
-    def command(url: str, secret: str | None, as_json: bool) -> None:
+    def command(
+        url: str, secret: str | None, ca: str | None, cert: str | None, key: str | None,
+        as_json: bool,
+    ) -> None:
         if not secret:
             raise click.UsageError("the control secret is needed: --secret or SHAZBOT_CONTROL_SECRET")
-        set_state(_base_url(url), secret, online, as_json)
+        set_state(_base_url(url), secret, online, as_json, (ca, cert, key))
 
     return command
 
@@ -234,6 +258,10 @@ def _settings() -> Settings:
     return current_app.extensions["clustershazbot"].settings  # type: ignore[no-any-return]
 
 
+def _tls(settings: Settings) -> TLS:
+    return settings.tls_ca, settings.tls_cert, settings.tls_key
+
+
 def public_config(settings: Settings) -> dict[str, Any]:
     """Every setting except the secrets (the fields kept out of ``repr``), URL tokens masked."""
     return {
@@ -250,7 +278,7 @@ def status_command(as_json: bool) -> None:
     settings = _settings()
     config = public_config(settings)
     try:
-        view = fetch_view(settings.base_url, settings.control_secret)
+        view = fetch_view(settings.base_url, settings.control_secret, _tls(settings))
     except NodeError as exc:
         if as_json:
             click.echo(json.dumps({"config": config, "error": exc.message}, indent=2, sort_keys=True))
@@ -267,7 +295,7 @@ def status_command(as_json: bool) -> None:
 def flask_members_command(as_json: bool) -> None:
     """The members in this node's view."""
     settings = _settings()
-    show_members(settings.base_url, settings.control_secret, as_json)
+    show_members(settings.base_url, settings.control_secret, as_json, _tls(settings))
 
 
 @shazbot_cli.command("online")
@@ -275,7 +303,7 @@ def flask_members_command(as_json: bool) -> None:
 def flask_online_command(as_json: bool) -> None:
     """Take this node online again."""
     settings = _settings()
-    set_state(settings.base_url, settings.control_secret, True, as_json)
+    set_state(settings.base_url, settings.control_secret, True, as_json, _tls(settings))
 
 
 @shazbot_cli.command("offline")
@@ -283,7 +311,7 @@ def flask_online_command(as_json: bool) -> None:
 def flask_offline_command(as_json: bool) -> None:
     """Take this node offline (it stays offline until `online`)."""
     settings = _settings()
-    set_state(settings.base_url, settings.control_secret, False, as_json)
+    set_state(settings.base_url, settings.control_secret, False, as_json, _tls(settings))
 
 
 if __name__ == "__main__":

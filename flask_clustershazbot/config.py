@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import logging
 import math
+import os
 import re
+import ssl
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .peers import parse_allowed_peers
 from .records import canonical_base_url, url_problem
+
+log = logging.getLogger("flask_clustershazbot")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -67,6 +75,24 @@ class Settings:
     ui_path: str | None = "/clustershazbot/"
     #: Path of a ``/happy`` health endpoint; None (the default) serves none.
     happy_path: str | None = None
+    #: CA bundle (PEM file or OpenSSL hashed directory) that peers' and the master list's
+    #: HTTPS certificates must chain to; None: requests' bundle (certifi).
+    tls_ca: str | None = None
+    #: Client certificate (PEM) presented on every HTTPS request, for mutual TLS.
+    tls_cert: str | None = None
+    #: Private key of ``tls_cert`` (unencrypted PEM); None: it is in ``tls_cert``'s file.
+    tls_key: str | None = None
+    #: Every gossip secret a request may carry: ``secret`` (the one sent) first, then older
+    #: ones still accepted during a rotation. Empty: just ``secret``.
+    accepted_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: The same for the control secret.
+    accepted_control_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.accepted_secrets:
+            object.__setattr__(self, "accepted_secrets", (self.secret,))
+        if not self.accepted_control_secrets:
+            object.__setattr__(self, "accepted_control_secrets", (self.control_secret,))
 
     def failure_timeout_for(self, members: int) -> float:
         """The heartbeat-staleness timeout for a cluster of ``members``.
@@ -123,6 +149,15 @@ def _secret(key: str, value: Any) -> str:
     return secret
 
 
+def _secrets(key: str, value: Any) -> tuple[str, ...]:
+    """One secret, or several for a rotation: a list, or a comma-separated string. The
+    first is the one sent; all are accepted. Each must be a valid secret (:func:`_secret`)."""
+    items = re.split(r"\s*,\s*", value) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"{key} must be a non-empty string or a list of them")
+    return tuple(dict.fromkeys(_secret(key, item) for item in items))
+
+
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -170,9 +205,13 @@ def _count(key: str, value: Any) -> int:
 def _base_url(key: str, value: Any) -> str:
     """The canonical form (records.canonical_base_url): the one peers store for this node."""
     try:
-        return canonical_base_url(_str(key, value))
+        url = canonical_base_url(_str(key, value))
     except ValueError as exc:
         raise ConfigError(f"{key} {exc} (expected e.g. https://host:3000/), got {_shown(value)}") from None
+    problem = _unreachable_base_url(url)
+    if problem:
+        raise ConfigError(f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}")
+    return url
 
 
 _USERINFO = re.compile(r"//[^/@\s]*@")
@@ -187,6 +226,35 @@ def mask(text: str) -> str:
     master-list URL is never printed.
     """
     return _QUERY_VALUE.sub(r"\1***", _USERINFO.sub("//***@", text))
+
+
+#: "This network" (RFC 1122): no peer can reach a node there.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def _unreachable_base_url(url: str) -> str | None:
+    """Why peers could not reach this node at ``url``, or None.
+
+    A bind-all address (``0.0.0.0``, ``::``) is where a server listens, not where it is
+    reached; a path would send peers to ``<path>clustershazbot/...``, while the routes are
+    at the root of the app (a node behind a path-prefix proxy uses its direct address).
+    """
+    parts = urlsplit(url)
+    try:
+        ip = ipaddress.ip_address((parts.hostname or "").split("%")[0])
+    except ValueError:
+        ip = None
+    if ip is not None and (
+        ip.is_unspecified or ip.is_multicast or ip in _THIS_NETWORK
+        or ip == ipaddress.ip_address("255.255.255.255")
+    ):
+        return (f"names {parts.hostname}, an address peers cannot reach: use one of this "
+                "host's addresses that they can (e.g. its or its pod's IP)")
+    if parts.path not in ("", "/"):
+        return (f"has the path {parts.path!r}: the cluster's routes are served at "
+                "/clustershazbot/ at the root of the app, so a base URL is a scheme, host and "
+                "port only (behind a path-prefix proxy, use the node's direct address)")
+    return None
 
 
 def _shown(value: Any) -> str:
@@ -207,6 +275,42 @@ def _location(key: str, value: Any) -> str:
     return location
 
 
+def _file(key: str, value: Any) -> str:
+    """A path to an existing, readable file (or directory: a CA directory)."""
+    path = _str(key, value)
+    if not os.path.exists(path):
+        raise ConfigError(f"{key}: no such file: {path!r}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{key}: cannot read {path!r}")
+    return path
+
+
+def _check_tls(values: dict[str, Any]) -> None:
+    """Load the CA bundle and the client certificate now: a bad file is a ConfigError at
+    init_app, not a TLS failure on every request."""
+    ca, cert, key = values["tls_ca"], values["tls_cert"], values["tls_key"]
+    if key and not cert:
+        raise ConfigError("SHAZBOT_TLS_KEY is set without SHAZBOT_TLS_CERT")
+    context = ssl.create_default_context()
+    if ca:
+        try:
+            if os.path.isdir(ca):
+                context.load_verify_locations(capath=ca)
+            else:
+                context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"SHAZBOT_TLS_CA: {ca!r} is not a PEM CA bundle ({exc})") from None
+    if cert:
+        try:  # password="": an encrypted key fails here instead of prompting on the terminal
+            context.load_cert_chain(cert, key or None, password="")
+        except ssl.SSLError as exc:
+            which = "SHAZBOT_TLS_CERT and SHAZBOT_TLS_KEY" if key else "SHAZBOT_TLS_CERT"
+            raise ConfigError(
+                f"{which}: {cert!r} is not a PEM certificate with its unencrypted private key"
+                f"{' in ' + repr(key) if key else ''} ({exc.reason or exc})"
+            ) from None
+
+
 def _path_or_off(key: str, value: Any) -> str | None:
     """A URL path such as ``/happy``; ``false``, ``off`` or an empty string turn it off."""
     if value is False or (isinstance(value, str) and value.strip().lower() in _FALSE):
@@ -218,8 +322,8 @@ def _path_or_off(key: str, value: Any) -> str | None:
 
 _Parser = Callable[[str, Any], Any]
 _PARSERS: dict[str, _Parser] = {
-    "secret": _secret,
-    "control_secret": _secret,
+    "secret": _secrets,
+    "control_secret": _secrets,
     "base_url": _base_url,
     "master_list": _location,
     "master_list_update": _location,
@@ -244,13 +348,29 @@ _PARSERS: dict[str, _Parser] = {
     "state_path": _str,
     "ui_path": _path_or_off,
     "happy_path": _path_or_off,
+    "tls_ca": _file,
+    "tls_cert": _file,
+    "tls_key": _file,
 }
+#: Secrets that take older values still accepted during a rotation (``accepted_*s``).
+_ROTATED = ("secret", "control_secret")
 #: Settings a file master list lets you leave out: the same file is updated.
 _FILE_OPTIONAL = {"master_list_update", "master_list_update_auth"}
 
 
 def config_key(name: str) -> str:
     return "SHAZBOT_" + name.upper()
+
+
+def _warn_unknown_keys(config: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """A misspelt key would be silently ignored: name it, and the closest known one."""
+    known = [config_key(name) for name in _PARSERS]
+    for source, keys in (("app.config", config), ("the environment", environ)):
+        for key in sorted(k for k in keys if isinstance(k, str) and k.startswith("SHAZBOT_")):
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                log.warning("unknown setting %s in %s is ignored%s", key, source, hint)
 
 
 def load_settings(
@@ -277,6 +397,7 @@ def load_settings(
         environ = {}  # a test app, say, that must not see the developer's shell
     environ = environ or {}
 
+    _warn_unknown_keys(config, environ)
     raw: dict[str, Any] = {}
     for name in _PARSERS:
         key = config_key(name)
@@ -308,8 +429,15 @@ def load_settings(
             values[name] = ""
         else:
             values[name] = parse(key, raw[name])
+    _check_tls(values)
+    for name in _ROTATED:  # the parser's tuple: the first is sent, all are accepted
+        values[f"accepted_{name}s"] = values[name]
+        values[name] = values[name][0]
     settings = Settings(**values)
     for name in _PARSERS:
-        config[config_key(name)] = getattr(settings, name)
+        value = getattr(settings, name)
+        if name in _ROTATED and len(getattr(settings, f"accepted_{name}s")) > 1:
+            value = list(getattr(settings, f"accepted_{name}s"))  # the whole rotation, as given
+        config[config_key(name)] = value
     return settings
 

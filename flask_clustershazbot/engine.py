@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .config import Settings, mask
@@ -68,12 +68,17 @@ def _why(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, ShazbotError) else mask(f"{type(exc).__name__}: {exc}")
 
 
-def check_secret(header: str | None, secret: str) -> bool:
-    """The seed sends the bare secret; ``Bearer <secret>`` is accepted too. Constant time."""
+def check_secret(header: str | None, secrets: str | Sequence[str]) -> bool:
+    """True if ``header`` carries one of ``secrets`` (the current one, and older ones during a
+    rotation). The seed sends the bare secret; ``Bearer <secret>`` is accepted too.
+    Constant time: each secret is compared, whichever matches."""
     value = (header or "").strip()
     if value[:7].lower() == "bearer ":
         value = value[7:].strip()
-    return hmac.compare_digest(value.encode(), secret.encode())
+    matched = False
+    for secret in (secrets,) if isinstance(secrets, str) else secrets:
+        matched |= hmac.compare_digest(value.encode(), secret.encode())
+    return matched
 
 
 class Engine:
@@ -614,8 +619,8 @@ class Engine:
         """Raise unless started and ``authorization`` carries the gossip (or control) secret."""
         if not self.started or self.passive:
             raise NotStarted(self.passive or "clustershazbot is not started")
-        secret = self.settings.control_secret if control else self.settings.secret
-        if not check_secret(authorization, secret):
+        s = self.settings
+        if not check_secret(authorization, s.accepted_control_secrets if control else s.accepted_secrets):
             raise Unauthorized(f"missing or wrong {'control' if control else 'gossip'} secret")
 
     def handle_gossip(self, authorization: str | None, body: Any) -> dict[str, Any]:
@@ -627,7 +632,7 @@ class Engine:
         """Our online list; offline too when the control secret is given."""
         if not self.started or self.passive:
             raise NotStarted(self.passive or "clustershazbot is not started")
-        full = bool(authorization) and check_secret(authorization, self.settings.control_secret)
+        full = bool(authorization) and check_secret(authorization, self.settings.accepted_control_secrets)
         return self.server_list(include_offline=full).to_dict(include_offline=full)
 
     def handle_control(self, authorization: str | None, body: Any) -> dict[str, Any]:

@@ -36,6 +36,10 @@ class ClusterShazbot:
     ``SHAZBOT_*`` environment variables; see the configuration docs.
     """
 
+    #: The blueprint of ``/clustershazbot/gossip``, ``/list`` and ``/control`` (named
+    #: ``clustershazbot``), e.g. for ``request.blueprint`` checks in a login guard.
+    blueprint = blueprint
+
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self.options = options
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
@@ -43,11 +47,15 @@ class ClusterShazbot:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Read the settings, register the endpoints, and start the node unless the app is
-        testing or was loaded by a ``flask`` command that does not serve it.
+        """Make ``app`` a cluster member: read and validate its settings, register the
+        ``/clustershazbot/`` routes (:data:`blueprint`), the live page and the ``flask
+        shazbot`` commands, and start the node, unless ``SHAZBOT_AUTOSTART`` is false (its
+        default in a ``TESTING`` app) or the ``flask`` CLI loaded the app without serving it
+        (see the lifecycle docs).
 
-        Raises :class:`~flask_clustershazbot.ConfigError` naming a missing or invalid
-        setting, or when called twice for one app.
+        Raises :exc:`ConfigError` naming the first missing or invalid setting, or when
+        ClusterShazbot is already registered on ``app``. An unknown ``SHAZBOT_*`` key in
+        ``app.config`` or the environment is logged as a warning with the closest known key.
         """
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("ClusterShazbot is already registered on this app")
@@ -65,6 +73,8 @@ class ClusterShazbot:
         engine = make_engine(settings, self_check=True, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
+        exempt_from_request_guards(app)
+        _exempt_at_first_request(app)
         register_ui(app, settings)
         register_happy(app, settings)
         register_metrics()  # in prometheus_client's default registry, when it is installed
@@ -126,6 +136,36 @@ def _start(engine: Engine) -> None:
     engine.start()
     if engine.wait_for_self_check:  # not under gunicorn, which handles SIGTERM itself
         exit_on_sigterm()
+
+
+def exempt_from_request_guards(app: Flask) -> None:
+    """Exempt the blueprint from Flask-WTF's CSRF check and Flask-Limiter's limits on ``app``.
+
+    Gossip, list and control requests carry a shared secret, not a browser session: a CSRF
+    token cannot apply, and a per-client rate limit would fail gossip (a peer sends a few
+    requests per interval). Idempotent; an extension that is not registered is skipped.
+    """
+    csrf = app.extensions.get("csrf")  # flask_wtf.csrf.CSRFProtect
+    if csrf is not None and hasattr(csrf, "exempt"):
+        csrf.exempt(blueprint)
+    limiters = app.extensions.get("limiter")  # flask_limiter.Limiter: a set of them
+    for limiter in limiters if isinstance(limiters, (set, list, tuple)) else [limiters]:
+        if limiter is not None and hasattr(limiter, "exempt"):
+            limiter.exempt(blueprint)
+
+
+def _exempt_at_first_request(app: Flask) -> None:
+    """For extensions registered after ClusterShazbot: their ``before_request`` check was
+    registered after this one, so exempting here, at the first request, precedes it."""
+    done = False
+
+    def exempt_once() -> None:
+        nonlocal done
+        if not done:
+            exempt_from_request_guards(app)
+            done = True
+
+    app.before_request(exempt_once)
 
 
 def _reset(engine_ref: weakref.ref[Engine]) -> None:

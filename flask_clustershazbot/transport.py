@@ -89,6 +89,16 @@ def file_path(location: str) -> Path:
     return Path(location)
 
 
+def apply_tls(
+    session: requests.Session, ca: str | None, cert: str | None, key: str | None
+) -> None:
+    """Verify servers against ``ca`` (requests' own bundle when None), hostnames included
+    (requests always checks them), and present ``cert`` (with ``key``) for mutual TLS."""
+    session.verify = ca or True
+    if cert:
+        session.cert = (cert, key) if key else cert
+
+
 class Transport:
     """HTTP and file I/O of one node."""
 
@@ -100,6 +110,7 @@ class Transport:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.trust_env = False  # peers are addressed directly, never through a proxy
+        apply_tls(self.session, settings.tls_ca, settings.tls_cert, settings.tls_key)
 
     def close(self) -> None:
         self.session.close()

@@ -34,7 +34,7 @@ def _private(response: Response) -> Response:
 def _require_control_secret() -> Response | None:
     auth = request.authorization
     password = auth.password if auth is not None and auth.type == "basic" else None
-    if password is not None and check_secret(password, current_engine().settings.control_secret):
+    if password is not None and check_secret(password, current_engine().settings.accepted_control_secrets):
         return None
     response = current_app.response_class(
         encode_json({"error": "this page needs the control secret as the HTTP Basic password"}),

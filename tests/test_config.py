@@ -169,7 +169,7 @@ def test_an_http_master_list_needs_update_and_auth() -> None:
         ("SHAZBOT_RETRIES", "often"),
         ("SHAZBOT_RETRIES", True),
         ("SHAZBOT_SECRET", 12345),
-        ("SHAZBOT_CONTROL_SECRET", ["x"]),
+        ("SHAZBOT_CONTROL_SECRET", ["x", 5]),  # a list is a rotation: of strings
     ],
 )
 def test_an_invalid_value_is_named_without_leaking_secrets(key: str, value: Any) -> None:
@@ -219,7 +219,7 @@ def test_a_bad_value_says_what_is_expected() -> None:
     [
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000/"),
         ("http://127.0.0.1:5000/", "http://127.0.0.1:5000/"),
-        ("https://node.example/app", "https://node.example/app/"),
+        ("https://node.example", "https://node.example/"),  # a path is refused (below)
     ],
 )
 def test_base_url_gets_a_trailing_slash(given: str, effective: str) -> None:
@@ -278,3 +278,105 @@ def test_repr_of_settings_hides_secrets() -> None:
         for secret in SECRETS.values():
             assert secret not in text
         assert "http://127.0.0.1:5000/" in text  # the rest is shown
+
+
+# -- TLS -------------------------------------------------------------------------
+
+
+def test_tls_files_are_loaded_at_init_and_bad_ones_name_the_setting(tmp_path: Path) -> None:
+    import trustme
+
+    ca, other = trustme.CA(), trustme.CA()
+    leaf, stranger = ca.issue_cert("127.0.0.1"), other.issue_cert("127.0.0.1")
+    ca_pem, cert, key, other_key = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem", "other.key"))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    stranger.private_key_pem.write_to_path(str(other_key))
+    both = tmp_path / "both.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(both))
+
+    settings = load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(ca_pem), "SHAZBOT_TLS_CERT": str(cert),
+                     "SHAZBOT_TLS_KEY": str(key)})
+    assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == (str(ca_pem), str(cert), str(key))
+    assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(both)}).tls_key is None  # key in the file
+    assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path)}).tls_ca == str(tmp_path)  # a CA dir
+
+    assert "SHAZBOT_TLS_CA: no such file" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path / "nope")})
+    assert "SHAZBOT_TLS_CA" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(key)})
+    assert "SHAZBOT_TLS_KEY is set without SHAZBOT_TLS_CERT" in config_error(
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_KEY": str(key)})
+    assert "SHAZBOT_TLS_CERT and SHAZBOT_TLS_KEY" in config_error(
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert), "SHAZBOT_TLS_KEY": str(other_key)})
+    assert "SHAZBOT_TLS_CERT" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert)})
+
+
+# -- secret rotation ---------------------------------------------------------------
+
+
+def test_a_secret_takes_older_ones_still_accepted_the_first_is_sent() -> None:
+    config = {**HTTP_REQUIRED, "SHAZBOT_SECRET": ["new-gossip-secret-1111", "old-gossip-secret-2222"]}
+    env = {"SHAZBOT_CONTROL_SECRET": "new-control-secret-3333, old-control-secret-4444"}
+    del config["SHAZBOT_CONTROL_SECRET"]
+    settings = load(config, env)
+    assert settings.secret == "new-gossip-secret-1111"
+    assert settings.accepted_secrets == ("new-gossip-secret-1111", "old-gossip-secret-2222")
+    assert settings.control_secret == "new-control-secret-3333"
+    assert settings.accepted_control_secrets == ("new-control-secret-3333", "old-control-secret-4444")
+    assert config["SHAZBOT_CONTROL_SECRET"] == ["new-control-secret-3333", "old-control-secret-4444"]
+    assert "secret-" not in repr(settings)
+    single = load()
+    assert single.accepted_secrets == (SECRETS["SHAZBOT_SECRET"],)
+    assert "SHAZBOT_SECRET" in config_error({**HTTP_REQUIRED, "SHAZBOT_SECRET": "a-long-secret-value,,b"})
+    assert "SHAZBOT_SECRET" in config_error({**HTTP_REQUIRED, "SHAZBOT_SECRET": []})
+
+
+def test_check_secret_accepts_each_of_the_accepted_secrets() -> None:
+    from flask_clustershazbot.engine import check_secret
+
+    accepted = ("new-gossip-secret-1111", "old-gossip-secret-2222")
+    assert check_secret("new-gossip-secret-1111", accepted)
+    assert check_secret("Bearer old-gossip-secret-2222", accepted)
+    assert not check_secret("other-secret-33333333", accepted)
+    assert not check_secret("new-gossip-secret-1111,old-gossip-secret-2222", accepted)
+    assert not check_secret(None, accepted)
+
+
+# -- hygiene -----------------------------------------------------------------------
+
+
+def test_an_unknown_key_warns_with_the_closest_known_one(caplog: pytest.LogCaptureFixture) -> None:
+    config = {**HTTP_REQUIRED, "SHAZBOT_GOSIP_INTERVAL": 5, "OTHER_KEY": 1}
+    with caplog.at_level("WARNING", logger="flask_clustershazbot"):
+        settings = load(config, {"SHAZBOT_MONITR": "true", "SHAZBOT_ZZZZZZZZZZZZ": "1"})
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "unknown setting SHAZBOT_GOSIP_INTERVAL in app.config is ignored; "
+        "did you mean SHAZBOT_GOSSIP_INTERVAL?" in messages
+    )
+    assert "unknown setting SHAZBOT_MONITR in the environment is ignored; did you mean SHAZBOT_MONITOR?" in messages
+    assert "unknown setting SHAZBOT_ZZZZZZZZZZZZ in the environment is ignored" in messages
+    assert len(messages) == 3  # known keys and other prefixes: no word
+    assert settings.gossip_interval == 30
+
+
+@pytest.mark.parametrize("url", [
+    "http://0.0.0.0:5999/", "http://[::]:5999/", "http://0.1.2.3:5999/",
+    "http://224.0.0.1:5999/", "http://255.255.255.255:5999/", "http://[ff02::1]:5999/",
+])
+def test_a_base_url_peers_cannot_reach_is_refused(url: str) -> None:
+    text = config_error({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url})
+    assert text.startswith("SHAZBOT_BASE_URL names ") and "address peers cannot reach" in text
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5000/api/", "http://127.0.0.1:5000/api"])
+def test_a_base_url_with_a_path_is_refused(url: str) -> None:
+    text = config_error({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url})
+    assert text.startswith("SHAZBOT_BASE_URL has the path '/api/'")
+    assert "/clustershazbot/ at the root of the app" in text
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5000/", "https://node-1.example:443",
+                                 "http://[::1]:5000/", "http://10.0.0.5:3000/"])
+def test_reachable_base_urls_are_taken(url: str) -> None:
+    assert load({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url}).base_url.rstrip("/") == url.rstrip("/")

@@ -62,3 +62,15 @@ def test_documented_defaults_match_the_code() -> None:
             assert ast.literal_eval(literal[1]) == defaults[key], f"{key}: documented default"
         else:  # "derived", "none", "empty": said in words, the code's value is empty
             assert defaults[key] in (None, ()), f"{key}: documented default {default[1]!r}"
+
+
+def test_readme_links_are_absolute_urls_under_the_project_homepage() -> None:
+    """The README is the package's long description: relative links break on an index page."""
+    homepage = re.search(r'^Homepage = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert homepage is not None, "pyproject.toml defines no Homepage URL"
+    repo = homepage[1].removeprefix("https://github.com/")
+    targets = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert targets, "the README has no links"
+    for target in targets:
+        assert target.startswith(("https://github.com/", "https://raw.githubusercontent.com/")), target
+        assert f"/{repo}/" in target, f"{target} is not under {homepage[1]}"
