@@ -62,8 +62,8 @@ def run_node(argv: list[str]) -> None:
         SHAZBOT_MASTER_LIST=args.master,
         SHAZBOT_GOSSIP_INTERVAL=args.interval,
         SHAZBOT_MONITOR=args.monitor,
-        SHAZBOT_MASTER_ANNOUNCE_MINIMUM=args.interval * 2,
-        SHAZBOT_MASTER_ANNOUNCE_INTERVAL=args.interval * 4,
+        # The announce settings keep their defaults (5 to 15 minutes): a fresh cluster
+        # forms without them, as each node missing from the master list adds itself at once.
         SHAZBOT_RETRY_DELAY=min(3.0, args.interval),
     )
     for option in args.option:
