@@ -24,6 +24,19 @@ for _name in (_quiet.name, f"apscheduler.executors.{EXECUTOR}"):
         logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+class _Executor(ThreadPoolExecutor):  # type: ignore[misc]  # apscheduler ships no types
+    """APScheduler's thread pool, quiet at interpreter exit: the pool then refuses new jobs
+    (``cannot schedule new futures after interpreter shutdown``) in the short moment before
+    ``atexit`` stops the schedules, and a due job is simply dropped."""
+
+    def _do_submit_job(self, job: Any, run_times: Any) -> None:
+        try:
+            super()._do_submit_job(job, run_times)
+        except RuntimeError as exc:
+            if "interpreter shutdown" not in str(exc):
+                raise
+
+
 class Scheduler(Protocol):
     def start(self) -> None: ...
     def after(self, delay: float, fn: Callable[[], Any]) -> None: ...
@@ -41,7 +54,7 @@ class BackgroundJobs:
         if self._scheduler is not None and self._scheduler.running:
             return
         self._scheduler = BackgroundScheduler(
-            executors={EXECUTOR: ThreadPoolExecutor(self.workers)},
+            executors={EXECUTOR: _Executor(self.workers)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=timezone.utc,
             daemon=True,
