@@ -100,6 +100,8 @@ class Engine:
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
         self.last_master_sync: int | None = None
+        #: Called whenever this process (re)creates its schedules (singleton jobs arm here).
+        self.schedule_hooks: list[Callable[[], None]] = []
         track(self)
 
     # -- state helpers -----------------------------------------------------
@@ -184,6 +186,8 @@ class Engine:
         self.scheduler.after(0, self.bootstrap)
         self._schedule_round()
         self._schedule_announcement()
+        for hook in self.schedule_hooks:
+            hook()
 
     def shutdown(self) -> None:
         """Go offline, tell up to 20 peers and every monitor, optionally update the master list."""
