@@ -204,6 +204,10 @@ class SingletonJob:
         if generation != self._generation or not self.engine.started:
             return
         self._schedule_next(generation, when)
+        if self.engine.last_master_sync is None:
+            # Before its first master-list download a node's view holds only itself, and
+            # it would own every job: it waits until it knows the cluster.
+            return
         if not self.ownership.owns(self.name):
             return
         app = self._app()

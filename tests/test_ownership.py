@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
-from flask import current_app
+from flask import Flask, current_app
 
 from cluster import wait_until
 from flask_clustershazbot import ClusterShazbot
@@ -137,8 +137,6 @@ def test_a_failing_job_is_logged_and_keeps_its_schedule(make_node, caplog):
 
 
 def test_job_registered_before_init_app_runs_and_is_rearmed_by_a_restart(config):
-    from flask import Flask
-
     shazbot = ClusterShazbot()
     runs: list[int] = []
 
@@ -177,3 +175,22 @@ def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node):
         node.shazbot.add_singleton_job(lambda: None, "", seconds=5)
     assert [name for name, _, _ in node.shazbot._singleton_jobs] == ["once"]
     assert len(node.engine.schedule_hooks) == 1
+
+
+def test_a_node_runs_no_job_before_its_first_master_list_download(http_config, master_server):
+    # Until then its view holds only itself, so it would believe it owns every job.
+    master_server.fail_with = 503
+    node = ClusterShazbot(**{**http_config, "SHAZBOT_BASE_URL": "http://127.0.0.1:9/"})
+    app = Flask("lonely")
+    runs: list[int] = []
+    node.add_singleton_job(lambda: runs.append(1), "lonely", seconds=0.1)
+    node.init_app(app)
+    try:
+        assert node.owns("lonely", app=app)  # its view: only itself
+        # The retries wait 1 s, then 2 s: ten ticks and more have fired by the third download.
+        wait_until(lambda: master_server.gets >= 3, what="three failed downloads")
+        assert runs == []
+        master_server.fail_with = None
+        wait_until(lambda: len(runs) >= 2, what="runs once the list is read")
+    finally:
+        node.shutdown(app)
