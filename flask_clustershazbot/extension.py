@@ -129,7 +129,9 @@ class ClusterShazbot:
         """Run ``func()`` every ``seconds`` (ticks aligned to the wall clock, the same on
         every node) or at an APScheduler ``trigger``'s times, on the node that owns
         ``name`` when it fires: in an app context, in the one process of that host that
-        runs its schedules. An exception is logged and the schedule goes on.
+        runs its schedules, with the scheduled time (a UTC datetime, the same on every
+        node) in ``flask.g.shazbot_tick``. An exception is logged and the schedule goes
+        on. A node runs no job before its first master-list download.
 
         At most once per tick while the cluster is steady; during convergence or a
         partition a tick may run on two nodes, and after a crash be missed until it is

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.base import BaseTrigger
+from flask import g
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .store import MemoryStore
@@ -219,6 +220,7 @@ class SingletonJob:
         self._running_in = os.getpid()
         try:
             with app.app_context():
+                g.shazbot_tick = when  # the same on every node: a key for exactly-once
                 self.func()
         except Exception:
             log.exception("singleton job %r failed", self.name)

@@ -5,7 +5,7 @@ or as one plain node (``python tests/ownership_app.py``: werkzeug's threaded ser
 Configured by ``SHAZBOT_*`` environment variables. ``GET /owners?n=1000`` answers
 ``{"pid": ..., "owners": [owner of key-0, key-1, ...]}``. The singleton job
 ``TEST_JOB_NAME`` runs every ``TEST_JOB_INTERVAL`` s and appends
-``<baseUrl> <pid> <unix time>`` to ``TEST_JOB_LOG`` per run.
+``<baseUrl> <pid> <unix time> <scheduled unix time>`` to ``TEST_JOB_LOG`` per run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, g, request
 
 from flask_clustershazbot import ClusterShazbot
 
@@ -42,7 +42,7 @@ def create_app() -> Flask:
 
     @shazbot.singleton_job(os.environ["TEST_JOB_NAME"], seconds=float(os.environ["TEST_JOB_INTERVAL"]))
     def tick() -> None:
-        _append(job_log, f"{base_url} {os.getpid()} {time.time():.3f}")
+        _append(job_log, f"{base_url} {os.getpid()} {time.time():.3f} {g.shazbot_tick.timestamp()}")
 
     @app.get("/owners")
     def owners() -> dict[str, Any]:

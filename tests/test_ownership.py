@@ -12,15 +12,17 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
 from cluster import wait_until
 from flask_clustershazbot import ClusterShazbot
-from flask_clustershazbot.ownership import Ring
+from flask_clustershazbot.ownership import TICK_ORIGIN, Ring
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = [f"http://127.0.0.{i}:8080/" for i in range(1, 6)]
@@ -41,7 +43,7 @@ def test_owners_are_stable_across_processes_and_hash_seeds():
     assert {k: ring.owner(k) for k in GOLDEN} == GOLDEN
     # Another interpreter with another str hash seed and the members in another order.
     code = (
-        "from flask_clustershazbot.ownership import Ring; import json, sys;"
+        "from flask_clustershazbot.ownership import TICK_ORIGIN, Ring; import json, sys;"
         f"r = Ring({list(reversed(MEMBERS))!r});"
         f"print(json.dumps([r.owner(k) for k in {KEYS[:200]!r}]))"
     )
@@ -98,13 +100,13 @@ def test_a_stopped_node_owns_nothing_and_the_others_take_its_keys(make_node):
     assert not any(b.shazbot.owns(k, app=b.app) for k in KEYS[:100])
 
 
-def _append(lines: list[str], lock: threading.Lock, line: str) -> None:
+def _append(lines: list[Any], lock: threading.Lock, line: Any) -> None:
     with lock:
         lines.append(line)
 
 
 def test_singleton_job_runs_on_the_owner_only_in_an_app_context(make_node):
-    runs: list[str] = []
+    runs: list[tuple[str, datetime]] = []
     lock = threading.Lock()
     nodes = [make_node() for _ in range(3)]
     urls = {n.base_url for n in nodes}
@@ -113,12 +115,16 @@ def test_singleton_job_runs_on_the_owner_only_in_an_app_context(make_node):
     for n in nodes:
         def job(url: str = n.base_url) -> None:
             assert current_app.config["SHAZBOT_BASE_URL"] == url  # the app context of its node
-            _append(runs, lock, url)
+            _append(runs, lock, (url, g.shazbot_tick))
 
         n.shazbot.add_singleton_job(job, "tick", seconds=0.2)
     owner = Ring(urls).owner("tick")
     wait_until(lambda: len(runs) >= 10, what="ten runs")
-    assert set(runs) == {owner}
+    assert {url for url, _ in runs} == {owner}
+    ticks = [tick for _, tick in runs]
+    assert len(set(ticks)) == len(ticks)  # each tick once
+    # On the grid every node shares: multiples of 0.2 s since TICK_ORIGIN.
+    assert all(round((t - TICK_ORIGIN).total_seconds() * 1000) % 200 == 0 for t in ticks)
 
 
 def test_a_failing_job_is_logged_and_keeps_its_schedule(make_node, caplog):
