@@ -23,8 +23,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.base import BaseTrigger
-from flask import g
 from apscheduler.triggers.interval import IntervalTrigger
+from flask import g
 
 from .store import MemoryStore
 
