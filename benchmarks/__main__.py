@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, endpoint, footprint, merge, simulate, store
+from . import convergence, endpoint, footprint, merge, ownership, simulate, store
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
@@ -19,6 +19,7 @@ QUICK = {
     "convergence": (convergence.main, ["--sizes", "5,10"]),
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
     # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
+    "ownership": (ownership.main, ["--sim-sizes", "100", "--keys", "200", "--step", "0.5"]),
     "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120",
                                  "--out", str(Path(tempfile.gettempdir(), "clustershazbot-bench"))]),
 }

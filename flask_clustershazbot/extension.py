@@ -151,9 +151,11 @@ class ClusterShazbot:
     def singleton_job(
         self, name: str, seconds: float | None = None, trigger: Any = None
     ) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_singleton_job`::
+        """Decorator form of :meth:`add_singleton_job`.
 
-            @shazbot.singleton_job("nightly-report", trigger=CronTrigger(hour=3))
+        .. code-block:: python
+
+            @shazbot.singleton_job("nightly-report", trigger=CronTrigger(hour=3, timezone="UTC"))
             def nightly_report(): ...
         """
 
