@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.25  # gossip
 RETRY_DELAY = 0.25
-FAILURE_TIMEOUT = 3.0
+FAILURE_TIMEOUT = 5.0
 JOB_INTERVAL = 1.0
 KEYS = 1000
 
@@ -134,7 +134,7 @@ def hosts(tmp_path: Path) -> Iterator[tuple[list[Host], Path, str]]:
         "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "0.5",
         "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
         "SHAZBOT_RETRY_DELAY": str(RETRY_DELAY),
-        "SHAZBOT_REQUEST_TIMEOUT": "1",
+        "SHAZBOT_REQUEST_TIMEOUT": "2",
         "SHAZBOT_FAILURE_TIMEOUT": str(FAILURE_TIMEOUT),
         "TEST_JOB_LOG": str(job_log),
         "TEST_JOB_NAME": name,
