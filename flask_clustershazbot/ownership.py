@@ -189,7 +189,10 @@ class SingletonJob:
     def arm(self) -> None:
         """Schedule the next fire time; called whenever the engine (re)creates its schedules."""
         self._generation += 1
-        self._schedule_next(self._generation, None)
+        try:
+            self._schedule_next(self._generation, None)
+        except Exception:  # a broken trigger must not stop the engine's own schedules
+            log.exception("singleton job %r could not be scheduled", self.name)
 
     def _schedule_next(self, generation: int, fired: datetime | None) -> None:
         now = datetime.now(timezone.utc)
