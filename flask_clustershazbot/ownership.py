@@ -189,16 +189,17 @@ class SingletonJob:
     def arm(self) -> None:
         """Schedule the next fire time; called whenever the engine (re)creates its schedules."""
         self._generation += 1
-        try:
-            self._schedule_next(self._generation, None)
-        except Exception:  # a broken trigger must not stop the engine's own schedules
-            log.exception("singleton job %r could not be scheduled", self.name)
+        self._schedule_next(self._generation, None)
 
     def _schedule_next(self, generation: int, fired: datetime | None) -> None:
         now = datetime.now(timezone.utc)
         if fired is not None:
             now = max(now, fired + timedelta(microseconds=1))  # never the same tick twice
-        when = self.trigger.get_next_fire_time(None, now)  # missed ticks are skipped
+        try:
+            when = self.trigger.get_next_fire_time(None, now)  # missed ticks are skipped
+        except Exception:  # a broken trigger must not stop the engine's own schedules
+            log.exception("singleton job %r: its trigger failed; it is not scheduled", self.name)
+            return
         if when is None:
             return
         delay = (when - datetime.now(timezone.utc)).total_seconds()
