@@ -37,6 +37,10 @@ from .common import EPOCH_MS, environment, settings, table
 from .simulate import Cluster
 
 
+#: Print a line per simulated event as it ends (long runs at N = 1,000).
+PROGRESS = True
+
+
 def loopback_url(i: int) -> str:
     return f"http://127.{i // 62500 + 1}.{i // 250 % 250}.{i % 250 + 1}:8080/"
 
@@ -150,8 +154,13 @@ def timeline(c: Cluster, owners: Owners, rounds: float, step: float, t0: float,
         rows.append({"n": n, "event": event, "round": (c.loop.now - t0) / c.interval, **s})
         calm = calm + 1 if not (s["disagree"] or s["twice"] or s["orphaned"]) else 0
         if quiet_after and calm >= quiet_after:
-            return
+            break
         c.run_rounds(step)
+    if PROGRESS:
+        r = rows[-1]
+        print(f"    N={n} {event}: {r['round']:g} rounds sampled, last sample: disagree "
+              f"{r['disagree']:.1%}, twice {r['twice']:.1%}, orphaned {r['orphaned']:.1%}",
+              flush=True)
 
 
 def keys_of(member: str, members: set[str], count: int) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from benchmarks import ownership
 from benchmarks.ownership import check_weights, disagreement
+
+ownership.PROGRESS = False
 
 
 def test_owners_disagree_around_events_and_agree_again_in_the_simulator():
