@@ -36,7 +36,6 @@ from flask_clustershazbot.records import GossipServer, ServerList
 from .common import EPOCH_MS, environment, settings, table
 from .simulate import Cluster
 
-
 #: Print a line per simulated event as it ends (long runs at N = 1,000).
 PROGRESS = True
 
