@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, endpoint, footprint, lifecycle, merge, simulate, store
+from . import convergence, endpoint, footprint, lifecycle, merge, ownership, simulate, store
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
@@ -20,6 +20,7 @@ QUICK = {
     "lifecycle": (lifecycle.main, ["--runs", "2", "--nodes", "3,5"]),
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
     # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
+    "ownership": (ownership.main, ["--sim-sizes", "100", "--keys", "200", "--step", "0.5"]),
     "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120",
                                  "--out", str(Path(tempfile.gettempdir(), "clustershazbot-bench"))]),
 }

@@ -144,6 +144,8 @@ class Engine:
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
         self.last_master_sync: int | None = None
+        #: Called whenever this process (re)creates its schedules (singleton jobs arm here).
+        self.schedule_hooks: list[Callable[[], None]] = []
         track(self)
 
     # -- state helpers -----------------------------------------------------
@@ -259,6 +261,8 @@ class Engine:
             self.scheduler.after(0, self._self_check_job)  # a diagnosis only
         self._schedule_round()
         self._schedule_announcement()
+        for hook in self.schedule_hooks:
+            hook()
 
     def shutdown(self) -> None:
         """Go offline, tell up to 20 peers and every monitor, optionally update the master list.

@@ -7,7 +7,8 @@ import atexit
 import logging
 import os
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
 
@@ -20,6 +21,7 @@ from .health import register_happy, register_healthcheck
 from .lifecycle import exit_on_sigterm, loaded_by_flask_command
 from .membership import Changes
 from .metrics import register as register_metrics
+from .ownership import Key, attach_singleton_job, make_trigger, ownership_of
 from .records import ServerList
 from .signals import send_changes
 from .ui import register_ui
@@ -27,6 +29,7 @@ from .views import blueprint
 
 EXTENSION_KEY = "clustershazbot"
 log = logging.getLogger("flask_clustershazbot")
+F = TypeVar("F", bound=Callable[[], Any])
 
 
 class ClusterShazbot:
@@ -43,6 +46,8 @@ class ClusterShazbot:
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self.options = options
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        #: Singleton jobs as registered: (name, function, trigger), armed on every app.
+        self._singleton_jobs: list[tuple[str, Callable[[], Any], Any]] = []
         if app is not None:
             self.init_app(app)
 
@@ -88,6 +93,8 @@ class ClusterShazbot:
             log.info("not started: %s", not_serving)
         elif settings.autostart:
             _start(engine)
+        for name, func, trigger in self._singleton_jobs:
+            attach_singleton_job(app, engine, name, func, trigger)
 
     def engine(self, app: Flask | None = None) -> Engine:
         """The engine of ``app``, the current app, or the only app this object was given."""
@@ -126,6 +133,63 @@ class ClusterShazbot:
     def health(self, app: Flask | None = None) -> dict[str, Any]:
         """``{"status": "ok", "cluster": {...}}`` or ``{"status": "error", "error": ...}``."""
         return self.engine(app).health()
+
+    def owner(self, key: Key, app: Flask | None = None) -> str | None:
+        """The base URL of the online member that owns ``key`` (str or bytes) in this
+        node's view, this node included while it is online; None if nobody is online.
+
+        Rendezvous hashing: nodes with the same view agree, and a join or a leave
+        moves only the keys of that member. Views differ for a while after every
+        change, so two nodes may each own a key, or none; see docs/ownership.md.
+        """
+        return ownership_of(self.engine(app)).owner(key)
+
+    def owns(self, key: Key, app: Flask | None = None) -> bool:
+        """Whether this node owns ``key`` in its view (see :meth:`owner`)."""
+        return ownership_of(self.engine(app)).owns(key)
+
+    def add_singleton_job(
+        self, func: Callable[[], Any], name: str, seconds: float | None = None,
+        trigger: Any = None,
+    ) -> None:
+        """Run ``func()`` every ``seconds`` (ticks aligned to the wall clock, the same on
+        every node) or at an APScheduler ``trigger``'s times, on the node that owns
+        ``name`` when it fires: in an app context, in the one process of that host that
+        runs its schedules, with the scheduled time (a UTC datetime, the same on every
+        node) in ``flask.g.shazbot_tick``. An exception is logged and the schedule goes
+        on. A node runs no job before its first master-list download.
+
+        At most once per tick while the cluster is steady; during convergence or a
+        partition a tick may run on two nodes, and after a crash be missed until it is
+        detected: see docs/ownership.md. Applies to every app of this object.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a singleton job needs a non-empty name, got {name!r}")
+        if any(name == known for known, _, _ in self._singleton_jobs):
+            raise ValueError(f"there is already a singleton job named {name!r}")
+        if not callable(func):
+            raise TypeError(f"singleton job {name!r}: {func!r} is not callable")
+        trigger = make_trigger(seconds, trigger)
+        self._singleton_jobs.append((name, func, trigger))
+        for app in list(self._apps):
+            attach_singleton_job(app, app.extensions[EXTENSION_KEY], name, func, trigger)
+
+    def singleton_job(
+        self, name: str, seconds: float | None = None, trigger: Any = None
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_singleton_job`.
+
+        .. code-block:: python
+
+            @shazbot.singleton_job("nightly-report", trigger=CronTrigger(hour=3, timezone="UTC"))
+            def nightly_report(): ...
+        """
+
+        def register(func: F) -> F:
+            self.add_singleton_job(func, name, seconds=seconds, trigger=trigger)
+            return func
+
+        return register
 
     def register_healthcheck(self, health: Any, app: Flask | None = None) -> None:
         """Add a ``clustershazbot`` check and section to a py-healthcheck ``HealthCheck``."""

@@ -53,3 +53,25 @@ def test_factory_app_config_wins_over_the_environment(env):
         assert [s["baseUrl"] for s in health["cluster"]["online"]] == ["http://127.0.0.1:3001/"]
     finally:
         module.shazbot.shutdown(app)
+
+
+def test_singleton_job_example_names_owners_and_claims_each_tick_once(env, monkeypatch, tmp_path):
+    from datetime import datetime, timezone
+
+    from flask import g
+
+    monkeypatch.setenv("EXAMPLE_JOB_DB", str(tmp_path / "jobs.sqlite3"))
+    module = load("singleton_job")
+    try:
+        client = module.app.test_client()
+        assert client.get("/users/42").json == {"owner": "http://127.0.0.1:3000/", "here": True}
+        assert [name for name, _, _ in module.shazbot._singleton_jobs] == ["nightly-report", "refresh-cache"]
+        tick = datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)
+        with module.app.app_context():
+            g.shazbot_tick = tick
+            assert module.claim("nightly-report") is True
+            assert module.claim("nightly-report") is False  # a second runner of the same tick
+            g.shazbot_tick = tick.replace(day=3)
+            assert module.claim("nightly-report") is True
+    finally:
+        module.shazbot.shutdown()
