@@ -151,7 +151,8 @@ def test_job_registered_before_init_app_runs_and_is_rearmed_by_a_restart(config)
         runs.append(1)
 
     app = Flask("early")
-    app.config.update(config, SHAZBOT_BASE_URL="http://127.0.0.1:9/")
+    # Nothing serves this app: no self-check, it acts at once.
+    app.config.update(config, SHAZBOT_BASE_URL="http://127.0.0.1:9/", SHAZBOT_SELF_CHECK=False)
     shazbot.init_app(app)
     try:
         wait_until(lambda: len(runs) >= 2, what="the job runs on the only node")
@@ -186,7 +187,8 @@ def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node):
 def test_a_node_runs_no_job_before_its_first_master_list_download(http_config, master_server):
     # Until then its view holds only itself, so it would believe it owns every job.
     master_server.fail_with = 503
-    node = ClusterShazbot(**{**http_config, "SHAZBOT_BASE_URL": "http://127.0.0.1:9/"})
+    node = ClusterShazbot(**{**http_config, "SHAZBOT_BASE_URL": "http://127.0.0.1:9/",
+                             "SHAZBOT_SELF_CHECK": False})  # nothing serves it
     app = Flask("lonely")
     runs: list[int] = []
     node.add_singleton_job(lambda: runs.append(1), "lonely", seconds=0.1)
