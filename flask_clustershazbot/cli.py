@@ -13,47 +13,18 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import fields
 from typing import Any
 
 import click
-import requests
 from flask import current_app
 from flask.cli import AppGroup
 
+from .client import NO_TLS, TLS, NodeError, fetch_view, send_control
 from .config import Settings, config_key, mask
-from .errors import BadMessage
-from .records import ServerList, canonical_base_url
-from .transport import apply_tls
-
-EXIT_UNREACHABLE = 3
-EXIT_UNAUTHORIZED = 4
-EXIT_NODE_ERROR = 5
-#: Seconds the CLI waits for a node.
-TIMEOUT = 5.0
-#: (CA bundle, client certificate, its key) for HTTPS nodes: SHAZBOT_TLS_CA/_CERT/_KEY.
-TLS = tuple[str | None, str | None, str | None]
-NO_TLS: TLS = (None, None, None)
-
-
-class NodeError(click.ClickException):
-    """A failure talking to a node, with the exit code scripts can rely on."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def format_age(seconds: float) -> str:
-    """``3 s ago``, ``5 min ago``, ``2 h ago``, ``4 d ago`` (``... ahead`` for a future stamp)."""
-    if seconds < -1:
-        return f"{format_age(-seconds).removesuffix(' ago')} ahead"
-    seconds = max(seconds, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
+from .constants import EXTENSION_KEY
+from .formatting import members_data, members_table
+from .records import canonical_base_url
 
 
 def _base_url(url: str) -> str:
@@ -61,84 +32,6 @@ def _base_url(url: str) -> str:
         return canonical_base_url(url)
     except ValueError as exc:
         raise click.BadParameter(f"the node URL {exc}", param_hint="URL") from None
-
-
-def _request(method: str, url: str, secret: str | None, tls: TLS, **kw: Any) -> requests.Response:
-    headers = {"Authorization": secret} if secret else {}
-    with requests.Session() as session:
-        session.trust_env = False  # nodes are addressed directly, as the nodes do
-        apply_tls(session, *tls)
-        try:
-            return session.request(method, url, headers=headers, timeout=TIMEOUT, **kw)
-        except requests.RequestException as exc:
-            raise NodeError(f"cannot reach {url}: {type(exc).__name__}", EXIT_UNREACHABLE) from None
-
-
-def _check(response: requests.Response, base_url: str) -> Any:
-    """The reply's JSON, or a NodeError that says what the node answered."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if response.status_code == 401:
-        raise NodeError(f"{base_url} rejected the control secret (HTTP 401)", EXIT_UNAUTHORIZED)
-    if response.status_code != 200 or data is None:
-        reason = data.get("error") if isinstance(data, dict) else None
-        raise NodeError(
-            f"{base_url} answered HTTP {response.status_code}"
-            + (f": {reason}" if reason else " without a JSON body"),
-            EXIT_NODE_ERROR,
-        )
-    return data
-
-
-def fetch_view(base_url: str, secret: str | None, tls: TLS = NO_TLS) -> ServerList:
-    """A node's view; offline members only with the right control secret."""
-    response = _request("GET", base_url + "clustershazbot/list", secret, tls)
-    data = _check(response, base_url)
-    if secret and isinstance(data, dict) and "offline" not in data:
-        # /list does not reject a wrong secret: it just leaves the offline members out.
-        raise NodeError(f"{base_url} did not accept the control secret", EXIT_UNAUTHORIZED)
-    try:
-        return ServerList.from_dict(data)
-    except BadMessage as exc:
-        raise NodeError(f"{base_url} sent a bad list: {exc}", EXIT_NODE_ERROR) from None
-
-
-def send_control(base_url: str, secret: str, online: bool, tls: TLS = NO_TLS) -> None:
-    response = _request(
-        "POST", base_url + "clustershazbot/control", secret, tls,
-        json={"message": "control", "online": online},
-    )
-    _check(response, base_url)
-
-
-def members_data(base_url: str, view: ServerList, with_offline: bool) -> dict[str, Any]:
-    """The stable JSON shape of ``members --json``."""
-    rows = [(s, "online") for s in view.online] + [(s, "offline") for s in view.offline]
-    rows.sort(key=lambda row: row[0].base_url)
-    return {
-        "node": base_url,
-        "online": len(view.online),
-        "offline": len(view.offline) if with_offline else None,
-        "members": [{**s.to_dict(), "state": state} for s, state in rows],
-    }
-
-
-def members_table(data: dict[str, Any], now_ms: int | None = None) -> str:
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    header = ("BASE URL", "STATE", "MONITOR", "LAST UPDATE")
-    rows = [
-        (m["baseUrl"], m["state"], "yes" if m["monitor"] else "no",
-         format_age((now_ms - m["lastUpdate"]) / 1000))
-        for m in data["members"]
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-    offline = "offline not shown: no control secret" if data["offline"] is None \
-        else f"{data['offline']} offline"
-    lines.append(f"{data['online']} online, {offline} (view of {data['node']})")
-    return "\n".join(lines)
 
 
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
@@ -255,7 +148,7 @@ shazbot_cli = AppGroup("shazbot", help="Look at and steer this app's clustershaz
 
 
 def _settings() -> Settings:
-    return current_app.extensions["clustershazbot"].settings  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION_KEY].settings  # type: ignore[no-any-return]
 
 
 def _tls(settings: Settings) -> TLS:

@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .peers import parse_allowed_peers
 from .records import canonical_base_url, url_problem
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

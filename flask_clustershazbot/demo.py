@@ -25,6 +25,8 @@ from typing import Any
 
 import requests
 
+from .constants import LIST_PATH
+
 DEMO_SECRET_ENV = "SHAZBOT_SECRET"
 DEMO_CONTROL_ENV = "SHAZBOT_CONTROL_SECRET"
 
@@ -139,7 +141,7 @@ def stop_nodes(procs: Iterable[subprocess.Popen[str]], timeout: float = 10.0) ->
 def view(port: int, control_secret: str) -> dict[str, bool] | None:
     """A node's view {base_url: online}, or None if it does not answer."""
     try:
-        r = requests.get(f"http://127.0.0.1:{port}/clustershazbot/list", timeout=2,
+        r = requests.get(f"http://127.0.0.1:{port}/{LIST_PATH}", timeout=2,
                          headers={"Authorization": control_secret})
         data = r.json()
     except (requests.RequestException, ValueError):

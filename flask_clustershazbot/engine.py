@@ -28,7 +28,7 @@ from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store
 from .transport import Transport
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Peers that a bootstrap or shutdown announcement reaches, besides every monitor.

@@ -14,6 +14,7 @@ from flask import Flask, current_app, has_app_context
 
 from .cli import shazbot_cli
 from .config import load_settings
+from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import ConfigError
 from .gunicorn import make_engine
@@ -27,8 +28,7 @@ from .signals import send_changes
 from .ui import register_ui
 from .views import blueprint
 
-EXTENSION_KEY = "clustershazbot"
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[[], Any])
 
 

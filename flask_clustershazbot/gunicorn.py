@@ -28,7 +28,7 @@ from .engine import Engine, wall_clock_ms
 from .leader import LeaderJobs
 from .membership import Membership
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 
 #: Engines of this gunicorn master (``--preload``, or loaded by :func:`on_exit`).
 _master_engines: weakref.WeakSet[Engine] = weakref.WeakSet()

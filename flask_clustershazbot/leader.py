@@ -19,7 +19,7 @@ from typing import Any
 
 from .scheduling import BackgroundJobs
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 
 
 class LeaderJobs:

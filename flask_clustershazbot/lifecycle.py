@@ -16,7 +16,7 @@ from types import FrameType
 
 import click
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 
 
 def loaded_by_flask_command() -> str | None:

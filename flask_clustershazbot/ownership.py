@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .membership import Membership
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 
 #: Owners remembered per snapshot of the members (hot keys skip the O(members) scan).
 CACHE_SIZE = 4096

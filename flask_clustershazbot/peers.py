@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .records import GossipServer, ServerList, canonical_base_url
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 
 #: Secrets shorter than this are easy to guess; a warning says so at start.
 MIN_SECRET_LENGTH = 16

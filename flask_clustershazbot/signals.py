@@ -15,7 +15,7 @@ from blinker import NamedSignal, Namespace
 
 from .membership import Changes
 
-log = logging.getLogger("flask_clustershazbot")
+log = logging.getLogger(__name__)
 _signals = Namespace()
 
 #: A peer (never this node) became online in this node's view: it joined, or came back.

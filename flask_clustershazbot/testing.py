@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import BadMessage
 from .records import GossipServer, ServerList
@@ -19,7 +20,7 @@ __all__ = ["join", "leave"]
 
 def _engine(app: Flask) -> Engine:
     try:
-        return app.extensions["clustershazbot"]  # type: ignore[no-any-return]
+        return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
     except KeyError:
         raise RuntimeError("ClusterShazbot.init_app(app) was not called for this app") from None
 

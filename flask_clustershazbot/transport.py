@@ -21,14 +21,11 @@ from requests.adapters import HTTPAdapter
 
 from . import _json
 from .config import Settings, is_file_location, mask
+from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH
 from .errors import BadMessage, ShazbotError, TooLarge
 from .metrics import Stats
 from .records import ServerList
 
-GOSSIP_PATH = "clustershazbot/gossip"
-LIST_PATH = "clustershazbot/list"
-#: Every answer of a node's endpoints carries its instance token (see Engine.instance).
-INSTANCE_HEADER = "X-Clustershazbot-Instance"
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
 #: Gossip bodies from this size on are sent gzip-compressed. Seed nodes take them: their

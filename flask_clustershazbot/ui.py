@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 
-from .cli import format_age
 from .config import Settings
 from .engine import Engine, check_secret
+from .formatting import format_age
 from .transport import encode_json
 from .views import current_engine
 

@@ -8,18 +8,18 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from .constants import EXTENSION_KEY, INSTANCE_HEADER, PREFIX
 from .engine import Engine
 from .errors import BadMessage, ShazbotError, TooLarge
-from .transport import GZIP_MIN_BYTES, INSTANCE_HEADER, decode_json, encode_json, gzip_body
+from .transport import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 
-blueprint = Blueprint("clustershazbot", __name__, url_prefix="/clustershazbot")
+blueprint = Blueprint("clustershazbot", __name__, url_prefix="/" + PREFIX)
 #: Every path of the protocol starts with this.
-PREFIX = "/clustershazbot/"
 
 
 def current_engine() -> Engine:
     """The engine of the app handling the current request."""
-    return current_app.extensions["clustershazbot"]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -74,7 +74,7 @@ def _json_routing_errors() -> Response | None:
     before-request functions, is answered here instead, for this prefix only.
     """
     exc = request.routing_exception
-    if not isinstance(exc, (NotFound, MethodNotAllowed)) or not request.path.startswith(PREFIX):
+    if not isinstance(exc, (NotFound, MethodNotAllowed)) or not request.path.startswith(f"/{PREFIX}/"):
         return None
     response = current_app.response_class(
         encode_json({"error": f"{exc.code} {exc.name}"}), exc.code, mimetype="application/json"
