@@ -53,7 +53,7 @@ class Settings:
     #: Seconds without a heartbeat before a peer is moved offline; None: derived
     #: from the interval and the cluster size (see :meth:`failure_timeout_for`).
     failure_timeout: float | None = None
-    #: Seconds before the one retry of a failed gossip exchange.
+    #: Seconds between the retries of a failed gossip exchange.
     retry_delay: float = 3.0
     #: Retries of a failed gossip exchange, ``retry_delay`` apart, before the peer is moved
     #: offline. The seed retries once; one retry lets transient failures alone take live
