@@ -34,6 +34,9 @@ class Settings:
     autostart: bool = True
     #: Largest request or reply body, counted after decompression.
     max_body_bytes: int = 4 * 1024 * 1024
+    #: Most records in the member table, this node's own included (docs/faults.md,
+    #: "Member cap"); the table also stays within max_body_bytes, so every reply fits.
+    max_members: int = 10000
     #: Records stamped further than this (s) in the future are ignored.
     max_clock_skew: float = 600.0
     #: Seconds without a heartbeat before a peer is moved offline; None: derived
@@ -185,6 +188,7 @@ _PARSERS: dict[str, _Parser] = {
     "update_master_list_on_shutdown": _bool,
     "autostart": _bool,
     "max_body_bytes": _bytes,
+    "max_members": _count,
     "max_clock_skew": _seconds,
     "failure_timeout": _seconds,
     "retry_delay": _seconds_or_zero,

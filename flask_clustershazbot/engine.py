@@ -42,6 +42,11 @@ MAX_BOOTSTRAP_BACKOFF = 60.0
 #: Two attempts that each waited out the request timeout end the retries early (the seed's
 #: rule): a peer that leaves requests hanging is unfit to serve, whatever the cause.
 SLOW_FAILURES = 2
+#: Bytes of a whole-table message besides its records; the rest of SHAZBOT_MAX_BODY_BYTES
+#: is the member table's byte budget, so that every reply fits what peers accept.
+REPLY_ENVELOPE = 128
+#: Seconds between two log lines about the member cap (it is counted every time).
+CAP_LOG_INTERVAL = 60.0
 
 
 def wall_clock_ms() -> int:
@@ -96,6 +101,7 @@ class Engine:
         self._suspects: set[str] = set()
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
+        self._cap_logged: float | None = None
         self._last_round_mono: float | None = None
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
@@ -119,21 +125,42 @@ class Engine:
             log.info("peer offline: %s", server.base_url)
         for server in changes.purged:
             log.info("peer purged: %s", server.base_url)
+        if changes.refused or changes.evicted:
+            self._member_cap_bit(changes)
         if changes and self.listener is not None:
             try:
                 self.listener(changes)
             except Exception:
                 log.exception("a membership listener failed")
 
+    def _member_cap_bit(self, changes: Changes) -> None:
+        """Count records refused or evicted by the member cap; log it at most once a minute."""
+        self.stats.add(members_refused=changes.refused, members_evicted=changes.evicted)
+        mono = self.monotonic()
+        if self._cap_logged is None or mono - self._cap_logged >= CAP_LOG_INTERVAL:
+            self._cap_logged = mono
+            s = self.stats.snapshot()
+            log.warning(
+                "member table full (SHAZBOT_MAX_MEMBERS=%d, SHAZBOT_MAX_BODY_BYTES=%d): "
+                "%d records refused and %d offline records evicted so far",
+                self.settings.max_members, self.settings.max_body_bytes,
+                s["members_refused"], s["members_evicted"],
+            )
+
     def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
         servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
 
+        skew = int(s.max_clock_skew * 1000)
+
         def op(m: Membership) -> tuple[Changes, dict[str, Any]]:
             if heartbeat:
-                m.heartbeat(now, mono)
-            changes = m.merge(servers, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))
+                m.heartbeat(now, mono, skew)
+            changes = m.merge(
+                servers, now, mono, skew, int(s.retention * 1000),
+                s.max_members, s.max_body_bytes - REPLY_ENVELOPE,
+            )
             return changes, m.gossip_message()
 
         started = time.perf_counter()
@@ -429,7 +456,7 @@ class Engine:
 
         def op(m: Membership) -> None:
             m.control_online = online
-            m.heartbeat(now, mono)
+            m.heartbeat(now, mono, int(self.settings.max_clock_skew * 1000))
 
         self._transact(op)
         log.info("control: this node is now %s", "online" if online else "offline")
