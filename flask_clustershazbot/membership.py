@@ -319,6 +319,17 @@ class Membership:
             self.dirty.add(url)
         return changes
 
+    def absorb(self, entries: Iterable[Entry]) -> None:
+        """Keep each of ``entries`` that outranks the known record (a table recovered
+        from a lost state file), this node's own record included: it is the same host's."""
+        for entry in entries:
+            url = entry.server.base_url
+            old = self.entries.get(url)
+            if old is None or _rank(entry.server, entry.online) > _rank(old.server, old.online):
+                self.entries[url] = entry
+                self.version += 1
+                self.dirty.add(url)
+
     def load(self, entries: Iterable[Entry]) -> None:
         """Replace the table with saved entries (used by persistent stores)."""
         self.entries = {e.server.base_url: e for e in entries}
