@@ -8,7 +8,7 @@ probes were answered within 3 s, their median and worst latency, and whether the
 peer saw the host offline. Setups:
 
 - ``example``: examples/gunicorn.conf.py as shipped (``WEB_CONCURRENCY`` workers);
-- ``threads64``: the same with ``--threads 64`` (what more threads buy);
+- ``threadsN``: the same with ``--threads N`` (what more threads buy);
 - ``nginx``: the example config behind nginx (``client_header_timeout`` and
   ``client_body_timeout`` 5 s, request buffering on), when ``nginx`` is installed.
 
@@ -155,7 +155,7 @@ def attacker(host: str, port: int, mode: str, stop: threading.Event, opened: lis
 
 def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[Any]:
     tmp = Path(tempfile.mkdtemp(prefix="shazbot-slow-"))
-    threads = 64 if setup == "threads64" else None
+    threads = int(setup[len("threads"):]) if setup.startswith("threads") else None
     host = Host(tmp, workers, threads, nginx=setup == "nginx")
     peer_app = Flask("peer")
     server = make_server("127.0.0.1", 0, peer_app, threaded=True, request_handler=Quiet)
