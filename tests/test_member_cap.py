@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 from cluster import SECRET, Node, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 from flask_clustershazbot.transport import encode_json
 
@@ -83,3 +84,17 @@ def test_the_cap_is_counted_in_the_metrics(make_node: Callable[..., Node]) -> No
     )
     assert set(a.view()) == {a.base_url, "http://127.0.9.1:9/", "http://127.0.9.9:9/"}
     assert a.engine.stats.snapshot()["members_evicted"] == 1
+    # Exported like the other counters.
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flask_clustershazbot.metrics import register
+
+    registry = CollectorRegistry()
+    register(registry)
+    exported = {
+        (s.labels["action"]): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.name == "clustershazbot_member_cap_total" and s.labels["node"] == a.base_url
+    }
+    assert exported == {"refused": 3, "evicted": 1}
