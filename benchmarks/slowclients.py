@@ -4,8 +4,9 @@ N attacker connections trickle a request one byte at a time (the headers, or the
 body after complete headers) and reconnect whenever the server drops them. Meanwhile
 a probe asks ``/clustershazbot/list`` once a second (new connection, 10 s timeout)
 and an in-process peer gossips with the host every second; the run reports how many
-probes were answered within 3 s, their median and worst latency, and whether the
-peer saw the host offline. Setups:
+probes were answered within 3 s, their median and worst latency, how often the
+peer's view showed the host offline (sampled twice per probe) and how many
+``peer_left`` signals about it the peer sent. Setups:
 
 - ``example``: examples/gunicorn.conf.py as shipped (``WEB_CONCURRENCY`` workers);
 - ``threadsN``: the same with ``--threads N`` (what more threads buy);
@@ -13,7 +14,7 @@ peer saw the host offline. Setups:
   ``client_body_timeout`` 5 s, request buffering on), when ``nginx`` is installed.
 
 ``python -m benchmarks.slowclients [--slow 64] [--seconds 30] [--workers 4]
-[--setups example,threads64,nginx] [--modes headers,body]``
+[--setups threads8,example,nginx] [--modes headers,body]``
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from flask_clustershazbot import ClusterShazbot
+from flask_clustershazbot import ClusterShazbot, peer_left
 from flask_clustershazbot.demo import stop_nodes
 
 from .common import CONTROL, SECRET, environment, table
@@ -165,6 +166,13 @@ def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[
         SHAZBOT_MASTER_LIST=str(tmp / "master.json"), SHAZBOT_GOSSIP_INTERVAL=INTERVAL,
         SHAZBOT_MASTER_ANNOUNCE_MINIMUM=1, SHAZBOT_MASTER_ANNOUNCE_INTERVAL=1)
     shazbot = ClusterShazbot(peer_app)
+    left: list[str] = []
+
+    def on_left(sender: Flask, server: Any, **_: Any) -> None:
+        if server.base_url == host.url:
+            left.append(server.base_url)
+
+    peer_left.connect(on_left, peer_app)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                daemon=True)
     serving.start()
@@ -208,7 +216,7 @@ def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[
     return [setup, mode, slow, len(latencies), f"{fast}/{len(latencies)}",
             f"{statistics.median(answered):.2f}" if answered else "-",
             f"{max(answered):.2f}" if answered else "-",
-            f"{100 * offline_samples / max(samples, 1):.0f} %", opened[0]]
+            f"{100 * offline_samples / max(samples, 1):.0f} %", len(left), opened[0]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=int, default=64, help="slow connections")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--setups", default="example,threads64,nginx")
+    parser.add_argument("--setups", default="threads8,example,nginx")
     parser.add_argument("--modes", default="headers,body")
     args = parser.parse_args(argv)
     setups = args.setups.split(",")
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run(setup, mode, args.slow, args.seconds, args.workers)
             for setup in setups for mode in args.modes.split(",")]
     print(table(["setup", "trickle", "slow conns", "probes", "answered <= 3 s", "median s",
-                 "worst s", "peer saw it offline", "attacker connects"], rows))
+                 "worst s", "peer saw it offline", "peer_left", "attacker connects"], rows))
     return 0
 
 
