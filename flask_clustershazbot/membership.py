@@ -95,6 +95,9 @@ class Membership:
         self.version = 0
         #: Base URLs changed (or deleted) since a persistent store last saved.
         self.dirty: set[str] = set()
+        #: Whether this process last stamped the own record from its wall clock (a
+        #: heartbeat at ``now``), not past a peer's record (a refutation).
+        self.stamped_by_clock = False
 
     # -- reading -----------------------------------------------------------
 
@@ -149,8 +152,12 @@ class Membership:
         # peer whose clock is right holds a stamp beyond now + skew: restarting at now
         # outbids nothing they hold. A stamp they do hold (at most now + skew) comes
         # back in the next reply and is refuted (_refute), so the heartbeat climbs
-        # over it at once; no record of ours is revived or lost.
-        ahead = max_skew_ms is not None and last > now + max_skew_ms
+        # over it at once; no record of ours is revived or lost. Only a stamp our own
+        # clock made: one that outbid a peer whose clock is ahead (up to the skew) is
+        # legitimately ahead of ours, and restarting below it would flip-flop.
+        ahead = (
+            max_skew_ms is not None and self.stamped_by_clock and last > now + max_skew_ms
+        )
         if ahead:
             stamp = now
         elif online != entry.online or (online and mono > entry.seen):
@@ -160,6 +167,7 @@ class Membership:
             stamp = max(now, last + 1)
         else:
             return
+        self.stamped_by_clock = stamp == now
         self._put(GossipServer(self.base_url, self.monitor, stamp), online, mono, None)
 
     def _refute(self, last_update: int, online: bool, now: int, mono: float) -> None:
@@ -168,6 +176,7 @@ class Membership:
         last = entry.server.last_update
         if last_update > last or (last_update == last and online != entry.online):
             stamp = max(now, last_update + 1)
+            self.stamped_by_clock = stamp == now
             self._put(GossipServer(self.base_url, self.monitor, stamp), entry.online, mono, None)
 
     def merge(

@@ -562,3 +562,12 @@ def test_a_control_offline_record_made_while_ahead_is_restated_at_the_right_time
     m.heartbeat(NOW + 40_000, 2.0, 6_000)
     m.heartbeat(NOW + 1_000, 3.0, 6_000)
     assert state(m, ME) == (NOW + 1_000, False)
+
+
+def test_a_refutation_past_a_peer_whose_clock_is_ahead_is_not_undone() -> None:
+    m = table(online=True, stamp=NOW)
+    # A peer whose clock is 6 s ahead (the skew) says we are offline; we outbid it.
+    m.merge(servers(offline=[peer(ME, NOW + 6_000)]), NOW, 1.0, 6_000, RETENTION)
+    assert state(m, ME) == (NOW + 6_001, True)
+    m.heartbeat(NOW, 2.0, 6_000)  # still past now + skew, but not by our clock: keep climbing
+    assert state(m, ME) == (NOW + 6_002, True)
