@@ -126,14 +126,14 @@ class Engine:
         for server in changes.purged:
             log.info("peer purged: %s", server.base_url)
         if changes.refused or changes.evicted:
-            self._member_cap_bit(changes)
+            self._count_member_cap(changes)
         if changes and self.listener is not None:
             try:
                 self.listener(changes)
             except Exception:
                 log.exception("a membership listener failed")
 
-    def _member_cap_bit(self, changes: Changes) -> None:
+    def _count_member_cap(self, changes: Changes) -> None:
         """Count records refused or evicted by the member cap; log it at most once a minute."""
         self.stats.add(members_refused=changes.refused, members_evicted=changes.evicted)
         mono = self.monotonic()
@@ -151,7 +151,6 @@ class Engine:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
         servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
-
         skew = int(s.max_clock_skew * 1000)
 
         def op(m: Membership) -> tuple[Changes, dict[str, Any]]:

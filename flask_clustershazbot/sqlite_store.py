@@ -184,7 +184,7 @@ class SqliteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            if _file_id(self.path) == self._file:
+            if self._file is not None and _file_id(self.path) == self._file:
                 return self._conn
             self._leave_lost_file(self._conn)
         # A connection inherited through fork is dropped unused, never closed here.
@@ -206,7 +206,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
             raise
         self._conn, self._pid, self._generation = conn, os.getpid(), None
@@ -291,7 +292,9 @@ class SqliteStore:
             # Another process recreated the file first: add what only we knew.
             m.load(self._read(conn, "SELECT * FROM member", ()))
             m.absorb(recovered)
-            m.running = m.running or cached_running
+            if cached_running and not m.running:
+                m.running = True
+                m.dirty.add(m.base_url)  # saves the flag with the rows
         elif self._generation is None or purges != self._purges:
             m.load(self._read(conn, "SELECT * FROM member", ()))
             self._cache_ok = True
