@@ -48,6 +48,9 @@ class Settings:
     self_check: bool = True
     #: Largest request or reply body, counted after decompression.
     max_body_bytes: int = 4 * 1024 * 1024
+    #: Most records in the member table, this node's own included (docs/faults.md,
+    #: "Member cap"); the table also stays within max_body_bytes, so every reply fits.
+    max_members: int = 10000
     #: Records stamped further than this (s) in the future are ignored.
     max_clock_skew: float = 600.0
     #: Seconds without a heartbeat before a peer is moved offline; None: derived
@@ -93,6 +96,16 @@ class Settings:
             object.__setattr__(self, "accepted_secrets", (self.secret,))
         if not self.accepted_control_secrets:
             object.__setattr__(self, "accepted_control_secrets", (self.control_secret,))
+
+    @property
+    def max_clock_skew_ms(self) -> int:
+        """:attr:`max_clock_skew` in the wire's unit (ms)."""
+        return int(self.max_clock_skew * 1000)
+
+    @property
+    def retention_ms(self) -> int:
+        """:attr:`retention` in the wire's unit (ms)."""
+        return int(self.retention * 1000)
 
     def failure_timeout_for(self, members: int) -> float:
         """The heartbeat-staleness timeout for a cluster of ``members``.
@@ -337,6 +350,7 @@ _PARSERS: dict[str, _Parser] = {
     "read_env": _bool,
     "self_check": _bool,
     "max_body_bytes": _bytes,
+    "max_members": _count,
     "max_clock_skew": _seconds,
     "failure_timeout": _seconds,
     "retry_delay": _seconds_or_zero,

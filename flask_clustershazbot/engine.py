@@ -57,6 +57,11 @@ CONFLICT_WINDOW_ROUNDS = 10
 #: (doubling up to SHAZBOT_MASTER_ANNOUNCE_MINIMUM), until it sees itself listed.
 FIRST_LISTING_CHECK = 5.0
 MAX_LISTING_CHECKS = 8
+#: Bytes of a whole-table message besides its records; the rest of SHAZBOT_MAX_BODY_BYTES
+#: is the member table's byte budget, so that every reply fits what peers accept.
+REPLY_ENVELOPE = 128
+#: Seconds between two log lines about the member cap (it is counted every time).
+CAP_LOG_INTERVAL = 60.0
 
 
 def wall_clock_ms() -> int:
@@ -140,6 +145,7 @@ class Engine:
         self._suspects: set[str] = set()
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
+        self._cap_logged: float | None = None
         self._last_round_mono: float | None = None
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
@@ -167,21 +173,41 @@ class Engine:
             log.info("peer purged: %s", server.base_url)
         if changes.refuted:
             self._note_refutation()
+        if changes.refused or changes.evicted:
+            self._count_member_cap(changes)
         if changes and self.listener is not None:
             try:
                 self.listener(changes)
             except Exception:
                 log.exception("a membership listener failed")
 
+    def _count_member_cap(self, changes: Changes) -> None:
+        """Count records refused or evicted by the member cap; log it at most once a minute."""
+        self.stats.add(members_refused=changes.refused, members_evicted=changes.evicted)
+        mono = self.monotonic()
+        if self._cap_logged is None or mono - self._cap_logged >= CAP_LOG_INTERVAL:
+            self._cap_logged = mono
+            s = self.stats.snapshot()
+            log.warning(
+                "member table full (SHAZBOT_MAX_MEMBERS=%d, SHAZBOT_MAX_BODY_BYTES=%d): "
+                "%d records refused and %d offline records evicted so far",
+                self.settings.max_members, self.settings.max_body_bytes,
+                s["members_refused"], s["members_evicted"],
+            )
+
     def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
         servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
+        skew = s.max_clock_skew_ms
 
         def op(m: Membership) -> tuple[Changes, dict[str, Any]]:
             if heartbeat:
-                m.heartbeat(now, mono)
-            changes = m.merge(servers, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))
+                m.heartbeat(now, mono, skew)
+            changes = m.merge(
+                servers, now, mono, skew, s.retention_ms,
+                s.max_members, s.max_body_bytes - REPLY_ENVELOPE,
+            )
             return changes, m.gossip_message()
 
         started = time.perf_counter()
@@ -236,7 +262,7 @@ class Engine:
 
         def go_online(m: Membership) -> None:
             m.running = True
-            m.heartbeat(now, mono)
+            m.heartbeat(now, mono, self.settings.max_clock_skew_ms)
 
         self._transact(go_online)
         self.live = True
@@ -285,7 +311,7 @@ class Engine:
 
             def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]]:
                 m.running = False
-                m.heartbeat(now, mono)
+                m.heartbeat(now, mono, self.settings.max_clock_skew_ms)
                 return m.gossip_message(), self._announce_targets(m)
 
             message, targets = self._transact(go_offline)
@@ -551,7 +577,7 @@ class Engine:
         if probe is not None:
             self._exchange(probe, quiet=True)
         now, mono = self.clock(), self.monotonic()
-        retention = int(s.retention * 1000)
+        retention = s.retention_ms
 
         def tidy(m: Membership) -> Changes:
             return m.expire(now, mono, timeout).extend(m.cleanup(now, retention))
@@ -651,7 +677,7 @@ class Engine:
 
         def op(m: Membership) -> None:
             m.control_online = online
-            m.heartbeat(now, mono)
+            m.heartbeat(now, mono, self.settings.max_clock_skew_ms)
 
         self._transact(op)
         log.info("control: this node is now %s", "online" if online else "offline")

@@ -57,16 +57,6 @@ def gunicorn_process() -> tuple[str, int] | None:
     return ("master", master) if master is not None else None
 
 
-def _run_id(pid: int) -> str:
-    """The master's pid and start time: one run of the host (pids get reused)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            started = f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        started = "?"
-    return f"{pid}:{started}"
-
-
 def _token(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -83,16 +73,16 @@ def make_engine(settings: Settings, self_check: bool = False, **kwargs: Any) -> 
     if process is None and settings.state_path is None:
         token = _token(os.urandom(16).hex()) if self_check else None
         return Engine(settings, instance=token, wait_for_self_check=True, **kwargs)
-    from .sqlite_store import SqliteStore, default_state_path
+    from .sqlite_store import SqliteStore, default_state_path, run_id
 
     role, master_pid = process if process is not None else ("alone", 0)
     path = settings.state_path or default_state_path(settings.base_url)
     if self_check:
         # One token per run of the gunicorn host, or per shared state file.
-        run = _run_id(master_pid) if process else os.path.realpath(path)
+        run = run_id(master_pid) if process else os.path.realpath(path)
         kwargs["instance"] = _token(run, settings.base_url)
     membership = Membership(settings.base_url, settings.monitor, wall_clock_ms(), time.monotonic())
-    store = SqliteStore(path, membership, host_id=_run_id(master_pid) if process else None)
+    store = SqliteStore(path, membership, host_id=run_id(master_pid) if process else None)
     poll = min(settings.gossip_interval / 4, 1.0)
     jobs = LeaderJobs(path + ".lock", poll, standby=role == "master")
     engine = Engine(

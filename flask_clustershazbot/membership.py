@@ -8,10 +8,15 @@ Each record is ranked by ``(lastUpdate, offline, monitor)``; a record replaces
 the known one iff it ranks higher. Taking the maximum of a total order is
 idempotent, commutative and associative, so every delivery order converges,
 and a stale online record can never revive a member known offline later.
+
+The table is capped (``max_members`` records, ``max_bytes`` of wire JSON) so that a
+whole-table reply always fits in what peers accept; :meth:`Membership._admit` says
+which records give way (docs/faults.md, "Member cap").
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +46,10 @@ class Changes:
     future: list[str] = field(default_factory=list)
     #: Records about this node that it had to outbid (see :meth:`Membership._refute`).
     refuted: int = 0
+    #: Records of unknown members refused, and offline records evicted (also in
+    #: ``purged``), because the table was full.
+    refused: int = 0
+    evicted: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.joined or self.left or self.purged)
@@ -51,12 +60,25 @@ class Changes:
         self.purged += other.purged
         self.future += other.future
         self.refuted += other.refuted
+        self.refused += other.refused
+        self.evicted += other.evicted
         return self
 
 
 def _rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
     """The merge order: newer wins; on equal timestamps offline wins, then monitor."""
     return server.last_update, not online, server.monitor
+
+
+#: Wire bytes of a record besides its base URL: the keys, ``false``, 16 digits, ``{}`` and a comma.
+RECORD_OVERHEAD = 64
+
+
+def record_bytes(base_url: str) -> int:
+    """An upper bound of the bytes a record of ``base_url`` takes in a message."""
+    # '"' and '\\' are escaped (2 bytes each); a lone surrogate takes 6 (backslash-u-XXXX).
+    text = base_url.encode("utf-8", "backslashreplace")
+    return len(text) + base_url.count('"') + base_url.count("\\") + RECORD_OVERHEAD
 
 
 class Membership:
@@ -76,6 +98,9 @@ class Membership:
         self.version = 0
         #: Base URLs changed (or deleted) since a persistent store last saved.
         self.dirty: set[str] = set()
+        #: Whether this process last stamped the own record from its wall clock (a
+        #: heartbeat at ``now``), not past a peer's record (a refutation).
+        self.stamped_by_clock = False
 
     # -- reading -----------------------------------------------------------
 
@@ -117,18 +142,35 @@ class Membership:
         if changes is not None and (old is not None and old.online) != online:
             (changes.joined if online else changes.left).append(server)
 
-    def heartbeat(self, now: int, mono: float) -> None:
-        """Bring this node's own record up to date: its state and, while online, its time."""
+    def heartbeat(self, now: int, mono: float, max_skew_ms: int | None = None) -> None:
+        """Bring this node's own record up to date: its state and, while online, its time.
+
+        ``max_skew_ms``: the clock guard. An own stamp further ahead of ``now`` than
+        that was made while this node's clock ran ahead, and is restarted at ``now``.
+        """
         entry = self.self_entry
         online = self.running and self.control_online
         last = entry.server.last_update
-        if online != entry.online or (online and mono > entry.seen):
+        # Peers ignore a record further than the skew ahead of their own clocks, so no
+        # peer whose clock is right holds a stamp beyond now + skew: restarting at now
+        # outbids nothing they hold. A stamp they do hold (at most now + skew) comes
+        # back in the next reply and is refuted (_refute), so the heartbeat climbs
+        # over it at once; no record of ours is revived or lost. Only a stamp our own
+        # clock made: one that outbid a peer whose clock is ahead (up to the skew) is
+        # legitimately ahead of ours, and restarting below it would flip-flop.
+        ahead = (
+            max_skew_ms is not None and self.stamped_by_clock and last > now + max_skew_ms
+        )
+        if ahead:
+            stamp = now
+        elif online != entry.online or (online and mono > entry.seen):
             # Strictly increasing even when the wall clock is behind our own last stamp
             # (stepped back, or a skewed peer's record refuted): a frozen heartbeat
             # would get this live node timed out by its peers. Once per monotonic tick.
             stamp = max(now, last + 1)
         else:
             return
+        self.stamped_by_clock = stamp == now
         self._put(GossipServer(self.base_url, self.monitor, stamp), online, mono, None)
 
     def _refute(self, last_update: int, online: bool, now: int, mono: float) -> bool:
@@ -138,6 +180,7 @@ class Membership:
         last = entry.server.last_update
         if last_update > last or (last_update == last and online != entry.online):
             stamp = max(now, last_update + 1)
+            self.stamped_by_clock = stamp == now
             self._put(GossipServer(self.base_url, self.monitor, stamp), entry.online, mono, None)
             return True
         return False
@@ -149,11 +192,15 @@ class Membership:
         mono: float,
         max_skew_ms: int,
         retention_ms: int,
+        max_members: int | None = None,
+        max_bytes: int | None = None,
     ) -> Changes:
         """Merge incoming records; return the transitions they caused.
 
         Records further in the future than ``max_skew_ms`` (clock guard) or
         older than ``retention_ms`` (already purged, or about to be) are ignored.
+        Records of members not yet known enter only while the table stays within
+        ``max_members`` records and ``max_bytes`` (see :meth:`_admit`).
         """
         changes = Changes()
         horizon = now + max_skew_ms
@@ -188,11 +235,62 @@ class Membership:
                 prev = best.get(url)
                 if prev is None or _rank(server, online) > _rank(*prev):
                     best[url] = (server, online)
+        newcomers: list[tuple[GossipServer, bool]] = []
         for url, (server, online) in best.items():
             old = entries.get(url)
-            if old is None or _rank(server, online) > _rank(old.server, old.online):
+            if old is None:
+                newcomers.append((server, online))
+            elif _rank(server, online) > _rank(old.server, old.online):
                 self._put(server, online, mono, changes)
+        if newcomers:
+            self._admit(newcomers, mono, changes, max_members, max_bytes)
         return changes
+
+    def _admit(
+        self,
+        newcomers: list[tuple[GossipServer, bool]],
+        mono: float,
+        changes: Changes,
+        max_members: int | None,
+        max_bytes: int | None,
+    ) -> None:
+        """Add records of unknown members, newest first, within the cap.
+
+        A full table makes room only by evicting offline peers, oldest first, and
+        only for a record newer than the one evicted; otherwise the newcomer is
+        refused. This node and online peers (monitors included) are never evicted.
+        Newer-than-the-victim keeps a stale online record from reviving an evicted
+        member while the table is full.
+        """
+        entries = self.entries
+        count = len(entries)
+        members = max_members if max_members is not None else sys.maxsize
+        size = sum(map(record_bytes, entries)) if max_bytes is not None else 0
+        budget = max_bytes if max_bytes is not None else sys.maxsize
+        victims: list[tuple[int, str]] | None = None  # newest first: pop() takes the oldest
+        newcomers.sort(key=lambda item: _rank(*item), reverse=True)
+        for server, online in newcomers:
+            cost = record_bytes(server.base_url)
+            while count + 1 > members or size + cost > budget:
+                if victims is None:
+                    victims = sorted(
+                        ((e.server.last_update, u) for u, e in entries.items()
+                         if not e.online and u != self.base_url),
+                        reverse=True,
+                    )
+                if not victims or victims[-1][0] >= server.last_update:
+                    break
+                _, url = victims.pop()
+                changes.purged.append(entries.pop(url).server)
+                changes.evicted += 1
+                self.version += 1
+                self.dirty.add(url)
+                count, size = count - 1, size - record_bytes(url)
+            else:
+                self._put(server, online, mono, changes)
+                count, size = count + 1, size + cost
+                continue
+            changes.refused += 1
 
     def mark_offline(self, base_url: str, now: int, mono: float) -> Changes:
         """Move an online peer offline, stamped after its last known record."""
@@ -235,6 +333,17 @@ class Membership:
             self.version += 1
             self.dirty.add(url)
         return changes
+
+    def absorb(self, entries: Iterable[Entry]) -> None:
+        """Keep each of ``entries`` that outranks the known record (a table recovered
+        from a lost state file), this node's own record included: it is the same host's."""
+        for entry in entries:
+            url = entry.server.base_url
+            old = self.entries.get(url)
+            if old is None or _rank(entry.server, entry.online) > _rank(old.server, old.online):
+                self.entries[url] = entry
+                self.version += 1
+                self.dirty.add(url)
 
     def load(self, entries: Iterable[Entry]) -> None:
         """Replace the table with saved entries (used by persistent stores)."""

@@ -15,6 +15,8 @@ shows them with no further code. Metrics:
 - ``clustershazbot_merge_seconds{node}`` (summary): time spent merging records
 - ``clustershazbot_bytes_sent_total{node}``, ``clustershazbot_bytes_received_total{node}``:
   gossip, control and master-list bodies, in both directions
+- ``clustershazbot_member_cap_total{node, action="refused"|"evicted"}``: records of new
+  members refused, and offline records evicted, because the member table was full
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Stats:
     merge_seconds: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
+    #: Records of new members refused, and offline records evicted, by the member cap.
+    members_refused: int = 0
+    members_evicted: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **amounts: float) -> None:
@@ -93,6 +98,9 @@ class Collector:
             "clustershazbot_bytes_sent", "Body bytes sent", labels=["node"])
         received = CounterMetricFamily(
             "clustershazbot_bytes_received", "Body bytes received", labels=["node"])
+        cap = CounterMetricFamily(
+            "clustershazbot_member_cap", "Records refused or evicted by the member cap",
+            labels=["node", "action"])
         with _lock:
             engines = list(_engines)
         for engine in engines:
@@ -109,7 +117,9 @@ class Collector:
             merge.add_metric([node], count_value=int(s["merges"]), sum_value=s["merge_seconds"])
             sent.add_metric([node], s["bytes_sent"])
             received.add_metric([node], s["bytes_received"])
-        yield from (members, rounds, failures, merge, sent, received)
+            cap.add_metric([node, "refused"], s["members_refused"])
+            cap.add_metric([node, "evicted"], s["members_evicted"])
+        yield from (members, rounds, failures, merge, sent, received, cap)
 
 
 #: The one collector of this process.

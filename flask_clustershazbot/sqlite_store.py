@@ -9,7 +9,14 @@ it); after ``fn`` it writes back only the rows :class:`Membership` marked dirty.
 Deletions (purges, rare) bump a second counter that forces a full reload.
 
 The host's ``running`` and ``control_online`` flags live in the file too, so a
-control request taken by any worker takes the whole host offline.
+control request taken by any worker takes the whole host offline. So does the
+host's base URL: two hosts (different base URLs) pointed at one file are refused
+while the other runs, instead of resetting each other's table forever.
+
+A file deleted or replaced while the host runs (a tmp cleaner) is noticed at the
+next transaction of each process: it reads the last state from the old file it
+still holds open, then moves to a new file and writes its table there (records by
+the merge rule, so that every process's latest news survives).
 
 SQLite connections must not cross ``fork()``: the store closes its connection
 before every fork (``os.register_at_fork``) and opens a new one on first use.
@@ -18,6 +25,7 @@ before every fork (``os.register_at_fork``) and opens a new one on first use.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import stat
@@ -32,11 +40,14 @@ from .errors import ConfigError
 from .membership import Entry, Membership
 from .records import GossipServer
 
+log = logging.getLogger("flask_clustershazbot")
 T = TypeVar("T")
 
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT = 30.0
 
+#: Bumped when the tables change shape: a file of another version is started afresh.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS member (
     base_url TEXT PRIMARY KEY,
@@ -50,6 +61,7 @@ CREATE INDEX IF NOT EXISTS member_generation ON member (generation);
 CREATE TABLE IF NOT EXISTS host (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     host_id TEXT,
+    base_url TEXT NOT NULL,
     running INTEGER NOT NULL,
     control_online INTEGER NOT NULL,
     generation INTEGER NOT NULL,
@@ -58,10 +70,55 @@ CREATE TABLE IF NOT EXISTS host (
 """
 
 
+def state_directory() -> str:
+    """Where the default state file lives: a runtime directory that tmp cleaners leave
+    alone when the platform offers one (systemd's ``$RUNTIME_DIRECTORY``, then
+    ``$XDG_RUNTIME_DIR``), else the temporary directory (``$TMPDIR``, else ``/tmp``)."""
+    for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        directory = os.environ.get(name, "").split(":")[0]
+        if directory and os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK):
+            return directory
+    return tempfile.gettempdir()
+
+
 def default_state_path(base_url: str) -> str:
-    """One file per host and base URL in the temporary directory (``$TMPDIR``, else ``/tmp``)."""
+    """One file per host and base URL in :func:`state_directory`."""
     digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"clustershazbot-{digest}.sqlite3")
+    return os.path.join(state_directory(), f"clustershazbot-{digest}.sqlite3")
+
+
+def run_id(pid: int) -> str:
+    """A process's pid and start time: one run of a host (pids get reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            started = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        started = "?"
+    return f"{pid}:{started}"
+
+
+def run_alive(host_id: str | None) -> bool:
+    """Whether the run named ``host_id`` (a :func:`run_id`) still goes on."""
+    pid, _, started = (host_id or "").partition(":")
+    if not pid.isdigit() or not started:
+        return False
+    if started != "?":
+        return run_id(int(pid)) == host_id
+    try:  # no /proc: the pid alone says it
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def create_private_file(path: str) -> None:
@@ -87,9 +144,11 @@ def create_private_file(path: str) -> None:
 class SqliteStore:
     """The host's table in a SQLite file (WAL mode), one transaction per read-modify-write.
 
-    ``host_id`` names one run of the host (the gunicorn master's pid and start
-    time): a file left by an earlier run is reset on first use instead of
-    resurrecting its peers, control state and staleness clocks.
+    ``host_id`` names one run of the host (the gunicorn master's :func:`run_id`):
+    a file left by an earlier run is reset on first use instead of resurrecting
+    its peers, control state and staleness clocks. A file of another base URL
+    whose run still goes on (or, without ``host_id``, any file of another base
+    URL) is refused with a :class:`ConfigError`.
     """
 
     def __init__(
@@ -111,6 +170,12 @@ class SqliteStore:
         #: Generation and purge count of the file when the cached table was read; None: reload.
         self._generation: int | None = None
         self._purges = 0
+        #: Device and inode of the file this process's connection opened.
+        self._file: tuple[int, int] | None = None
+        #: Set when the file was deleted or replaced: write our table into the new one.
+        self._recovering = False
+        #: False while the cached table may hold a failed transaction's half-made changes.
+        self._cache_ok = True
         create_private_file(path)
         ref = weakref.ref(self)
         os.register_at_fork(before=lambda: _close_before_fork(ref))
@@ -119,17 +184,52 @@ class SqliteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            return self._conn
+            if self._file is not None and _file_id(self.path) == self._file:
+                return self._conn
+            self._leave_lost_file(self._conn)
         # A connection inherited through fork is dropped unused, never closed here.
+        create_private_file(self.path)
         conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
+        self._file = _file_id(self.path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # soft state: a lost last write is re-learned
         conn.execute("PRAGMA journal_size_limit=4194304")  # the WAL is rewritten all the time
-        conn.executescript(_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                conn.execute("DROP TABLE IF EXISTS member")
+                conn.execute("DROP TABLE IF EXISTS host")
+            for statement in _SCHEMA.split(";"):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
         self._conn, self._pid, self._generation = conn, os.getpid(), None
         return conn
+
+    def _leave_lost_file(self, conn: sqlite3.Connection) -> None:
+        """The file was deleted or replaced: read the last state from the old one (still
+        open), then let the next connection write it into the new file."""
+        log.warning(
+            "SHAZBOT_STATE_PATH %s was deleted or replaced while in use; recreating it", self.path
+        )
+        try:
+            conn.execute("BEGIN")
+            try:
+                self._load(conn)
+            finally:
+                conn.execute("COMMIT")
+        except (sqlite3.Error, ConfigError):
+            pass  # the table as last read is what we carry over
+        # Safe to close: SQLite neither checkpoints nor deletes the WAL of a moved file.
+        self._close()
+        self._recovering = True
 
     def close(self) -> None:
         """Close this process's connection; the next transaction opens a new one."""
@@ -155,13 +255,13 @@ class SqliteStore:
             try:
                 m = self._load(conn)
                 flags = (m.running, m.control_online)
-                m.dirty.clear()
                 result = fn(m)
                 if m.dirty or flags != (m.running, m.control_online):
                     self._save(conn, m)
                 conn.execute("COMMIT")
             except BaseException:
                 self._generation = None  # the cached table may hold fn's half-made changes
+                self._cache_ok = False
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -169,15 +269,35 @@ class SqliteStore:
 
     def _load(self, conn: sqlite3.Connection) -> Membership:
         m = self._membership
+        m.dirty.clear()
         row = conn.execute(
-            "SELECT host_id, running, control_online, generation, purges FROM host"
+            "SELECT host_id, base_url, running, control_online, generation, purges FROM host"
         ).fetchone()
-        if row is None or (self.host_id is not None and row[0] != self.host_id):
+        if row is None:  # a new file, or one deleted under us: it starts from our table
+            return self._seed(conn) if self._cache_ok else self._reset(conn)
+        host_id, base_url, running, control_online, generation, purges = row
+        if base_url != m.base_url and (self.host_id is None or run_alive(host_id)):
+            raise ConfigError(
+                f"SHAZBOT_STATE_PATH {self.path!r} is the state of another node, {base_url}"
+                + (f" (gunicorn master pid {host_id.split(':')[0]}, still running)" if host_id else "")
+                + "; give every node its own SHAZBOT_STATE_PATH"
+            )
+        if self.host_id is not None and host_id != self.host_id:
             return self._reset(conn)
-        _host_id, running, control_online, generation, purges = row
+        recovered = list(m.entries.values()) if self._recovering and self._cache_ok else None
+        self._recovering = False
+        cached_running = m.running
         m.running, m.control_online = bool(running), bool(control_online)
-        if self._generation is None or purges != self._purges:
+        if recovered is not None:
+            # Another process recreated the file first: add what only we knew.
             m.load(self._read(conn, "SELECT * FROM member", ()))
+            m.absorb(recovered)
+            if cached_running and not m.running:
+                m.running = True
+                m.dirty.add(m.base_url)  # saves the flag with the rows
+        elif self._generation is None or purges != self._purges:
+            m.load(self._read(conn, "SELECT * FROM member", ()))
+            self._cache_ok = True
         elif generation != self._generation:
             for entry in self._read(conn, "SELECT * FROM member WHERE generation > ?", (self._generation,)):
                 m.entries[entry.server.base_url] = entry
@@ -202,10 +322,21 @@ class SqliteStore:
         m = self._membership
         m.load(self._fresh_entries().values())
         m.running, m.control_online = False, True
+        return self._seed(conn)
+
+    def _seed(self, conn: sqlite3.Connection) -> Membership:
+        """Write this process's table, flags and identity as the whole file."""
+        m = self._membership
+        self._recovering, self._cache_ok = False, True
         conn.execute("DELETE FROM member")
         conn.execute("DELETE FROM host")
-        conn.execute("INSERT INTO host VALUES (0, ?, 0, 1, 0, 0)", (self.host_id,))
+        conn.execute(
+            "INSERT INTO host VALUES (0, ?, ?, ?, ?, 0, 0)",
+            (self.host_id, m.base_url, m.running, m.control_online),
+        )
         self._generation, self._purges = 0, 0
+        if m.base_url not in m.entries:
+            m.entries.update(self._fresh_entries())
         m.dirty.update(m.entries)
         return m
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from cluster import CONTROL, SECRET, Node, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +42,10 @@ def free_port() -> int:
 class Host:
     """One gunicorn master and its workers, in a session of their own."""
 
-    def __init__(self, name: str, root: Path, master_list: Path, args: list[str]) -> None:
+    def __init__(
+        self, name: str, root: Path, master_list: Path, args: list[str],
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
@@ -67,8 +69,12 @@ class Host:
             "TEST_SIGNAL_LOG": str(self.signal_log),
             "TEST_ROUND_LOG": str(self.round_log),
         }
-        for key in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"):
+        for key in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS",
+                    "RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):  # these would beat TMPDIR
             env.pop(key, None)
+        env.update(extra_env or {})
+        # This checkout's package, not whichever one the interpreter has installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         command = [
             sys.executable, "-m", "gunicorn",
             "-c", str(ROOT / "examples" / "gunicorn.conf.py"),

@@ -471,3 +471,103 @@ def test_changes_alternate_and_end_in_the_final_state(messages: list[list[Record
             assert seen and seen[-1] is True
         else:
             assert not seen or seen[-1] is False
+
+
+# -- the member cap (docs/faults.md "Member cap") ---------------------------------
+
+CAPPED_PEERS = [f"http://127.0.0.1:{8000 + i}/" for i in range(12)]
+capped_records_st = st.tuples(
+    st.sampled_from(CAPPED_PEERS), st.booleans(), st.integers(NOW - 20, NOW + 20), st.booleans()
+)
+
+
+@PROPERTY
+@given(st.lists(st.lists(capped_records_st, max_size=10), max_size=8), st.integers(1, 8))
+def test_the_cap_holds_and_gives_way_only_with_offline_records(
+    messages: list[list[Record]], cap: int
+) -> None:
+    """The table never grows past the cap; this node and online peers are never evicted;
+    what an uncapped table would hold is what the capped one holds, where it fits."""
+    m = table(online=True)
+    free = table(online=True)
+    for message in messages:
+        before = set(m.entries)
+        changes = m.merge(as_list(message), NOW, 1.0, SKEW, RETENTION, cap)
+        free.merge(as_list(message), NOW, 1.0, SKEW, RETENTION)
+        assert len(m.entries) <= max(cap, 1) and ME in m.entries
+        online = {u for u, e in free.entries.items() if e.online}
+        assert online & before <= set(m.entries), "an online member was evicted"
+        assert changes.evicted == len(changes.purged)
+        for url, entry in m.entries.items():
+            # a kept record is never behind what the uncapped table knows
+            assert (entry.server, entry.online) == (free.entries[url].server, free.entries[url].online)
+    if len(free.entries) <= cap:
+        assert view(m) == view(free)
+
+
+def test_the_byte_budget_keeps_the_whole_message_within_it() -> None:
+    from flask_clustershazbot.membership import record_bytes
+    from flask_clustershazbot.transport import encode_json
+
+    m = table(online=True)
+    long = [peer(f"http://127.0.0.{i}:9/{'x' * 1500}", NOW - i) for i in range(1, 40)]
+    budget = 20_000
+    m.merge(servers(offline=long), NOW, 1.0, SKEW, RETENTION, None, budget)
+    assert sum(map(record_bytes, m.entries)) <= budget
+    assert len(encode_json(m.gossip_message())) <= budget + 128
+    assert 5 < len(m.entries) < 40
+
+
+def test_at_the_cap_a_stale_online_record_cannot_revive_an_evicted_member() -> None:
+    m = table(online=True)
+    merge(m, offline=[peer(A, NOW - 10)])
+    changes = m.merge(servers(offline=[peer(B, NOW - 5)]), NOW, 1.0, SKEW, RETENTION, 2)
+    assert urls(changes.purged) == [A] and changes.evicted == 1  # B is newer: A gives way
+    changes = m.merge(servers(online=[peer(A, NOW - 20)]), NOW, 1.0, SKEW, RETENTION, 2)
+    assert A not in m.entries and changes.refused == 1 and not changes.joined
+
+
+# -- a forward clock jump (docs/faults.md "Clock jumps") --------------------------
+
+
+def test_after_a_forward_clock_jump_the_heartbeat_restarts_at_the_right_time() -> None:
+    m = table(online=True, stamp=NOW)
+    m.heartbeat(NOW + 40_000, 2.0, SKEW // 100)  # the clock runs 40 s ahead (skew 6 s)
+    assert state(m, ME) == (NOW + 40_000, True)
+    m.heartbeat(NOW + 1_000, 3.0, SKEW // 100)  # corrected: peers never took NOW + 40 s
+    assert state(m, ME) == (NOW + 1_000, True)
+    m.heartbeat(NOW + 1_200, 4.0, SKEW // 100)
+    assert state(m, ME) == (NOW + 1_200, True)
+
+
+def test_within_the_skew_the_heartbeat_still_never_goes_back() -> None:
+    m = table(online=True, stamp=NOW)
+    m.heartbeat(NOW + 3_000, 2.0, SKEW // 100)  # ahead, but within the skew peers accept
+    m.heartbeat(NOW + 1_000, 3.0, SKEW // 100)
+    assert state(m, ME) == (NOW + 3_001, True)
+
+
+def test_a_peer_holding_a_stamp_within_the_skew_is_outbid_after_the_reset() -> None:
+    m = table(online=True, stamp=NOW)
+    m.heartbeat(NOW + 40_000, 2.0, 6_000)
+    m.heartbeat(NOW + 1_000, 3.0, 6_000)
+    # a peer accepted a stamp of ours from the start of the jump (within its skew)
+    m.merge(servers(online=[peer(ME, NOW + 5_000)]), NOW + 1_000, 3.0, 6_000, RETENTION)
+    assert state(m, ME) == (NOW + 5_001, True)
+
+
+def test_a_control_offline_record_made_while_ahead_is_restated_at_the_right_time() -> None:
+    m = table(online=True, stamp=NOW)
+    m.control_online = False
+    m.heartbeat(NOW + 40_000, 2.0, 6_000)
+    m.heartbeat(NOW + 1_000, 3.0, 6_000)
+    assert state(m, ME) == (NOW + 1_000, False)
+
+
+def test_a_refutation_past_a_peer_whose_clock_is_ahead_is_not_undone() -> None:
+    m = table(online=True, stamp=NOW)
+    # A peer whose clock is 6 s ahead (the skew) says we are offline; we outbid it.
+    m.merge(servers(offline=[peer(ME, NOW + 6_000)]), NOW, 1.0, 6_000, RETENTION)
+    assert state(m, ME) == (NOW + 6_001, True)
+    m.heartbeat(NOW, 2.0, 6_000)  # still past now + skew, but not by our clock: keep climbing
+    assert state(m, ME) == (NOW + 6_002, True)

@@ -210,9 +210,41 @@ def test_the_state_file_is_private(tmp_path):
 
 def test_the_default_path_is_per_base_url_in_the_temporary_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     one, other = default_state_path(ME), default_state_path("http://127.0.0.1:9001/")
     assert one == default_state_path(ME) and one != other
     assert Path(one).parent == tmp_path
+
+
+def test_a_deleted_file_is_recreated_with_every_process_news(tmp_path):
+    one, two = sqlite(tmp_path / "s"), sqlite(tmp_path / "s")
+    one.transact(merge(ServerList((peer(1),))))
+    assert two.transact(lambda m: peer(1).base_url in m.entries)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp_path / 's'}{suffix}").unlink(missing_ok=True)
+    # The first process to notice recreates the file from its table, then takes a control request.
+    one.transact(lambda m: setattr(m, "control_online", False))
+    assert (tmp_path / "s").exists()
+    # The other moves to the new file: it keeps the control state and adds what it knew.
+    two_news = two.transact(lambda m: (m.control_online, set(m.entries)))
+    assert two_news == (False, {ME, peer(1).base_url})
+    # A fresh process (a recycled worker) joins the same table.
+    assert sqlite(tmp_path / "s").transact(lambda m: (m.control_online, set(m.entries))) == two_news
+
+
+def test_another_nodes_live_file_is_refused(tmp_path):
+    from flask_clustershazbot.sqlite_store import run_id
+
+    live = run_id(os.getpid())
+    sqlite(tmp_path / "s", host_id=live).transact(merge(ServerList((peer(1),))))
+    with pytest.raises(ConfigError, match="SHAZBOT_STATE_PATH .* another node, " + ME):
+        sqlite(tmp_path / "s", host_id="999999:1", base_url="http://127.0.0.1:9001/").transact(
+            lambda m: None)
+    # A file left by a run that ended is taken over.
+    sqlite(tmp_path / "t", host_id="999999:1").transact(lambda m: None)
+    assert sqlite(tmp_path / "t", host_id=live, base_url="http://127.0.0.1:9001/").transact(
+        lambda m: set(m.entries)) == {"http://127.0.0.1:9001/"}
