@@ -307,8 +307,8 @@ def test_sigterm_to_the_master_announces_the_shutdown_once(cluster: dict[str, An
         host.process.wait(20)
         stopped.append(host)
         shutdowns = [line for line in host.log_lines()
-                     if line.startswith("flask_clustershazbot ") and line.endswith(" shut down")]
-        assert shutdowns == [f"flask_clustershazbot {host.process.pid} shut down"], name
+                     if line.startswith("flask_clustershazbot.engine ") and line.endswith(" shut down")]
+        assert shutdowns == [f"flask_clustershazbot.engine {host.process.pid} shut down"], name
     # Once: every peer saw every host leave exactly once, whichever worker took the news.
     assert {key: hosts[key[0]].signals()[key[1]] for key in left_expected} == left_expected
     for host in hosts.values():
