@@ -15,7 +15,7 @@ from typing import Any
 from .config import load_settings
 from .engine import Engine
 from .errors import NotStarted
-from .gunicorn import make_engine
+from .factory import make_engine
 
 _engine: Engine | None = None
 _lock = threading.Lock()

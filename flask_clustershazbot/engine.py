@@ -21,12 +21,11 @@ from typing import Any, TypeVar
 from .config import Settings, mask
 from .errors import NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
-from .metrics import Stats, track
 from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
 from .records import ServerList, parse_control
-from .scheduling import BackgroundJobs, Scheduler
+from .scheduling import Scheduler
+from .stats import Stats
 from .store import MemoryStore, Store
-from .transport import Transport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,9 +92,10 @@ class Engine:
         self,
         settings: Settings,
         *,
+        transport: Any,
+        scheduler: Scheduler,
         store: Store | None = None,
-        transport: Any = None,
-        scheduler: Scheduler | None = None,
+        stats: Stats | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -122,9 +122,9 @@ class Engine:
             Membership(settings.base_url, settings.monitor, clock(), monotonic())
         )
         #: Counters for operators (see metrics.py); the transport adds its byte counts.
-        self.stats = Stats()
-        self.transport = transport or Transport(settings, self.stats)
-        self.scheduler: Scheduler = scheduler or BackgroundJobs()
+        self.stats = stats or Stats()
+        self.transport = transport
+        self.scheduler = scheduler
         self.listener = listener
         #: SHAZBOT_ALLOWED_PEERS, applied to every record before it is merged.
         self.peer_policy = PeerPolicy(settings.allowed_peers, settings.base_url)
@@ -152,7 +152,6 @@ class Engine:
         self.last_master_sync: int | None = None
         #: Called whenever this process (re)creates its schedules (singleton jobs arm here).
         self.schedule_hooks: list[Callable[[], None]] = []
-        track(self)
 
     # -- state helpers -----------------------------------------------------
 
@@ -413,7 +412,7 @@ class Engine:
         self._lifecycle = threading.RLock()
         self._in_flight_lock = threading.Lock()
         self._in_flight = 0
-        self.stats._lock = threading.Lock()
+        self.stats.reset_after_fork()
         self.store.reset_after_fork()
         if hasattr(self.transport, "reset_after_fork"):
             self.transport.reset_after_fork()

@@ -17,7 +17,7 @@ from .config import load_settings
 from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import ConfigError
-from .gunicorn import make_engine
+from .factory import make_engine
 from .health import register_happy, register_healthcheck
 from .lifecycle import exit_on_sigterm, loaded_by_flask_command
 from .membership import Changes

@@ -1,8 +1,8 @@
 """Counters of one node, and their optional Prometheus export.
 
-Every engine keeps plain :class:`Stats` (no dependency). When ``prometheus_client``
-is installed, :func:`register` exports the stats of every live engine of the
-process through one collector, labelled ``node=<base URL>``; the extension
+Every engine keeps plain :class:`~flask_clustershazbot.stats.Stats`. When
+``prometheus_client`` is installed, :func:`register` exports the stats of every engine
+that the factory (factory.py) made and that is still alive, through one collector, labelled ``node=<base URL>``; the extension
 registers it in the default registry, so that an app that already serves
 ``/metrics`` (``prometheus_client.make_wsgi_app()``, prometheus-flask-exporter)
 shows them with no further code. Metrics:
@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,36 +32,6 @@ if TYPE_CHECKING:
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _registered: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
-
-
-@dataclass
-class Stats:
-    """Counters since the engine was created. Increments are thread-safe."""
-
-    rounds: int = 0
-    gossip_failures: int = 0
-    master_list_failures: int = 0
-    #: Self-checks whose base URL did not lead back to this node.
-    self_check_failures: int = 0
-    #: Times another process turned out to serve this node's base URL while it acted as the node.
-    identity_conflicts: int = 0
-    merges: int = 0
-    merge_seconds: float = 0.0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    #: Records of new members refused, and offline records evicted, by the member cap.
-    members_refused: int = 0
-    members_evicted: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **amounts: float) -> None:
-        with self._lock:
-            for name, amount in amounts.items():
-                setattr(self, name, getattr(self, name) + amount)
-
-    def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
 
 def track(engine: Engine) -> None:

@@ -23,8 +23,8 @@ from . import _json
 from .config import Settings, is_file_location, mask
 from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH
 from .errors import BadMessage, ShazbotError, TooLarge
-from .metrics import Stats
 from .records import ServerList
+from .stats import Stats
 
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
