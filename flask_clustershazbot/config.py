@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 from .peers import parse_allowed_peers
@@ -150,15 +151,42 @@ def _shown(value: Any) -> str:
 
 def _location(key: str, value: Any) -> str:
     location = _str(key, value)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location) and not location.startswith(
-        ("http://", "https://", "file://")
-    ):  # e.g. ftp:// would otherwise be taken for a relative path
-        raise ConfigError(f"{key} must be an http(s):// or file:// URL or a path, got {_shown(value)}")
-    if not is_file_location(location):
+    scheme = location.partition("://")[0].lower() if "://" in location else ""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location) and scheme not in _SCHEMES:
+        # e.g. ftp:// would otherwise be taken for a relative path
+        raise ConfigError(
+            f"{key} must be a path or a file://, http(s)://, s3://, redis(s):// or dns:// URL, "
+            f"got {_shown(value)}"
+        )
+    if scheme in ("http", "https"):
         parts = base_url_problem(location)
         if parts:
             raise ConfigError(f"{key} {parts}, got {_shown(value)}")
+    elif scheme in _SCHEMES and scheme != "file":
+        problem = _SCHEMES[scheme](urlsplit(location))
+        if problem:
+            raise ConfigError(f"{key} {problem}, got {_shown(value)}")
     return location
+
+
+def _port_problem(parts: SplitResult) -> str | None:
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return "has an invalid port"
+    return None
+
+
+#: The master-list URL schemes (masterlist.py) and what each needs (see docs/masterlist.md).
+_SCHEMES: dict[str, Callable[[SplitResult], str | None]] = {
+    "file": lambda parts: None,
+    "http": lambda parts: None,
+    "https": lambda parts: None,
+    "s3": lambda p: None if p.netloc and p.path.strip("/") else "must be s3://bucket/key",
+    "redis": lambda p: _port_problem(p) or (None if p.hostname else "must name a host"),
+    "rediss": lambda p: _port_problem(p) or (None if p.hostname else "must name a host"),
+    "dns": lambda p: _port_problem(p) or (None if p.hostname else "must be dns://name[:port]"),
+}
 
 
 def _path_or_off(key: str, value: Any) -> str | None:

@@ -7,22 +7,23 @@ engine treats both as a failed exchange that changes nothing.
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from . import _json
-from .config import Settings, is_file_location
+from .config import Settings
 from .errors import BadMessage, ShazbotError, TooLarge
 from .metrics import Stats
 from .records import ServerList
+
+if TYPE_CHECKING:
+    from .masterlist import MasterList
 
 GOSSIP_PATH = "clustershazbot/gossip"
 #: Most parallel requests of one bootstrap or shutdown announcement.
@@ -82,10 +83,13 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
+        for master in set(self._master or ()):
+            master.close()
 
     def reset_after_fork(self) -> None:
         """Pooled connections are shared with the parent after fork: start afresh."""
         self.__init__(self.settings, self.stats)  # type: ignore[misc]
+        self._master = None  # a Redis pool is shared with the parent too
 
     def _read(self, response: requests.Response, what: str) -> bytes:
         """The body of ``response``, bounded by ``max_body_bytes`` after decompression."""
@@ -162,55 +166,50 @@ class Transport:
 
     # -- master list -------------------------------------------------------
 
+    #: The master lists read and updated (masterlist.py), opened on first use.
+    _master: tuple[MasterList, MasterList] | None = None
+
+    def _master_lists(self) -> tuple[MasterList, MasterList]:
+        if self._master is None:
+            from .masterlist import open_master_list  # masterlist.py builds on this module
+
+            reader = open_master_list(self.settings, self)
+            # One object when both settings name one location (a file's update defaults to it);
+            # HTTP updates have their own setting, named in their errors.
+            update = self.settings.master_list_update
+            same = update == self.settings.master_list and not update.startswith("http")
+            writer = reader if same else open_master_list(self.settings, self, update=True)
+            self._master = (reader, writer)
+        return self._master
+
     def read_master_list(self) -> ServerList:
-        location = self.settings.master_list
-        if is_file_location(location):
-            path = file_path(location)
-            try:
-                body = path.read_bytes()
-            except FileNotFoundError:
-                return ServerList()  # nobody has announced yet
-            except OSError as exc:
-                raise TransportError(f"master list file {path}: {exc.strerror}") from None
-            if len(body) > self.settings.max_body_bytes:
-                raise TooLarge(f"master list file {path} is larger than the body limit")
-        else:
-            body = self._request("GET", location, "master list", self.settings.master_list_timeout)
-        return ServerList.from_dict(decode_json(body, "the master list"))
+        return self._master_lists()[0].read()
 
     def write_master_list(self, servers: ServerList) -> None:
-        """Upload ``{"online": [...]}``: PUT over HTTP(S), or an atomic file replace."""
-        body = encode_json(servers.to_dict(include_offline=False))
-        location = self.settings.master_list_update
-        if not is_file_location(location):
-            self._request(
-                "PUT",
-                location,
-                "master list update",
-                self.settings.master_list_timeout,
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Authorization": self.settings.master_list_update_auth,
-                },
-            )
-            return
-        path = file_path(location)
+        """Merge ``servers`` (this node's view, offline included) into the stored list."""
+        self._master_lists()[1].publish(servers)
+
+    def master_request(
+        self, method: str, url: str, what: str, headers: dict[str, str], data: bytes = b""
+    ) -> tuple[int, str | None, bytes]:
+        """One master-list request: (status, ETag, body); 412 is returned, not raised.
+
+        ``what`` names the setting and the masked URL for error messages.
+        """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(body)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)  # readers see the old file or the new one, never half
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as exc:
-            raise TransportError(f"master list file {path}: {exc.strerror}") from None
+            response = self.session.request(
+                method, url, timeout=self.settings.master_list_timeout, stream=True,
+                headers=headers, data=data or None, allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
+        if response.status_code >= 400 and response.status_code != 412:
+            response.close()
+            raise TransportError(f"{what}: {method} answered HTTP {response.status_code}")
+        body = self._read(response, what)
+        if self.stats is not None:
+            self.stats.add(bytes_sent=len(data), bytes_received=len(body))
+        return response.status_code, response.headers.get("ETag"), body
 
 
 def _reason(exc: requests.RequestException) -> str:
