@@ -43,6 +43,8 @@ MAX_PUBLISH_ATTEMPTS = 100
 MAX_CONFLICT_PAUSE = 0.5
 #: Redis key of the member hash when the URL names none (``?key=``).
 DEFAULT_REDIS_KEY = "clustershazbot:members"
+#: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
+HINT_MARGIN_MS = 60_000
 #: URL query options shown in messages; any other query value may be a token.
 _SHOWN_OPTIONS = ("key", "scheme", "path", "resolver")
 
@@ -424,9 +426,10 @@ class DnsMasterList(_Location):
     """Read-only discovery: the A/AAAA records of a name (a Kubernetes headless service).
 
     ``dns://name:port?scheme=http&path=/&resolver=127.0.0.1:5353``: each address becomes
-    ``scheme://address:port/path``, an online record with ``lastUpdate`` 0 and
-    ``monitor`` false. Stamp 0 loses every merge against a real record, which is right
-    for a hint, yet it is online in a fresh table, which is what a bootstrap needs.
+    ``scheme://address:port/path``, an online record with ``monitor`` false, stamped as
+    old as a node still accepts (the merge ignores records older than the retention, so
+    0 would be dropped): a hint that loses every merge against a real record of that
+    member, yet is online in a fresh table, which is what a bootstrap needs.
     Without ``resolver`` the system resolver (``getaddrinfo``) answers; with it,
     dnspython (``pip install flask-clustershazbot[dns]``) asks that server.
     """
@@ -465,18 +468,20 @@ class DnsMasterList(_Location):
         for rdtype in ("A", "AAAA"):
             try:
                 found += [r.to_text() for r in resolver.resolve(self.name, rdtype)]
-            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-                continue
+            except dns.resolver.NoAnswer:
+                continue  # e.g. no AAAA records: the A records are the answer
             except dns.exception.DNSException as exc:
                 raise self.error(f"{rdtype} lookup failed ({type(exc).__name__})") from None
         return found
 
     def read(self) -> ServerList:
+        retention = int(self.settings.retention * 1000)
+        stamp = max(0, _now_ms() - retention + min(HINT_MARGIN_MS, retention // 2))
         servers: dict[str, GossipServer] = {}
         for address in self._addresses():
             host = f"[{address}]" if ":" in address else address
             url = f"{self.scheme}://{host}:{self.port}{self.path}"
-            servers[url] = GossipServer(url, False, 0)
+            servers[url] = GossipServer(url, False, stamp)
         return ServerList(online=tuple(servers.values()))
 
     def publish(self, view: ServerList) -> None:
