@@ -18,7 +18,14 @@ setup(
         "apscheduler>=3.11,<4",
         "blinker>=1.7",
     ],
-    extras_require={"orjson": ["orjson>=3.9"], "metrics": ["prometheus-client>=0.17"]},
+    extras_require={
+        "orjson": ["orjson>=3.9"],
+        "metrics": ["prometheus-client>=0.17"],
+        # Master lists (masterlist.py): s3://, redis://, dns://...?resolver=
+        "s3": ["boto3>=1.28"],
+        "redis": ["redis>=4.2"],
+        "dns": ["dnspython>=2.3"],
+    },
     entry_points={"console_scripts": ["clustershazbot=flask_clustershazbot.cli:main"]},
     classifiers=[
         "Framework :: Flask",

@@ -10,13 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, endpoint, footprint, merge, simulate, store
+from . import convergence, endpoint, footprint, masterlist, merge, simulate, store
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
     "store": (store.main, []),
     "endpoint": (endpoint.main, ["--sizes", "10,100,1000", "--seconds", "3"]),
     "convergence": (convergence.main, ["--sizes", "5,10"]),
+    "masterlist": (masterlist.main, ["--nodes", "100"]),
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
     # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
     "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120",

@@ -36,11 +36,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Conditional writes (HTTP with ETags, S3) retried after a conflict, at most this many
-#: times: each conflict means another node's write went through, so 100 nodes announcing
-#: at once need at most 100 attempts in the worst case, and about a tenth with the jitter.
+#: times: each conflict means another node's write went through, so N nodes announcing
+#: at once need at most N attempts, and far fewer with the growing random pauses.
 MAX_PUBLISH_ATTEMPTS = 100
-#: Longest random pause (s) between two attempts after a conflict.
-MAX_CONFLICT_PAUSE = 0.5
+#: Random pauses after a conflict grow from 0..20 ms, doubling, to 0..this many seconds:
+#: a hundred nodes announcing at once then spread their next attempts over seconds
+#: instead of all retrying together against a busy server.
+MAX_CONFLICT_PAUSE = 5.0
 #: Redis key of the member hash when the URL names none (``?key=``).
 DEFAULT_REDIS_KEY = "clustershazbot:members"
 #: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
@@ -162,7 +164,7 @@ def _publish_conditionally(
         if store(where.merged(stored, view), tag):
             return
         # Another node wrote first: a random pause spreads the next attempts out.
-        time.sleep(random.uniform(0, min(MAX_CONFLICT_PAUSE, 0.01 * 2**attempt)))
+        time.sleep(random.uniform(0, min(MAX_CONFLICT_PAUSE, 0.02 * 2**attempt)))
     raise where.error(f"gave up after {MAX_PUBLISH_ATTEMPTS} conflicting writes")
 
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import requests
@@ -33,13 +34,15 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
 
 class Subprocess:
     def __init__(self, args: list[str], ready: Any, what: str) -> None:
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        # Output goes to a file: a pipe nobody reads fills up (moto logs every request)
+        # and blocks the server in its logging lock.
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
         def up() -> bool:
             if self.process.poll() is not None:
-                raise AssertionError(f"{what} exited: {self.process.stderr.read()}")  # type: ignore[union-attr]
+                self.log.seek(0)
+                raise AssertionError(f"{what} exited: {self.log.read()[-2000:]}")
             try:
                 return bool(ready())
             except Exception:
@@ -59,8 +62,7 @@ class Subprocess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        self.log.close()
 
 
 class RedisServer(Subprocess):
