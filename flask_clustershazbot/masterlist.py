@@ -238,7 +238,12 @@ class FileMasterList(_Location):
 
 
 class HttpMasterList(_Location):
-    """GET the list; PUT it with ``If-Match`` when the server gives ETags (else last writer wins)."""
+    """GET the list; PUT it with ``If-Match`` when the server gives ETags (else last writer wins).
+
+    Publishing first GETs the update URL for the stored list and its ETag. A 404 there
+    (no list yet) makes the PUT carry ``If-None-Match: *``; a 403 or 405 (an update URL
+    that only takes PUTs, e.g. a presigned one) makes it unconditional, as before.
+    """
 
     def __init__(self, settings: Settings, setting: str, url: str, transport: Transport) -> None:
         super().__init__(settings, setting, url)
@@ -253,12 +258,20 @@ class HttpMasterList(_Location):
         auth = {"Authorization": self.settings.master_list_update_auth}
 
         def fetch() -> tuple[ServerList, str | None]:
-            _, etag, body = self.transport.master_request("GET", self.url, self.where, auth)
+            status, etag, body = self.transport.master_request(
+                "GET", self.url, self.where, auth, accept=(403, 404, 405)
+            )
+            if status == 404:
+                return ServerList(), "*"
+            if status >= 400:
+                return ServerList(), None
             return self.parse(body), etag
 
         def store(body: bytes, etag: str | None) -> bool:
             headers = {**auth, "Content-Type": "application/json"}
-            if etag is not None:
+            if etag == "*":
+                headers["If-None-Match"] = "*"
+            elif etag is not None:
                 headers["If-Match"] = etag
             status, _, _ = self.transport.master_request(
                 "PUT", self.url, self.where, headers, data=body

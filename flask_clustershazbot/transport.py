@@ -190,11 +190,16 @@ class Transport:
         self._master_lists()[1].publish(servers)
 
     def master_request(
-        self, method: str, url: str, what: str, headers: dict[str, str], data: bytes = b""
+        self,
+        method: str,
+        url: str,
+        what: str,
+        headers: dict[str, str],
+        data: bytes = b"",
+        accept: tuple[int, ...] = (412,),
     ) -> tuple[int, str | None, bytes]:
-        """One master-list request: (status, ETag, body); 412 is returned, not raised.
-
-        ``what`` names the setting and the masked URL for error messages.
+        """One master-list request: (status, ETag, body); the ``accept`` statuses from 400 on
+        are returned, every other one raised. ``what`` names the setting and masked URL.
         """
         try:
             response = self.session.request(
@@ -203,7 +208,7 @@ class Transport:
             )
         except requests.RequestException as exc:
             raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
-        if response.status_code >= 400 and response.status_code != 412:
+        if response.status_code >= 400 and response.status_code not in accept:
             response.close()
             raise TransportError(f"{what}: {method} answered HTTP {response.status_code}")
         body = self._read(response, what)

@@ -157,6 +157,7 @@ class MasterListServer:
                 return response
 
         @app.put("/master.json")
+        @app.put("/upload.json")  # an update URL that takes PUTs only (GET: 405)
         def put_list() -> Response:
             with self.lock:
                 failure = self.fail_with or self.fail_puts_with
@@ -174,6 +175,7 @@ class MasterListServer:
 
         self.server = Server(app).start()
         self.url = self.server.url + "master.json"
+        self.upload_url = self.server.url + "upload.json"
 
     def stop(self) -> None:
         self.server.stop()

@@ -127,6 +127,17 @@ def test_http_announcements_with_etags_are_all_listed() -> None:
         server.stop()
 
 
+def test_http_update_url_that_takes_only_puts_is_written_as_before(
+    master_server: MasterListServer,
+) -> None:
+    """A GET on the update URL answered 405 (a PUT-only or presigned URL): plain PUT."""
+    t = Transport(settings_for(0, master_server.url, master_list_update=master_server.upload_url,
+                               master_list_update_auth=MASTER_AUTH))
+    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    assert listed(t) == {member(0)}
+    assert master_server.puts == 1
+
+
 def test_s3_announcements_at_once_are_all_listed(s3_url: str) -> None:
     assert announce_at_once(lambda i: Transport(settings_for(i, s3_url))) == EVERYONE
 
