@@ -409,8 +409,8 @@ class RedisMasterList(_Location):
         offline: list[GossipServer] = []
         newest = _now_ms() + int(self.settings.max_clock_skew * 1000)
         for value in values:
-            data = decode_json(value, f"a record of {self.setting} {self.shown}")
             try:
+                data = decode_json(value, f"a record of {self.where}")
                 server = GossipServer.from_dict(data, f"{self.where} record")
             except BadMessage:
                 continue  # one foreign field must not hide every member
