@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, endpoint, footprint, lifecycle, merge, ownership, simulate, store
+from . import convergence, endpoint, footprint, lifecycle, masterlist, merge, ownership, simulate, store
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
@@ -18,6 +18,7 @@ QUICK = {
     "endpoint": (endpoint.main, ["--sizes", "10,100,1000", "--seconds", "3"]),
     "convergence": (convergence.main, ["--sizes", "5,10"]),
     "lifecycle": (lifecycle.main, ["--runs", "2", "--nodes", "3,5"]),
+    "masterlist": (masterlist.main, ["--nodes", "100"]),
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
     # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
     "ownership": (ownership.main, ["--sim-sizes", "100", "--keys", "200", "--step", "0.5"]),

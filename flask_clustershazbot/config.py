@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 from .peers import parse_allowed_peers
@@ -119,12 +119,9 @@ class Settings:
         rounds = 10 + 2 * math.ceil(math.log2(max(members, 2)))
         return self.gossip_interval * rounds
 
-    @property
-    def master_list_is_file(self) -> bool:
-        return is_file_location(self.master_list)
-
-
-def is_file_location(location: str) -> bool:
+def updated_in_place(location: str) -> bool:
+    """Every master list but an HTTP(S) one is updated where it is read (a file, S3, Redis;
+    DNS is read-only), so its update settings may be left out."""
     return not location.startswith(("http://", "https://"))
 
 
@@ -277,14 +274,20 @@ def _shown(value: Any) -> str:
 
 def _location(key: str, value: Any) -> str:
     location = _str(key, value)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location) and not location.startswith(
-        ("http://", "https://", "file://")
-    ):  # e.g. ftp:// would otherwise be taken for a relative path
-        raise ConfigError(f"{key} must be an http(s):// or file:// URL or a path, got {_shown(value)}")
-    if not is_file_location(location):
+    scheme = location.partition("://")[0].lower() if "://" in location else ""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location) and scheme not in _SCHEMES:
+        # e.g. ftp:// would otherwise be taken for a relative path
+        raise ConfigError(
+            f"{key} must be a path or a file://, http(s)://, s3://, redis(s):// or dns:// URL, "
+            f"got {_shown(value)}"
+        )
+    problem = None
+    if scheme in ("http", "https"):
         problem = url_problem(location)
-        if problem:
-            raise ConfigError(f"{key} {problem}, got {_shown(value)}")
+    elif scheme in _SCHEMES and scheme != "file":
+        problem = _SCHEMES[scheme](urlsplit(location))
+    if problem:
+        raise ConfigError(f"{key} {problem}, got {_shown(value)}")
     return location
 
 
@@ -322,6 +325,26 @@ def _check_tls(values: dict[str, Any]) -> None:
                 f"{which}: {cert!r} is not a PEM certificate with its unencrypted private key"
                 f"{' in ' + repr(key) if key else ''} ({exc.reason or exc})"
             ) from None
+
+
+def _port_problem(parts: SplitResult) -> str | None:
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return "has an invalid port"
+    return None
+
+
+#: The master-list URL schemes (masterlist.py) and what each needs (see docs/masterlist.md).
+_SCHEMES: dict[str, Callable[[SplitResult], str | None]] = {
+    "file": lambda parts: None,
+    "http": lambda parts: None,
+    "https": lambda parts: None,
+    "s3": lambda p: None if p.netloc and p.path.strip("/") else "must be s3://bucket/key",
+    "redis": lambda p: _port_problem(p) or (None if p.hostname else "must name a host"),
+    "rediss": lambda p: _port_problem(p) or (None if p.hostname else "must name a host"),
+    "dns": lambda p: _port_problem(p) or (None if p.hostname else "must be dns://name[:port]"),
+}
 
 
 def _path_or_off(key: str, value: Any) -> str | None:
@@ -369,7 +392,7 @@ _PARSERS: dict[str, _Parser] = {
 #: Secrets that take older values still accepted during a rotation (``accepted_*s``).
 _ROTATED = ("secret", "control_secret")
 #: Settings a file master list lets you leave out: the same file is updated.
-_FILE_OPTIONAL = {"master_list_update", "master_list_update_auth"}
+_IN_PLACE_OPTIONAL = {"master_list_update", "master_list_update_auth"}
 
 
 def config_key(name: str) -> str:
@@ -426,8 +449,8 @@ def load_settings(
         **{f.name: f.default for f in fields(Settings) if f.default is not MISSING},
         **(defaults or {}),
     }
-    file_list = isinstance(raw.get("master_list"), str) and is_file_location(raw["master_list"])
-    if file_list:
+    in_place = isinstance(raw.get("master_list"), str) and updated_in_place(raw["master_list"])
+    if in_place:
         raw.setdefault("master_list_update", raw["master_list"])
         raw.setdefault("master_list_update_auth", "")
 
@@ -436,10 +459,10 @@ def load_settings(
         key = config_key(name)
         if name not in raw or raw[name] is None:
             if name not in defaults:
-                hint = " (or use a file master list)" if name in _FILE_OPTIONAL else ""
+                hint = " (or use a file master list)" if name in _IN_PLACE_OPTIONAL else ""
                 raise ConfigError(f"{key} is required{hint}")
             values[name] = defaults[name]
-        elif name == "master_list_update_auth" and file_list and raw[name] == "":
+        elif name == "master_list_update_auth" and in_place and raw[name] == "":
             values[name] = ""
         else:
             values[name] = parse(key, raw[name])

@@ -518,7 +518,7 @@ class Engine:
 
     def _upload_master_list(self) -> bool:
         try:
-            self.transport.write_master_list(self.server_list(include_offline=False))
+            self.transport.write_master_list(self.server_list(include_offline=True))
         except Exception as exc:
             self.stats.add(master_list_failures=1)
             log.warning("master list update failed: %s", _why(exc))

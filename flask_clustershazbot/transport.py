@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from . import _json
-from .config import Settings, is_file_location, mask
+from .config import Settings, mask
 from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH
 from .errors import BadMessage, ShazbotError, TooLarge
 from .records import ServerList
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .masterlist import MasterList
 
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
@@ -111,10 +112,13 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
+        for master in set(self._master or ()):
+            master.close()
 
     def reset_after_fork(self) -> None:
         """Pooled connections are shared with the parent after fork: start afresh."""
         self.__init__(self.settings, self.stats)  # type: ignore[misc]
+        self._master = None  # a Redis pool is shared with the parent too
 
     def _read(self, response: requests.Response, what: str) -> bytes:
         """The body of ``response``, bounded by ``max_body_bytes`` after decompression."""
@@ -135,8 +139,8 @@ class Transport:
             response.close()
         return b"".join(chunks)
 
-    def _request(self, method: str, url: str, what: str, timeout: float, **kw: Any) -> bytes:
-        """One request; anything but a 2xx answer within ``max_body_bytes`` is a TransportError.
+    def _send(self, method: str, url: str, what: str, timeout: float, **kw: Any) -> requests.Response:
+        """One request, its body streamed; whatever fails below is a TransportError.
 
         Redirects are never followed, for any request: a 3xx is a failed exchange. A
         redirect could lead gossip (and its secret) to a host SHAZBOT_ALLOWED_PEERS
@@ -148,16 +152,26 @@ class Transport:
             )
         except Exception as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
             raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
-        if not 200 <= response.status_code < 300:
+        if 300 <= response.status_code < 400:
             response.close()
-            redirect = " (a redirect: not followed)" if 300 <= response.status_code < 400 else ""
-            raise TransportError(f"{what}: HTTP {response.status_code}{redirect}")
+            raise TransportError(f"{what}: HTTP {response.status_code} (a redirect: not followed)")
+        return response
+
+    def _body(self, response: requests.Response, what: str, sent: Any) -> bytes:
+        """The body of a response (bounded) and the bytes counted both ways."""
         body = self._read(response, what)
         if self.stats is not None:
-            data = kw.get("data")
-            sent = len(data) if isinstance(data, (bytes, bytearray)) else 0
-            self.stats.add(bytes_sent=sent, bytes_received=len(body))
+            size = len(sent) if isinstance(sent, (bytes, bytearray)) else 0
+            self.stats.add(bytes_sent=size, bytes_received=len(body))
         return body
+
+    def _request(self, method: str, url: str, what: str, timeout: float, **kw: Any) -> bytes:
+        """One request; anything but a 2xx answer within ``max_body_bytes`` is a TransportError."""
+        response = self._send(method, url, what, timeout, **kw)
+        if not 200 <= response.status_code < 300:
+            response.close()
+            raise TransportError(f"{what}: HTTP {response.status_code}")
+        return self._body(response, what, kw.get("data"))
 
     # -- gossip ------------------------------------------------------------
 
@@ -216,68 +230,53 @@ class Transport:
 
     def identify(self, base_url: str) -> str | None:
         """The instance token that answers at ``base_url`` (None: not a clustershazbot node)."""
-        try:
-            response = self.session.get(
-                base_url + LIST_PATH, timeout=self.settings.request_timeout, allow_redirects=False
-            )
-            response.close()
-        except requests.RequestException as exc:
-            raise TransportError(f"{base_url}: {type(exc).__name__}: {_reason(exc)}") from None
-        except Exception as exc:  # urllib3 and others raise beyond requests' own types
-            raise TransportError(f"{base_url}: {type(exc).__name__}") from None
+        response = self._send("GET", base_url + LIST_PATH, base_url, self.settings.request_timeout)
+        response.close()
         return response.headers.get(INSTANCE_HEADER)
 
     # -- master list -------------------------------------------------------
 
+    #: The master lists read and updated (masterlist.py), opened on first use.
+    _master: tuple[MasterList, MasterList] | None = None
+
+    def _master_lists(self) -> tuple[MasterList, MasterList]:
+        if self._master is None:
+            from .masterlist import open_master_list  # masterlist.py builds on this module
+
+            reader = open_master_list(self.settings, self)
+            # One object when both settings name one location (a file's update defaults to it);
+            # HTTP updates have their own setting, named in their errors.
+            update = self.settings.master_list_update
+            same = update == self.settings.master_list and not update.startswith("http")
+            writer = reader if same else open_master_list(self.settings, self, update=True)
+            self._master = (reader, writer)
+        return self._master
+
     def read_master_list(self) -> ServerList:
-        location = self.settings.master_list
-        if is_file_location(location):
-            path = file_path(location)
-            try:
-                body = path.read_bytes()
-            except FileNotFoundError:
-                return ServerList()  # nobody has announced yet
-            except OSError as exc:
-                raise TransportError(f"master list file {path}: {exc.strerror}") from None
-            if len(body) > self.settings.max_body_bytes:
-                raise TooLarge(f"master list file {path} is larger than the body limit")
-        else:
-            body = self._request("GET", location, "master list", self.settings.master_list_timeout)
-        return ServerList.from_dict(decode_json(body, "the master list"))
+        return self._master_lists()[0].read()
 
     def write_master_list(self, servers: ServerList) -> None:
-        """Upload ``{"online": [...]}``: PUT over HTTP(S), or an atomic file replace."""
-        body = encode_json(servers.to_dict(include_offline=False))
-        location = self.settings.master_list_update
-        if not is_file_location(location):
-            self._request(
-                "PUT",
-                location,
-                "master list update",
-                self.settings.master_list_timeout,
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Authorization": self.settings.master_list_update_auth,
-                },
-            )
-            return
-        path = file_path(location)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(body)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)  # readers see the old file or the new one, never half
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as exc:
-            raise TransportError(f"master list file {path}: {exc.strerror}") from None
+        """Merge ``servers`` (this node's view, offline included) into the stored list."""
+        self._master_lists()[1].publish(servers)
+
+    def master_request(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        headers: dict[str, str],
+        data: bytes = b"",
+        accept: tuple[int, ...] = (412,),
+    ) -> tuple[int, str | None, bytes]:
+        """One master-list request: (status, ETag, body); the ``accept`` statuses from 400 on
+        are returned, every other one raised. ``what`` names the setting and masked URL.
+        """
+        response = self._send(method, url, what, self.settings.master_list_timeout,
+                              headers=headers, data=data or None)
+        if response.status_code >= 400 and response.status_code not in accept:
+            response.close()
+            raise TransportError(f"{what}: {method} answered HTTP {response.status_code}")
+        return response.status_code, response.headers.get("ETag"), self._body(response, what, data)
 
 
 def _reason(exc: BaseException) -> str:

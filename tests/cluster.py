@@ -49,14 +49,14 @@ class QuietHandler(WSGIRequestHandler):
 class Server:
     """A threaded werkzeug server in a background thread."""
 
-    def __init__(self, app: Any = None, port: int = 0) -> None:
+    def __init__(self, app: Any = None, port: int = 0, host: str = "127.0.0.1") -> None:
         self.dispatch = Dispatch()
         self.dispatch.app = app
         self.server: BaseWSGIServer = make_server(
-            "127.0.0.1", port, self.dispatch, threaded=True, request_handler=QuietHandler
+            host, port, self.dispatch, threaded=True, request_handler=QuietHandler
         )
         self.port = self.server.port
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = f"http://{host}:{self.port}/"
         # A short poll interval: shutdown() waits up to one interval, for every node of every test.
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -75,9 +75,12 @@ class Server:
 class Node:
     """One cluster member in this process."""
 
-    def __init__(self, config: dict[str, Any], port: int = 0, base_url: str | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], port: int = 0, base_url: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         """``base_url``: the node's identity when it differs from its own address (a proxy's)."""
-        self.server = Server(port=port)
+        self.server = Server(port=port, host=host)
         self.port = self.server.port
         self.base_url = base_url or self.server.url
         self.app = Flask(f"node{self.port}")
@@ -122,10 +125,17 @@ class Node:
 
 
 class MasterListServer:
-    """A real HTTP master-list server: GET returns the list, PUT (with auth) replaces it."""
+    """A real HTTP master-list server: GET returns the list, PUT (with auth) replaces it.
 
-    def __init__(self, auth: str = MASTER_AUTH) -> None:
+    With ``etags``, GET gives an ``ETag`` and a PUT whose ``If-Match`` names another
+    version is refused with 412, as object stores and WebDAV servers do.
+    """
+
+    def __init__(self, auth: str = MASTER_AUTH, etags: bool = False) -> None:
         self.body = b'{"online": []}'
+        self.version = 0  # the ETag is '"<version>"'
+        self.etags = etags
+        self.conflicts = 0  # PUTs refused with 412
         self.puts = 0
         self.rejected_puts = 0
         self.gets = 0
@@ -140,21 +150,31 @@ class MasterListServer:
                 self.gets += 1
                 if self.fail_with:
                     return Response("failing on purpose", self.fail_with)
-                return Response(self.body, mimetype="application/json")
+                response = Response(self.body, mimetype="application/json")
+                if self.etags:
+                    response.headers["ETag"] = f'"{self.version}"'
+                return response
 
         @app.put("/master.json")
+        @app.put("/upload.json")  # an update URL that takes PUTs only (GET: 405)
         def put_list() -> Response:
             with self.lock:
                 failure = self.fail_with or self.fail_puts_with
                 if request.headers.get("Authorization") != auth or failure:
                     self.rejected_puts += 1
                     return Response("no", failure or 401)
+                expected = request.headers.get("If-Match")
+                if self.etags and expected is not None and expected != f'"{self.version}"':
+                    self.conflicts += 1
+                    return Response("changed since you read it", 412)
                 self.body = request.get_data()
+                self.version += 1
                 self.puts += 1
                 return Response("{}", mimetype="application/json")
 
         self.server = Server(app).start()
         self.url = self.server.url + "master.json"
+        self.upload_url = self.server.url + "upload.json"
 
     def stop(self) -> None:
         self.server.stop()

@@ -113,7 +113,6 @@ def test_an_empty_required_setting_is_named(key: str) -> None:
 def test_a_file_master_list_makes_update_and_auth_optional(location: str) -> None:
     config = {k: v for k, v in HTTP_REQUIRED.items() if "UPDATE" not in k}
     settings = load({**config, "SHAZBOT_MASTER_LIST": location})
-    assert settings.master_list_is_file
     assert settings.master_list_update == location
     assert settings.master_list_update_auth == ""
 

@@ -299,7 +299,8 @@ def test_rejected_master_list_upload_is_logged_and_retried(
     a = make_node(base=settings)
     wait_until(lambda: master_server.rejected_puts >= 3, what="the upload retried on later announcements")
     lines = [r.getMessage() for r in caplog.records]
-    assert any(f"master list update failed: master list update: HTTP {failure}" in line for line in lines)
+    expected = f"SHAZBOT_MASTER_LIST_UPDATE {master_server.url}: PUT answered HTTP {failure}"
+    assert any(expected in line for line in lines)
     assert not any("wrong-token" in line for line in lines)
     assert master_server.puts == 0
     if failure == "500":

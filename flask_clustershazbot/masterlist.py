@@ -1,0 +1,523 @@
+"""Master lists: where a node finds the cluster at start and announces itself.
+
+One :class:`MasterList` per kind of location, chosen by the URL scheme of
+``SHAZBOT_MASTER_LIST`` (see :func:`open_master_list` and docs/masterlist.md):
+a path or ``file://`` URL, ``http(s)://``, ``s3://bucket/key``, ``redis://host:port/db``
+and ``dns://name:port`` (read-only discovery).
+
+Publishing merges this node's view into the stored list by the protocol's merge rule,
+so announcements made at the same moment never drop each other's entries: the file
+backend under a lock, HTTP (with ETags) and S3 with conditional writes retried on
+conflict, Redis with one hash field per member written by a server-side script.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .config import Settings, config_key
+from .errors import BadMessage, ShazbotError, TooLarge
+from .membership import _rank
+from .records import GossipServer, ServerList
+from .transport import TransportError, decode_json, encode_json, file_path
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+#: Conditional writes (HTTP with ETags, S3) retried after a conflict, at most this many
+#: times: each conflict means another node's write went through, so N nodes announcing
+#: at once need at most N attempts, and far fewer with the growing random pauses.
+MAX_PUBLISH_ATTEMPTS = 100
+#: Random pauses after a conflict grow from 0..20 ms, doubling, to 0..this many seconds:
+#: a hundred nodes announcing at once then spread their next attempts over seconds
+#: instead of all retrying together against a busy server.
+MAX_CONFLICT_PAUSE = 5.0
+#: Redis key of the member hash when the URL names none (``?key=``).
+DEFAULT_REDIS_KEY = "clustershazbot:members"
+#: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
+HINT_MARGIN_MS = 60_000
+#: URL query options shown in messages; any other query value may be a token.
+_SHOWN_OPTIONS = ("key", "scheme", "path", "resolver")
+
+
+class MasterList(Protocol):
+    """The shared list of members that new nodes bootstrap from."""
+
+    def read(self) -> ServerList:
+        """The stored list; an empty one if nothing was published yet."""
+        ...
+
+    def publish(self, view: ServerList) -> None:
+        """Merge this node's view (online and offline records) into the stored list.
+
+        Records stored by others at the same moment are kept: the merge rule decides
+        per member (newer ``lastUpdate`` wins; on equal stamps offline wins).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def masked(location: str) -> str:
+    """``location`` without credentials or tokens, for logs and errors."""
+    parts = urlsplit(location)
+    if not parts.scheme or len(parts.scheme) == 1:  # a path (or a Windows drive letter)
+        return location
+    netloc = parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = "&".join(  # only the options this module reads are shown: signatures are not
+        f"{k}={v if k in _SHOWN_OPTIONS else '***'}"
+        for k, vs in parse_qs(parts.query, keep_blank_values=True).items()
+        for v in vs
+    )
+    return parts._replace(netloc=netloc, query=query, fragment="").geturl()
+
+
+def merge_stored(
+    stored: ServerList, view: ServerList, now_ms: int, settings: Settings
+) -> ServerList:
+    """The online records of ``stored`` merged with ``view``, as they are to be stored.
+
+    Per member the record of highest merge rank wins (records ended offline are dropped),
+    then online records older than the retention or stamped beyond the clock skew are
+    dropped: nobody else removes a crashed node's entry when no live node saw it go
+    (its last heartbeat then ages out after ``SHAZBOT_RETENTION``).
+    """
+    best: dict[str, tuple[GossipServer, bool]] = {}
+    for servers, online in (
+        (stored.online, True),
+        (stored.offline, False),
+        (view.online, True),
+        (view.offline, False),
+    ):
+        for server in servers:
+            old = best.get(server.base_url)
+            if old is None or _rank(server, online) > _rank(*old):
+                best[server.base_url] = (server, online)
+    oldest = now_ms - int(settings.retention * 1000)
+    newest = now_ms + int(settings.max_clock_skew * 1000)
+    return ServerList(
+        online=tuple(s for s, on in best.values() if on and oldest <= s.last_update <= newest)
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Location:
+    """Shared parts: the setting it came from, the masked location, parsing the stored JSON."""
+
+    def __init__(self, settings: Settings, setting: str, location: str) -> None:
+        self.settings = settings
+        self.setting = setting
+        self.shown = masked(location)
+        self.where = f"{setting} {self.shown}"
+
+    def error(self, problem: str) -> TransportError:
+        return TransportError(f"{self.where}: {problem}")
+
+    def parse(self, body: bytes) -> ServerList:
+        if len(body) > self.settings.max_body_bytes:
+            raise TooLarge(f"{self.where} is larger than the body limit")
+        try:
+            data = decode_json(body, "the master list")
+            return ServerList.from_dict(data)
+        except BadMessage as exc:
+            raise BadMessage(
+                f"{self.where}: {exc} (expected {{\"online\": [...]}})"
+            ) from None
+
+    def merged(self, stored: ServerList, view: ServerList) -> bytes:
+        return encode_json(merge_stored(stored, view, _now_ms(), self.settings).to_dict(False))
+
+    def close(self) -> None:
+        pass
+
+
+def _publish_conditionally(
+    where: _Location,
+    fetch: Callable[[], tuple[ServerList, str | None]],
+    store: Callable[[bytes, str | None], bool],
+    view: ServerList,
+) -> None:
+    """Read (with a version tag), merge, write if still that version; retry on conflict.
+
+    ``store`` returns False when the stored list changed since ``fetch`` (HTTP 412).
+    """
+    for attempt in range(MAX_PUBLISH_ATTEMPTS):
+        stored, tag = fetch()
+        if store(where.merged(stored, view), tag):
+            return
+        # Another node wrote first: a random pause spreads the next attempts out.
+        time.sleep(random.uniform(0, min(MAX_CONFLICT_PAUSE, 0.02 * 2**attempt)))
+    raise where.error(f"gave up after {MAX_PUBLISH_ATTEMPTS} conflicting writes")
+
+
+class FileMasterList(_Location):
+    """A JSON file, updated read-merge-write under ``flock`` on a sibling ``.lock`` file."""
+
+    def __init__(self, settings: Settings, setting: str, location: str) -> None:
+        super().__init__(settings, setting, location)
+        self.path = file_path(location)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._told_alone = False
+
+    def _check_directory(self) -> None:
+        # A typo'd path must not become a new directory tree and an island node.
+        if not self.path.parent.is_dir():
+            raise self.error(f"directory {self.path.parent} does not exist")
+
+    def _load(self) -> ServerList | None:
+        try:
+            body = self.path.read_bytes()
+        except FileNotFoundError:
+            self._check_directory()
+            return None
+        except OSError as exc:
+            raise self.error(str(exc.strerror)) from None
+        return self.parse(body)
+
+    def read(self) -> ServerList:
+        stored = self._load()
+        if stored is None:
+            if not self._told_alone:
+                self._told_alone = True
+                log.info("%s %s does not exist yet: this node starts alone and will create "
+                         "it when it announces itself", self.setting, self.shown)
+            return ServerList()
+        return stored
+
+    def publish(self, view: ServerList) -> None:
+        self._check_directory()
+        try:
+            with open(self.lock_path, "a") as lock:
+                self._lock(lock.fileno())
+                body = self.merged(self._load() or ServerList(), view)
+                self._replace(body)  # the lock is released when the file closes
+        except OSError as exc:
+            raise self.error(str(exc.strerror)) from None
+
+    def _lock(self, fd: int) -> None:
+        deadline = time.monotonic() + self.settings.master_list_timeout
+        while True:  # polled, so that a stuck holder costs one timeout, not a hung thread
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise self.error(f"{self.lock_path} stayed locked by another writer") from None
+                time.sleep(0.005)
+
+    def _replace(self, body: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)  # readers see the old file or the new one, never half
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+class HttpMasterList(_Location):
+    """GET the list; PUT it with ``If-Match`` when the server gives ETags (else last writer wins).
+
+    Publishing first GETs the update URL for the stored list and its ETag. A 404 there
+    (no list yet) makes the PUT carry ``If-None-Match: *``; a 403 or 405 (an update URL
+    that only takes PUTs, e.g. a presigned one) makes it unconditional, as before.
+    """
+
+    def __init__(self, settings: Settings, setting: str, url: str, transport: Transport) -> None:
+        super().__init__(settings, setting, url)
+        self.url = url
+        self.transport = transport
+
+    def read(self) -> ServerList:
+        _, _, body = self.transport.master_request("GET", self.url, self.where, {})
+        return self.parse(body)
+
+    def publish(self, view: ServerList) -> None:
+        auth = {"Authorization": self.settings.master_list_update_auth}
+
+        def fetch() -> tuple[ServerList, str | None]:
+            status, etag, body = self.transport.master_request(
+                "GET", self.url, self.where, auth, accept=(403, 404, 405)
+            )
+            if status == 404:
+                return ServerList(), "*"
+            if status >= 400:
+                return ServerList(), None
+            return self.parse(body), etag
+
+        def store(body: bytes, etag: str | None) -> bool:
+            headers = {**auth, "Content-Type": "application/json"}
+            if etag == "*":
+                headers["If-None-Match"] = "*"
+            elif etag is not None:
+                headers["If-Match"] = etag
+            status, _, _ = self.transport.master_request(
+                "PUT", self.url, self.where, headers, data=body
+            )
+            return status != 412
+
+        _publish_conditionally(self, fetch, store, view)
+
+
+class S3MasterList(_Location):
+    """``s3://bucket/key`` through boto3: conditional ``put_object`` (``IfMatch``/``IfNoneMatch``).
+
+    Credentials, region and endpoint come from boto3's usual chain (environment,
+    ``~/.aws``, instance roles; ``AWS_ENDPOINT_URL`` for S3-compatible servers).
+    """
+
+    def __init__(self, settings: Settings, setting: str, location: str) -> None:
+        super().__init__(settings, setting, location)
+        parts = urlsplit(location)
+        self.bucket, self.key = parts.netloc, unquote(parts.path.lstrip("/"))
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise self.error("needs boto3: pip install flask-clustershazbot[s3]") from None
+        timeout = settings.master_list_timeout
+        self.client: Any = boto3.session.Session().client(
+            "s3",
+            config=Config(connect_timeout=timeout, read_timeout=timeout,
+                          retries={"max_attempts": 2, "mode": "standard"}),
+        )
+
+    def _call(self, name: str, **kw: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, name)(Bucket=self.bucket, Key=self.key, **kw)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "PreconditionFailed", "412",
+                        "ConditionalRequestConflict", "409"):
+                return code  # handled by the caller: nothing stored yet, or a conflict
+            raise self.error(f"{name} failed: {code or 'ClientError'}") from None
+        except BotoCoreError as exc:
+            raise self.error(f"{name} failed: {type(exc).__name__}") from None
+
+    def _fetch(self) -> tuple[ServerList, str | None]:
+        reply = self._call("get_object")
+        if isinstance(reply, str):
+            return ServerList(), None
+        if reply.get("ContentLength", 0) > self.settings.max_body_bytes:
+            raise TooLarge(f"{self.where} is larger than the body limit")
+        try:
+            body = reply["Body"].read()
+        except Exception as exc:  # botocore's stream errors are not one class
+            raise self.error(f"get_object failed: {type(exc).__name__}") from None
+        return self.parse(body), str(reply["ETag"])
+
+    def read(self) -> ServerList:
+        return self._fetch()[0]
+
+    def publish(self, view: ServerList) -> None:
+        def store(body: bytes, etag: str | None) -> bool:
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            reply = self._call("put_object", Body=body, ContentType="application/json",
+                               **condition)
+            return not isinstance(reply, str)
+
+        _publish_conditionally(self, self._fetch, store, view)
+
+
+#: Keeps, per member, the record of highest merge rank (lastUpdate, offline, monitor), then
+#: drops records older than the retention. KEYS[1]: the hash; ARGV: oldest stamp kept,
+#: key lifetime (ms), then per record: baseUrl, lastUpdate, offline (0/1), monitor (0/1), JSON.
+_REDIS_PUBLISH = """
+local function rank(v)
+  local r = cjson.decode(v)
+  return r.lastUpdate, (r.online and 0 or 1), (r.monitor and 1 or 0)
+end
+for i = 3, #ARGV, 5 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  local stamp, offline, monitor = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
+    tonumber(ARGV[i + 3])
+  local replace = not old
+  if old then
+    local s, o, m = rank(old)
+    replace = stamp > s or (stamp == s and (offline > o or (offline == o and monitor > m)))
+  end
+  if replace then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 4]) end
+end
+local oldest = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if rank(all[i + 1]) < oldest then redis.call('HDEL', KEYS[1], all[i]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+"""
+
+
+class RedisMasterList(_Location):
+    """A Redis hash: one field per member, value ``{baseUrl, monitor, lastUpdate, online}``.
+
+    Each publish runs one script that keeps, per member, the newer record by the merge
+    rule, so concurrent announcements cannot overwrite each other; offline records stay
+    as tombstones, and records older than the retention are deleted.
+    """
+
+    def __init__(self, settings: Settings, setting: str, location: str) -> None:
+        super().__init__(settings, setting, location)
+        parts = urlsplit(location)
+        query = parse_qs(parts.query)
+        self.key = query.pop("key", [DEFAULT_REDIS_KEY])[0]
+        try:
+            import redis
+        except ImportError:
+            raise self.error("needs redis-py: pip install flask-clustershazbot[redis]") from None
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        url = parts._replace(query="&".join(f"{k}={v[0]}" for k, v in query.items())).geturl()
+        timeout = settings.master_list_timeout
+        try:
+            self.client: Any = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        except ValueError as exc:
+            raise self.error(f"not a valid Redis URL ({exc})") from None
+        self.script = self.client.register_script(_REDIS_PUBLISH)
+
+    def read(self) -> ServerList:
+        try:
+            values = self.client.hvals(self.key)
+        except self._errors as exc:
+            raise self.error(f"HVALS failed: {type(exc).__name__}") from None
+        online: list[GossipServer] = []
+        offline: list[GossipServer] = []
+        newest = _now_ms() + int(self.settings.max_clock_skew * 1000)
+        for value in values:
+            try:
+                data = decode_json(value, f"a record of {self.where}")
+                server = GossipServer.from_dict(data, f"{self.where} record")
+            except BadMessage:
+                continue  # one foreign field must not hide every member
+            if server.last_update <= newest:
+                (online if data.get("online") is True else offline).append(server)
+        return ServerList(tuple(online), tuple(offline))
+
+    def publish(self, view: ServerList) -> None:
+        args: list[Any] = [
+            _now_ms() - int(self.settings.retention * 1000),
+            int(self.settings.retention * 1000),
+        ]
+        for servers, online in ((view.online, True), (view.offline, False)):
+            for s in servers:
+                record = {**s.to_dict(), "online": online}
+                args += [s.base_url, s.last_update, int(not online), int(s.monitor),
+                         encode_json(record)]
+        try:
+            self.script(keys=[self.key], args=args)
+        except self._errors as exc:
+            raise self.error(f"publish script failed: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class DnsMasterList(_Location):
+    """Read-only discovery: the A/AAAA records of a name (a Kubernetes headless service).
+
+    ``dns://name:port?scheme=http&path=/&resolver=127.0.0.1:5353``: each address becomes
+    ``scheme://address:port/path``, an online record with ``monitor`` false, stamped as
+    old as a node still accepts (the merge ignores records older than the retention, so
+    0 would be dropped): a hint that loses every merge against a real record of that
+    member, yet is online in a fresh table, which is what a bootstrap needs.
+    Without ``resolver`` the system resolver (``getaddrinfo``) answers; with it,
+    dnspython (``pip install flask-clustershazbot[dns]``) asks that server.
+    """
+
+    def __init__(self, settings: Settings, setting: str, location: str) -> None:
+        super().__init__(settings, setting, location)
+        parts = urlsplit(location)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.name = parts.hostname or ""
+        self.scheme = query.get("scheme", "http")
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.path = "/" + query.get("path", "/").strip("/")
+        self.path += "" if self.path == "/" else "/"
+        self.resolver = query.get("resolver")
+
+    def _addresses(self) -> list[str]:
+        if self.resolver is None:
+            try:
+                infos = socket.getaddrinfo(self.name, self.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise self.error(f"lookup failed ({exc.strerror or exc})") from None
+            return [str(info[4][0]) for info in infos]
+        try:
+            import dns.exception
+            import dns.resolver
+        except ImportError:
+            raise self.error("resolver= needs dnspython: pip install "
+                             "flask-clustershazbot[dns]") from None
+        host, _, port = self.resolver.rpartition(":") if ":" in self.resolver else (
+            self.resolver, "", "53")
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host.strip("[]")]
+        resolver.port = int(port)
+        resolver.lifetime = self.settings.master_list_timeout
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                found += [r.to_text() for r in resolver.resolve(self.name, rdtype)]
+            except dns.resolver.NoAnswer:
+                continue  # e.g. no AAAA records: the A records are the answer
+            except dns.exception.DNSException as exc:
+                raise self.error(f"{rdtype} lookup failed ({type(exc).__name__})") from None
+        return found
+
+    def read(self) -> ServerList:
+        retention = int(self.settings.retention * 1000)
+        stamp = max(0, _now_ms() - retention + min(HINT_MARGIN_MS, retention // 2))
+        servers: dict[str, GossipServer] = {}
+        for address in self._addresses():
+            host = f"[{address}]" if ":" in address else address
+            url = f"{self.scheme}://{host}:{self.port}{self.path}"
+            servers[url] = GossipServer(url, False, stamp)
+        return ServerList(online=tuple(servers.values()))
+
+    def publish(self, view: ServerList) -> None:
+        log.debug("%s %s is read-only discovery: nothing to announce", self.setting, self.shown)
+
+
+def open_master_list(
+    settings: Settings, transport: Transport, update: bool = False
+) -> MasterList:
+    """The master list at ``SHAZBOT_MASTER_LIST`` (``update``: ``SHAZBOT_MASTER_LIST_UPDATE``)."""
+    location = settings.master_list_update if update else settings.master_list
+    setting = config_key("master_list_update" if update else "master_list")
+    scheme = urlsplit(location).scheme.lower()
+    if scheme in ("", "file") or len(scheme) == 1:  # a path, file:// or a drive letter
+        return FileMasterList(settings, setting, location)
+    if scheme in ("http", "https"):
+        return HttpMasterList(settings, setting, location, transport)
+    if scheme == "s3":
+        return S3MasterList(settings, setting, location)
+    if scheme in ("redis", "rediss"):
+        return RedisMasterList(settings, setting, location)
+    if scheme == "dns":
+        return DnsMasterList(settings, setting, location)
+    raise ShazbotError(f"{setting}: unsupported location {masked(location)}")

@@ -1,0 +1,390 @@
+"""Issue 13 and the cold-start parts of issue 9: master lists in a file, over HTTP (with
+ETags), in S3 (moto's server), in Redis (redis-server) and from DNS (dnslib's server).
+
+Every backend runs as a real server on 127.0.0.1 started here; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backends import REDIS_SERVER, DnsServer, RedisServer, S3Server, free_port
+from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, wait_until
+
+from flask_clustershazbot.config import Settings, load_settings
+from flask_clustershazbot.errors import ConfigError, ShazbotError
+from flask_clustershazbot.records import GossipServer, ServerList
+from flask_clustershazbot.transport import Transport
+
+ANNOUNCERS = 20
+
+
+def member(i: int) -> str:
+    """A loopback base URL nobody listens on: records only, never contacted here."""
+    return f"http://127.0.3.{i + 1}:9/"
+
+
+def settings_for(i: int, master: str, **kw: Any) -> Settings:
+    return load_settings(options={"secret": SECRET, "control_secret": CONTROL,
+                                  "base_url": member(i), "master_list": master,
+                                  "master_list_timeout": 10, **kw})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def listed(transport: Transport) -> set[str]:
+    return {s.base_url for s in transport.read_master_list().online}
+
+
+def announce_at_once(make: Callable[[int], Transport], count: int = ANNOUNCERS) -> set[str]:
+    """``count`` nodes (one Transport each) publish their own record at the same moment."""
+    transports = [make(i) for i in range(count)]
+    start = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def announce(i: int) -> None:
+        start.wait(30)
+        record = GossipServer(member(i), False, now_ms())
+        try:
+            transports[i].write_master_list(ServerList(online=(record,)))
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=announce, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "an announcement hung"
+    assert not errors, errors
+    try:
+        return listed(transports[0])
+    finally:
+        for t in transports:
+            t.close()
+
+
+EVERYONE = {member(i) for i in range(ANNOUNCERS)}
+
+
+# -- servers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip(f"{REDIS_SERVER} is not installed (apt install redis-server)")
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: Any) -> str:
+    """A fresh bucket; boto3 finds the server and credentials through its environment."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"cluster-{request.node.name.lower().replace('_', '-')[:40]}-{os.getpid()}"
+    s3_server.create_bucket(bucket)
+    return f"s3://{bucket}/prod/master.json"
+
+
+# -- every backend: announcements at the same moment all end up listed -------------
+
+
+def test_file_announcements_at_once_are_all_listed(tmp_path: Path) -> None:
+    master = str(tmp_path / "master.json")
+    assert announce_at_once(lambda i: Transport(settings_for(i, master))) == EVERYONE
+    # the file keeps the seed's format
+    assert set(json.loads(Path(master).read_text())) == {"online"}
+
+
+def test_http_announcements_with_etags_are_all_listed() -> None:
+    server = MasterListServer(etags=True)
+    try:
+        url = server.url
+        found = announce_at_once(lambda i: Transport(settings_for(
+            i, url, master_list_update=url, master_list_update_auth=MASTER_AUTH)))
+        assert found == EVERYONE, f"lost {len(EVERYONE - found)}; {server.conflicts} PUTs got 412"
+    finally:
+        server.stop()
+
+
+def test_http_update_url_that_takes_only_puts_is_written_as_before(
+    master_server: MasterListServer,
+) -> None:
+    """A GET on the update URL answered 405 (a PUT-only or presigned URL): plain PUT."""
+    t = Transport(settings_for(0, master_server.url, master_list_update=master_server.upload_url,
+                               master_list_update_auth=MASTER_AUTH))
+    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    assert listed(t) == {member(0)}
+    assert master_server.puts == 1
+
+
+def test_s3_announcements_at_once_are_all_listed(s3_url: str) -> None:
+    assert announce_at_once(lambda i: Transport(settings_for(i, s3_url))) == EVERYONE
+
+
+def test_redis_announcements_at_once_are_all_listed(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?key=prod:members"
+    assert announce_at_once(lambda i: Transport(settings_for(i, url))) == EVERYONE
+
+
+# -- the merge on publish --------------------------------------------------------
+
+
+@pytest.fixture(params=["file", "s3", "redis"])
+def location(request: Any, tmp_path: Path) -> str:
+    if request.param == "file":
+        return str(tmp_path / "master.json")
+    if request.param == "s3":
+        return str(request.getfixturevalue("s3_url"))
+    return str(request.getfixturevalue("redis_server").url)
+
+
+def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
+    t = Transport(settings_for(0, location))
+    now = now_ms()
+    a, b, c, d = member(10), member(11), member(12), member(13)
+    t.write_master_list(ServerList(online=(
+        GossipServer(a, False, now), GossipServer(b, False, now), GossipServer(c, True, now),
+    )))
+    # Another node knows a offline (newer), b offline at the same stamp, c online but older
+    # than the stored record, and d online; it knows nothing of the rest.
+    t.write_master_list(ServerList(
+        online=(GossipServer(c, False, now - 5000), GossipServer(d, False, now)),
+        offline=(GossipServer(a, False, now + 1), GossipServer(b, False, now)),
+    ))
+    stored = t.read_master_list()
+    assert {s.base_url: s for s in stored.online} == {
+        c: GossipServer(c, True, now), d: GossipServer(d, False, now)
+    }
+    t.close()
+
+
+def test_entries_older_than_the_retention_are_dropped(location: str) -> None:
+    t = Transport(settings_for(0, location, retention=60))
+    now = now_ms()
+    crashed, live = member(20), member(21)
+    t.write_master_list(ServerList(online=(GossipServer(crashed, False, now - 61_000),
+                                           GossipServer(live, False, now - 1000))))
+    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now),)))
+    assert listed(t) == {live, member(0)}
+    t.close()
+
+
+# -- file: cold start and errors --------------------------------------------------
+
+
+def test_missing_file_logs_once_that_the_node_starts_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flask_clustershazbot")
+    path = tmp_path / "master.json"
+    t = Transport(settings_for(0, str(path)))
+    assert t.read_master_list() == ServerList()
+    assert t.read_master_list() == ServerList()
+    alone = [r.getMessage() for r in caplog.records if "starts alone" in r.getMessage()]
+    assert len(alone) == 1
+    assert "SHAZBOT_MASTER_LIST" in alone[0] and str(path) in alone[0]
+    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    assert listed(t) == {member(0)}
+
+
+def test_a_typod_directory_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "shraed" / "master.json"
+    t = Transport(settings_for(0, str(path)))
+    for call in (t.read_master_list,
+                 lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),)))):
+        with pytest.raises(ShazbotError) as raised:
+            call()
+        assert "SHAZBOT_MASTER_LIST " + str(path) in str(raised.value)
+        assert "does not exist" in str(raised.value)
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"online"', b"{}", b"not json"])
+def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
+    tmp_path: Path, body: bytes
+) -> None:
+    path = tmp_path / "master.json"
+    path.write_bytes(body)
+    t = Transport(settings_for(0, str(path)))
+    for call in (t.read_master_list,
+                 lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),)))):
+        with pytest.raises(ShazbotError) as raised:
+            call()
+        assert f"SHAZBOT_MASTER_LIST {path}" in str(raised.value)
+    assert path.read_bytes() == body  # bad input changes nothing
+
+
+# -- errors name the setting and location, never a secret ---------------------------
+
+
+def test_redis_errors_name_the_url_without_its_password() -> None:
+    port = 1  # nothing listens on 127.0.0.1:1
+    t = Transport(settings_for(0, f"redis://:hunter2-secret@127.0.0.1:{port}/0",
+                               master_list_timeout=1))
+    for call in (t.read_master_list, lambda: t.write_master_list(ServerList())):
+        with pytest.raises(ShazbotError) as raised:
+            call()
+        message = str(raised.value)
+        assert message.startswith(f"SHAZBOT_MASTER_LIST redis://***@127.0.0.1:{port}/0")
+        assert "hunter2" not in message
+
+
+def test_http_errors_name_the_url_without_a_token(master_server: MasterListServer) -> None:
+    master_server.fail_with = 503
+    url = master_server.url + "?token=s3cr3t-token"
+    t = Transport(settings_for(0, url, master_list_update=url,
+                               master_list_update_auth=MASTER_AUTH))
+    with pytest.raises(ShazbotError) as raised:
+        t.read_master_list()
+    assert str(raised.value) == (
+        f"SHAZBOT_MASTER_LIST {master_server.url}?token=***: GET answered HTTP 503")
+    with pytest.raises(ShazbotError) as raised:
+        t.write_master_list(ServerList())
+    assert str(raised.value).startswith(f"SHAZBOT_MASTER_LIST_UPDATE {master_server.url}?token=***")
+
+
+def test_s3_errors_name_the_setting_and_bucket(s3_server: S3Server,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    t = Transport(settings_for(0, "s3://no-such-bucket-here/master.json"))
+    with pytest.raises(ShazbotError) as raised:
+        t.read_master_list()
+    assert str(raised.value) == (
+        "SHAZBOT_MASTER_LIST s3://no-such-bucket-here/master.json: get_object failed: NoSuchBucket")
+    assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in str(raised.value)
+
+
+@pytest.mark.parametrize("location, problem", [
+    ("s3://bucket-only", "must be s3://bucket/key"),
+    ("redis://:6379/0", "must name a host"),
+    ("dns://:8080", "must be dns://name[:port]"),
+    ("dns://nodes.example:http", "has an invalid port"),
+    ("ftp://host/master.json", "must be a path or a file://, http(s)://, s3://"),
+])
+def test_bad_locations_are_refused_naming_the_setting(location: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        settings_for(0, location)
+    assert str(raised.value).startswith(f"SHAZBOT_MASTER_LIST {problem}")
+
+
+# -- redis: tombstones and expiry ----------------------------------------------------
+
+
+def test_redis_keeps_offline_records_so_an_old_online_one_cannot_revive(
+    redis_server: RedisServer,
+) -> None:
+    t = Transport(settings_for(0, redis_server.url))
+    now = now_ms()
+    t.write_master_list(ServerList(offline=(GossipServer(member(5), False, now),)))
+    t.write_master_list(ServerList(online=(GossipServer(member(5), False, now - 1),)))
+    stored = t.read_master_list()
+    assert [s.base_url for s in stored.offline] == [member(5)] and not stored.online
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    ttl = client.pttl("clustershazbot:members")
+    client.close()
+    assert 0 < ttl <= 86_400_000  # an abandoned cluster's key goes away by itself
+
+
+# -- dns: read-only discovery ------------------------------------------------------
+
+
+def test_dns_lists_the_addresses_as_base_urls() -> None:
+    dns = DnsServer({"nodes.cluster.test": ["127.0.4.1", "127.0.4.2", "::1"]})
+    try:
+        url = (f"dns://nodes.cluster.test:8080?scheme=https&path=/app/"
+               f"&resolver={dns.resolver}")
+        t = Transport(settings_for(0, url))
+        before = now_ms()
+        stored = t.read_master_list()
+        assert {(s.base_url, s.monitor) for s in stored.online} == {
+            ("https://127.0.4.1:8080/app/", False),
+            ("https://127.0.4.2:8080/app/", False),
+            ("https://[::1]:8080/app/", False),
+        }
+        # hints: as old as a node still accepts (the retention, 24 h, less a minute)
+        oldest = before - 86_400_000
+        assert all(oldest < s.last_update <= oldest + 61_000 + 5_000 for s in stored.online)
+        t.write_master_list(stored)  # announcing is a no-op, not an error
+        with pytest.raises(ShazbotError) as raised:
+            Transport(settings_for(0, url.replace("nodes.", "typo."))).read_master_list()
+        assert str(raised.value).startswith("SHAZBOT_MASTER_LIST dns://typo.cluster.test:8080")
+    finally:
+        dns.stop()
+
+
+def test_dns_without_a_resolver_uses_the_system_one() -> None:
+    t = Transport(settings_for(0, "dns://localhost:7000"))
+    urls = {s.base_url for s in t.read_master_list().online}
+    assert "http://127.0.0.1:7000/" in urls
+
+
+# -- real clusters bootstrapping from each backend ----------------------------------
+
+
+def converged(nodes: list[Node]) -> bool:
+    urls = {n.base_url for n in nodes}
+    return all({u for u, on in n.view().items() if on} == urls for n in nodes)
+
+
+@pytest.mark.parametrize("backend", ["http-etag", "s3", "redis"])
+def test_nodes_converge_through_each_backend(
+    backend: str, make_node: Callable[..., Node], config: dict[str, Any], request: Any
+) -> None:
+    if backend == "http-etag":
+        server = MasterListServer(etags=True)
+        request.addfinalizer(server.stop)
+        base = {**config, "SHAZBOT_MASTER_LIST": server.url,
+                "SHAZBOT_MASTER_LIST_UPDATE": server.url,
+                "SHAZBOT_MASTER_LIST_UPDATE_AUTH": MASTER_AUTH}
+    elif backend == "s3":
+        base = {**config, "SHAZBOT_MASTER_LIST": request.getfixturevalue("s3_url")}
+    else:
+        base = {**config, "SHAZBOT_MASTER_LIST": request.getfixturevalue("redis_server").url}
+    nodes = [make_node(base=base) for _ in range(3)]
+    wait_until(lambda: converged(nodes), timeout=30, what=f"three nodes converge via {backend}")
+    probe = Transport(load_settings(options={**base, "SHAZBOT_BASE_URL": member(0)}))
+    wait_until(lambda: listed(probe) == {n.base_url for n in nodes}, timeout=30,
+               what=f"all three listed in {backend}")
+    probe.close()
+
+
+def test_nodes_converge_through_dns_discovery(config: dict[str, Any]) -> None:
+    hosts = ["127.0.5.1", "127.0.5.2", "127.0.5.3"]
+    port = free_port(hosts[0])  # nothing else binds 127.0.5.2 and .3: free there too
+    dns = DnsServer({"nodes.cluster.test": hosts})
+    nodes: list[Node] = []
+    base = {**config,
+            "SHAZBOT_MASTER_LIST": f"dns://nodes.cluster.test:{port}?resolver={dns.resolver}"}
+    try:
+        for host in hosts:
+            nodes.append(Node(base, port=port, host=host))
+        assert {n.base_url for n in nodes} == {f"http://{h}:{port}/" for h in hosts}
+        wait_until(lambda: converged(nodes), timeout=30, what="three nodes found by DNS converge")
+    finally:
+        for n in nodes:
+            n.stop()
+        dns.stop()
