@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .config import Settings, mask
-from .errors import NotStarted, ShazbotError, Unauthorized
+from .errors import BadMessage, NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
 from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
 from .records import ServerList, parse_control
@@ -445,6 +445,8 @@ class Engine:
             self._bootstrap_failures += 1
             self.stats.add(master_list_failures=1)
             log.warning("master list download failed (%s); retrying in %g s", _why(exc), delay)
+            if isinstance(exc, BadMessage):
+                self._upload_master_list()  # which drops the bad records: the retry can read it
             self.scheduler.after(delay, self.bootstrap)
             return
         self._bootstrap_failures = 0
@@ -512,7 +514,8 @@ class Engine:
         except Exception as exc:
             self.stats.add(master_list_failures=1)
             log.warning("master list download failed: %s", _why(exc))
-            return
+            if not isinstance(exc, BadMessage):
+                return  # a list with bad records is still updated: the update drops them
         if self._upload_master_list():
             self.last_master_sync = self.clock()
 

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .config import Settings, config_key
+from .config import Settings, config_key, mask
 from .errors import BadMessage, ShazbotError, TooLarge
 from .membership import _rank
-from .records import GossipServer, ServerList
+from .records import GossipServer, ServerList, base_url_problem
 from .transport import TransportError, decode_json, encode_json, file_path
 
 if TYPE_CHECKING:
@@ -47,9 +47,6 @@ MAX_CONFLICT_PAUSE = 5.0
 DEFAULT_REDIS_KEY = "clustershazbot:members"
 #: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
 HINT_MARGIN_MS = 60_000
-#: URL query options shown in messages; any other query value may be a token.
-_SHOWN_OPTIONS = ("key", "scheme", "path", "resolver")
-
 
 class MasterList(Protocol):
     """The shared list of members that new nodes bootstrap from."""
@@ -71,22 +68,6 @@ class MasterList(Protocol):
         ...
 
 
-def masked(location: str) -> str:
-    """``location`` without credentials or tokens, for logs and errors."""
-    parts = urlsplit(location)
-    if not parts.scheme or len(parts.scheme) == 1:  # a path (or a Windows drive letter)
-        return location
-    netloc = parts.netloc.rpartition("@")[2]
-    if "@" in parts.netloc:
-        netloc = "***@" + netloc
-    query = "&".join(  # only the options this module reads are shown: signatures are not
-        f"{k}={v if k in _SHOWN_OPTIONS else '***'}"
-        for k, vs in parse_qs(parts.query, keep_blank_values=True).items()
-        for v in vs
-    )
-    return parts._replace(netloc=netloc, query=query, fragment="").geturl()
-
-
 def merge_stored(
     stored: ServerList, view: ServerList, now_ms: int, settings: Settings
 ) -> ServerList:
@@ -105,6 +86,8 @@ def merge_stored(
         (view.offline, False),
     ):
         for server in servers:
+            if base_url_problem(server.base_url):
+                continue  # never written: no reader would accept it (an old state file's)
             old = best.get(server.base_url)
             if old is None or _rank(server, online) > _rank(*old):
                 best[server.base_url] = (server, online)
@@ -113,6 +96,13 @@ def merge_stored(
     return ServerList(
         online=tuple(s for s, on in best.values() if on and oldest <= s.last_update <= newest)
     )
+
+
+def _json_object(body: bytes) -> Any:
+    try:
+        return decode_json(body, "the master list")
+    except BadMessage:
+        return None
 
 
 def _now_ms() -> int:
@@ -125,22 +115,37 @@ class _Location:
     def __init__(self, settings: Settings, setting: str, location: str) -> None:
         self.settings = settings
         self.setting = setting
-        self.shown = masked(location)
+        self.shown = mask(location)
         self.where = f"{setting} {self.shown}"
 
     def error(self, problem: str) -> TransportError:
         return TransportError(f"{self.where}: {problem}")
 
-    def parse(self, body: bytes) -> ServerList:
+    def parse(self, body: bytes, repair: bool = False) -> ServerList:
+        """The stored list, validated as a peer's message is: one bad record rejects it.
+
+        ``repair`` (before a write): bad records are dropped with a warning instead, so
+        that one bad entry (an older writer's, a hand edit) cannot block every update.
+        """
         if len(body) > self.settings.max_body_bytes:
             raise TooLarge(f"{self.where} is larger than the body limit")
         try:
             data = decode_json(body, "the master list")
             return ServerList.from_dict(data)
         except BadMessage as exc:
-            raise BadMessage(
-                f"{self.where}: {exc} (expected {{\"online\": [...]}})"
-            ) from None
+            problem = f"{self.where}: {exc} (expected {{\"online\": [...]}})"
+            if not (repair and isinstance(data := _json_object(body), dict)
+                    and isinstance(data.get("online"), list)):
+                raise BadMessage(problem) from None
+        kept = []
+        for item in data["online"]:
+            try:
+                kept.append(GossipServer.from_dict(item))
+            except BadMessage:
+                continue
+        log.warning("%s; dropping %d unusable record(s) from it on this update", problem,
+                    len(data["online"]) - len(kept))
+        return ServerList(online=tuple(kept))
 
     def merged(self, stored: ServerList, view: ServerList) -> bytes:
         return encode_json(merge_stored(stored, view, _now_ms(), self.settings).to_dict(False))
@@ -182,7 +187,7 @@ class FileMasterList(_Location):
         if not self.path.parent.is_dir():
             raise self.error(f"directory {self.path.parent} does not exist")
 
-    def _load(self) -> ServerList | None:
+    def _load(self, repair: bool = False) -> ServerList | None:
         try:
             body = self.path.read_bytes()
         except FileNotFoundError:
@@ -190,7 +195,7 @@ class FileMasterList(_Location):
             return None
         except OSError as exc:
             raise self.error(str(exc.strerror)) from None
-        return self.parse(body)
+        return self.parse(body, repair)
 
     def read(self) -> ServerList:
         stored = self._load()
@@ -207,7 +212,7 @@ class FileMasterList(_Location):
         try:
             with open(self.lock_path, "a") as lock:
                 self._lock(lock.fileno())
-                body = self.merged(self._load() or ServerList(), view)
+                body = self.merged(self._load(repair=True) or ServerList(), view)
                 self._replace(body)  # the lock is released when the file closes
         except OSError as exc:
             raise self.error(str(exc.strerror)) from None
@@ -265,7 +270,7 @@ class HttpMasterList(_Location):
                 return ServerList(), "*"
             if status >= 400:
                 return ServerList(), None
-            return self.parse(body), etag
+            return self.parse(body, repair=True), etag
 
         def store(body: bytes, etag: str | None) -> bool:
             headers = {**auth, "Content-Type": "application/json"}
@@ -318,7 +323,7 @@ class S3MasterList(_Location):
         except BotoCoreError as exc:
             raise self.error(f"{name} failed: {type(exc).__name__}") from None
 
-    def _fetch(self) -> tuple[ServerList, str | None]:
+    def _fetch(self, repair: bool = False) -> tuple[ServerList, str | None]:
         reply = self._call("get_object")
         if isinstance(reply, str):
             return ServerList(), None
@@ -328,7 +333,7 @@ class S3MasterList(_Location):
             body = reply["Body"].read()
         except Exception as exc:  # botocore's stream errors are not one class
             raise self.error(f"get_object failed: {type(exc).__name__}") from None
-        return self.parse(body), str(reply["ETag"])
+        return self.parse(body, repair), str(reply["ETag"])
 
     def read(self) -> ServerList:
         return self._fetch()[0]
@@ -340,7 +345,7 @@ class S3MasterList(_Location):
                                **condition)
             return not isinstance(reply, str)
 
-        _publish_conditionally(self, self._fetch, store, view)
+        _publish_conditionally(self, lambda: self._fetch(repair=True), store, view)
 
 
 #: Keeps, per member, the record of highest merge rank (lastUpdate, offline, monitor), then
@@ -520,4 +525,4 @@ def open_master_list(
         return RedisMasterList(settings, setting, location)
     if scheme == "dns":
         return DnsMasterList(settings, setting, location)
-    raise ShazbotError(f"{setting}: unsupported location {masked(location)}")
+    raise ShazbotError(f"{setting}: unsupported location {mask(location)}")

@@ -388,3 +388,21 @@ def test_nodes_converge_through_dns_discovery(config: dict[str, Any]) -> None:
         for n in nodes:
             n.stop()
         dns.stop()
+
+
+def test_a_bad_stored_record_is_refused_on_read_and_dropped_by_the_next_update(
+    make_node: Callable[..., Node], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One unusable entry (an older writer's, a hand edit) makes the list unreadable, as a
+    bad message is; the next announcement writes it back without that entry, keeping the
+    others, so one bad record cannot block the list for good."""
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    master = tmp_path / "master.json"
+    good = {"baseUrl": "http://127.0.3.7:9/", "monitor": False, "lastUpdate": int(time.time() * 1000)}
+    bad = {"baseUrl": "http://node1..example.com/", "monitor": False, "lastUpdate": good["lastUpdate"]}
+    master.write_text(json.dumps({"online": [good, bad]}))
+    node = make_node(SHAZBOT_MASTER_LIST=str(master))
+    wait_until(lambda: node.base_url in master.read_text(), what="the node's announcement")
+    stored = {s["baseUrl"] for s in json.loads(master.read_text())["online"]}
+    assert stored == {good["baseUrl"], node.base_url}
+    assert "dropping 1 unusable record(s)" in caplog.text
