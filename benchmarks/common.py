@@ -89,3 +89,6 @@ class NullScheduler:
 
     def shutdown(self) -> None:
         pass
+
+    def reset_after_fork(self) -> None:
+        pass

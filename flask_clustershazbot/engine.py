@@ -416,9 +416,7 @@ class Engine:
         self.store.reset_after_fork()
         if hasattr(self.transport, "reset_after_fork"):
             self.transport.reset_after_fork()
-        forget = getattr(self.scheduler, "forget", None)
-        if forget is not None:
-            forget()
+        self.scheduler.reset_after_fork()
         if self.started:
             self.scheduler.start()
             self.run_schedules()

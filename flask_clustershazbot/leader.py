@@ -141,12 +141,12 @@ class LeaderJobs:
         if fd is not None:
             os.close(fd)  # closing our only descriptor releases the flock
 
-    def forget(self) -> None:
+    def reset_after_fork(self) -> None:
         """In a forked child: compete afresh; an inherited lock descriptor is closed, which
         leaves the parent's lock alone (flock belongs to the parent's descriptor too)."""
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
         self.standby = False
-        self.jobs.forget()
+        self.jobs.reset_after_fork()
         self._release()

@@ -38,9 +38,23 @@ class _Executor(ThreadPoolExecutor):  # type: ignore[misc]  # apscheduler ships 
 
 
 class Scheduler(Protocol):
-    def start(self) -> None: ...
-    def after(self, delay: float, fn: Callable[[], Any]) -> None: ...
-    def shutdown(self) -> None: ...
+    """The engine's clock for work: one-shot jobs (rounds reschedule themselves)."""
+
+    def start(self) -> None:
+        """Begin running jobs (again). Idempotent."""
+        ...
+
+    def after(self, delay: float, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` once, ``delay`` seconds from now; ignored while not started."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop; pending jobs never run. Idempotent."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: drop the parent's threads and locks (they are gone there)."""
+        ...
 
 
 class BackgroundJobs:
@@ -79,6 +93,6 @@ class BackgroundJobs:
                 scheduler.pause()
             scheduler.shutdown(wait=False)
 
-    def forget(self) -> None:
+    def reset_after_fork(self) -> None:
         """Drop the scheduler of the parent process (in a forked child; its thread is gone)."""
         self._scheduler = None

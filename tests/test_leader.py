@@ -88,7 +88,7 @@ def test_standby_never_competes_until_forked(tmp_path: Path) -> None:
         other.start()
         assert not master.leader and other.leader
         other.shutdown()
-        master.forget()  # what a forked worker does
+        master.reset_after_fork()  # what a forked worker does
         master.start()
         assert master.leader
     finally:
