@@ -16,6 +16,8 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
+# Anchors for the .md pages' headings, so that links such as security.md#slow-clients resolve.
+myst_heading_anchors = 3
 
 
 exclude_patterns = ["_build"]
