@@ -56,3 +56,9 @@ else:  # pragma: no cover - depends on the environment
     CODEC = "json"
     loads = std_loads
     dumps = std_dumps
+
+
+def force_std() -> None:
+    """Use the standard library even when a faster codec is installed (benchmarks, tests)."""
+    global CODEC, loads, dumps
+    CODEC, loads, dumps = "json (forced)", std_loads, std_dumps
