@@ -1,6 +1,10 @@
 """JSON codec: orjson when installed (several times faster on whole-state messages), else the
 standard library. Both accept and produce the same documents, so a node behaves the same
 whichever it has; ``CODEC`` says which one is in use.
+
+msgspec, when installed, decodes gossip messages straight into typed records
+(:func:`flask_clustershazbot.records.decode_gossip`); anything it refuses is decided by
+the codec here, so that it changes speed only, never what is accepted.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ def std_dumps(data: Any) -> bytes:
 
 
 try:
+    import msgspec
+except ImportError:  # pragma: no cover - depends on the environment
+    msgspec = None  # type: ignore[assignment]
+
+try:
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None  # type: ignore[assignment]
@@ -59,6 +68,6 @@ else:  # pragma: no cover - depends on the environment
 
 
 def force_std() -> None:
-    """Use the standard library even when a faster codec is installed (benchmarks, tests)."""
-    global CODEC, loads, dumps
-    CODEC, loads, dumps = "json (forced)", std_loads, std_dumps
+    """Use the standard library even when faster codecs are installed (benchmarks)."""
+    global CODEC, loads, dumps, msgspec
+    CODEC, loads, dumps, msgspec = "json (forced)", std_loads, std_dumps, None

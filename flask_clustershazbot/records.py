@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
+from . import _json
 from .errors import BadMessage
 
 #: Longest ``baseUrl`` accepted; longer ones are not a server's address.
@@ -269,3 +271,81 @@ def parse_control(data: Any) -> bool:
     if type(online) is not bool:
         raise BadMessage(f"'online' must be true or false, got {_show(online)}")
     return online
+
+
+# -- msgspec: the endpoint's fast path ------------------------------------------------------
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - depends on the environment
+    _decode_typed = None
+else:
+
+    class _Record(msgspec.Struct, rename="camel", gc=False):
+        """A wire record, typed and range-checked by msgspec in C (its base URL is not)."""
+
+        base_url: str
+        monitor: bool
+        last_update: Annotated[int, msgspec.Meta(ge=0, le=MAX_LAST_UPDATE)]
+
+    class _Gossip(msgspec.Struct, gc=False):
+        message: Literal["gossip"]
+        online: list[_Record]
+        offline: list[_Record] = []
+
+    _decode_typed = msgspec.json.Decoder(_Gossip).decode
+
+
+class Incoming:
+    """A GossipMessage decoded by msgspec: all but the base URLs already validated.
+
+    :meth:`unknown_to` checks the base URLs of the records it keeps, the ones the table
+    does not hold exactly: a record equal to a table entry has a canonical base URL (the
+    table holds no other) and cannot change anything, so it costs one lookup.
+    """
+
+    __slots__ = ("online", "offline")
+
+    def __init__(self, online: Sequence[Any], offline: Sequence[Any]) -> None:
+        self.online, self.offline = online, offline
+
+    def unknown_to(self, entries: Mapping[str, Any]) -> ServerList:
+        """The records ``entries`` (base URL -> membership Entry) does not hold exactly,
+        validated as :meth:`ServerList.from_dict` would; BadMessage names the bad one."""
+        return ServerList(_unknown(self.online, True, entries, "online"),
+                          _unknown(self.offline, False, entries, "offline"))
+
+
+def _unknown(
+    records: Sequence[Any], online: bool, entries: Mapping[str, Any], key: str
+) -> tuple[GossipServer, ...]:
+    out: list[GossipServer] = []
+    get, check, new = entries.get, _check, _new_server
+    for r in records:
+        url, monitor, stamp = r.base_url, r.monitor, r.last_update
+        e = get(url)
+        if e is not None and e.online is online:
+            known = e.server
+            if known.last_update == stamp and known.monitor is monitor:
+                continue
+        canonical, problem = check(url, True)
+        if problem is not None:  # the first bad record, as the standard path reports it
+            raise BadMessage(f"{key}[{records.index(r)}].baseUrl {problem}: {_show(url)}")
+        out.append(new(canonical, monitor, stamp))
+    return tuple(out)
+
+
+def decode_gossip(raw: bytes) -> Incoming | None:
+    """``raw`` decoded into typed records by msgspec, or None: msgspec is not installed
+    (or :func:`_json.force_std` turned it off), or it refuses ``raw``. The standard path
+    (:func:`_json.loads`, :meth:`ServerList.from_dict`) then decides, with its errors,
+    so msgspec changes speed only, never what is accepted.
+    """
+    # Non-ASCII bodies too: msgspec does not check the UTF-8 of the fields it skips.
+    if _decode_typed is None or _json.msgspec is None or not raw.isascii():
+        return None
+    try:
+        message = _decode_typed(raw)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    return Incoming(message.online, message.offline)

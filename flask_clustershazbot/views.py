@@ -23,7 +23,7 @@ def current_engine() -> Engine:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    body = encode_json(data)
+    body = data if isinstance(data, bytes) else encode_json(data)  # bytes: encoded already
     # Compress only for a client that asked for it: seed nodes may not, and get plain JSON.
     gzipped = len(body) >= GZIP_MIN_BYTES and request.accept_encodings["gzip"] > 0
     response = current_app.response_class(
@@ -37,6 +37,11 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def read_body(limit: int) -> Any:
     """The request's JSON body, at most ``limit`` bytes after gzip decompression."""
+    return decode_json(read_raw(limit), "the body")
+
+
+def read_raw(limit: int) -> bytes:
+    """The request's body bytes, at most ``limit`` after gzip decompression."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
     raw = request.stream.read(limit + 1)
@@ -50,7 +55,7 @@ def read_body(limit: int) -> Any:
             raise BadMessage("the body is not valid gzip") from None
         if len(raw) > limit or inflater.unconsumed_tail:
             raise TooLarge(f"the body is larger than {limit} bytes after decompression")
-    return decode_json(raw, "the body")
+    return raw
 
 
 @blueprint.after_request
@@ -93,8 +98,7 @@ def _error(exc: ShazbotError) -> Response:
 def gossip() -> Response:
     engine, auth = current_engine(), request.headers.get("Authorization")
     engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
-    body = read_body(engine.settings.max_body_bytes)
-    return _json(engine.handle_gossip(auth, body))
+    return _json(engine.handle_gossip_body(auth, read_raw(engine.settings.max_body_bytes)))
 
 
 @blueprint.get("/list")
