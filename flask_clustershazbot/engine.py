@@ -26,7 +26,7 @@ from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
 from .records import Incoming, ServerList, decode_gossip, parse_control
 from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store
-from .transport import Transport, decode_json, encode_json
+from .transport import Transport, decode_json
 
 log = logging.getLogger("flask_clustershazbot")
 T = TypeVar("T")
@@ -171,13 +171,19 @@ class Engine:
             except Exception:
                 log.exception("a membership listener failed")
 
-    def _merge(self, servers: ServerList | Incoming, heartbeat: bool = False) -> dict[str, Any]:
+    def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
+        return self._merge_then(servers, heartbeat, Membership.gossip_message)
+
+    def _merge_then(
+        self, servers: ServerList | Incoming, heartbeat: bool, reply: Callable[[Membership], T]
+    ) -> T:
+        """Merge ``servers`` and return ``reply`` of the table (our whole state)."""
         if isinstance(servers, ServerList):
             servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
 
-        def op(m: Membership) -> tuple[Changes, dict[str, Any]]:
+        def op(m: Membership) -> tuple[Changes, T]:
             if isinstance(servers, ServerList):
                 fresh = servers
             else:  # validated first: a bad record changes nothing, not even our heartbeat
@@ -185,7 +191,7 @@ class Engine:
             if heartbeat:
                 m.heartbeat(now, mono)
             changes = m.merge(fresh, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))
-            return changes, m.gossip_message()
+            return changes, reply(m)
 
         started = time.perf_counter()
         changes, state = self._transact(op)
@@ -635,12 +641,13 @@ class Engine:
 
     def handle_gossip_body(self, authorization: str | None, raw: bytes) -> bytes:
         """:meth:`handle_gossip` from the request's JSON bytes to the reply's: with msgspec,
-        the records the table already holds cost no parsing in Python."""
+        the records the table already holds cost no parsing in Python, and the reply is
+        joined from the entries' cached bytes."""
         self.authorize(authorization, control=False)
         incoming = decode_gossip(raw)
         if incoming is None:
-            return encode_json(self.handle_gossip(authorization, decode_json(raw, "the body")))
-        return encode_json(self._merge(incoming, heartbeat=True))
+            incoming = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
+        return self._merge_then(incoming, True, Membership.gossip_body)
 
     def handle_list(self, authorization: str | None) -> dict[str, Any]:
         """Our online list; offline too when the control secret is given."""

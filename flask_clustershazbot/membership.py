@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _json
 from .records import GossipServer, ServerList
 
 
@@ -28,6 +29,8 @@ class Entry:
     #: The record as wire JSON, made once: an entry is replaced, never changed, when its
     #: record changes, so every reply reuses the dicts of the records that did not.
     wire: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: The record as encoded JSON bytes, made once, for the same reason.
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -98,6 +101,18 @@ class Membership:
                 wire = e.wire = e.server.to_dict()
             (online if e.online else offline).append(wire)
         return {"online": online, "offline": offline, "message": "gossip"}
+
+    def gossip_body(self) -> bytes:
+        """``encode_json(self.gossip_message())``, joined from each entry's cached bytes."""
+        online: list[bytes] = []
+        offline: list[bytes] = []
+        for e in self.entries.values():
+            raw = e.raw
+            if raw is None:
+                raw = e.raw = _json.dumps(e.server.to_dict())
+            (online if e.online else offline).append(raw)
+        return b'{"online":[%b],"offline":[%b],"message":"gossip"}' % (
+            b",".join(online), b",".join(offline))
 
     def peers(self, online: bool = True) -> list[GossipServer]:
         """Peers (never this node) in the given state."""

@@ -346,6 +346,6 @@ def decode_gossip(raw: bytes) -> Incoming | None:
         return None
     try:
         message = _decode_typed(raw)
-    except msgspec.DecodeError:  # ValidationError included
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included; deep nesting
         return None
     return Incoming(message.online, message.offline)

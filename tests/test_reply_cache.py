@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.records import GossipServer, ServerList
+from flask_clustershazbot.transport import encode_json
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
 
 
 def fresh(m: Membership) -> dict:
+    # The reply's bytes, joined from cached pieces, are the encoding of the same message.
+    assert m.gossip_body() == encode_json(m.server_list().gossip_message())
     return m.server_list().gossip_message()
 
 
