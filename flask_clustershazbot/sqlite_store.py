@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT = 30.0
+#: When nothing but our own heartbeat changed, the file gets it at most this often (ms):
+#: every gossip request beats, and writing each beat was most of a request's cost under
+#: gunicorn (docs/performance.md). Any other change, ours or a peer's, is written at once.
+HEARTBEAT_SAVE_MS = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS member (
@@ -111,6 +115,8 @@ class SqliteStore:
         #: Generation and purge count of the file when the cached table was read; None: reload.
         self._generation: int | None = None
         self._purges = 0
+        #: Our own record (lastUpdate, online) as this process last wrote it; None: unknown.
+        self._saved_self: tuple[int, bool] | None = None
         create_private_file(path)
         ref = weakref.ref(self)
         os.register_at_fork(before=lambda: _close_before_fork(ref))
@@ -157,7 +163,7 @@ class SqliteStore:
                 flags = (m.running, m.control_online)
                 m.dirty.clear()
                 result = fn(m)
-                if m.dirty or flags != (m.running, m.control_online):
+                if flags != (m.running, m.control_online) or (m.dirty and not self._beat_can_wait(m)):
                     self._save(conn, m)
                 conn.execute("COMMIT")
             except BaseException:
@@ -166,6 +172,14 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
             return result
+
+    def _beat_can_wait(self, m: Membership) -> bool:
+        """Only our own heartbeat changed, less than HEARTBEAT_SAVE_MS after the saved one."""
+        saved = self._saved_self
+        if saved is None or len(m.dirty) != 1 or m.base_url not in m.dirty:
+            return False
+        entry = m.self_entry
+        return entry.online is saved[1] and entry.server.last_update - saved[0] < HEARTBEAT_SAVE_MS
 
     def _load(self, conn: sqlite3.Connection) -> Membership:
         m = self._membership
@@ -176,6 +190,8 @@ class SqliteStore:
             return self._reset(conn)
         _host_id, running, control_online, generation, purges = row
         m.running, m.control_online = bool(running), bool(control_online)
+        if generation != self._generation:
+            self._saved_self = None  # another process wrote: our own record is written anew
         if self._generation is None or purges != self._purges:
             m.load(self._read(conn, "SELECT * FROM member", ()))
         elif generation != self._generation:
@@ -205,7 +221,7 @@ class SqliteStore:
         conn.execute("DELETE FROM member")
         conn.execute("DELETE FROM host")
         conn.execute("INSERT INTO host VALUES (0, ?, 0, 1, 0, 0)", (self.host_id,))
-        self._generation, self._purges = 0, 0
+        self._generation, self._purges, self._saved_self = 0, 0, None
         m.dirty.update(m.entries)
         return m
 
@@ -220,6 +236,8 @@ class SqliteStore:
             else:
                 s = entry.server
                 rows.append((url, s.monitor, s.last_update, entry.online, entry.seen, generation))
+                if url == m.base_url:
+                    self._saved_self = (s.last_update, entry.online)
         conn.executemany("INSERT OR REPLACE INTO member VALUES (?, ?, ?, ?, ?, ?)", rows)
         if gone:
             conn.executemany("DELETE FROM member WHERE base_url = ?", gone)
