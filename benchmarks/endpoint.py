@@ -4,11 +4,13 @@ Three servers, measured alternately in one run, each answering the same plain-JS
 body of N records, all already known to it:
 - ours: a node (``benchmarks.endpoint_app``) under gunicorn, 1 gthread worker x 8 threads;
 - ceiling: a Flask route that only reads the body (``benchmarks.ceiling_app``), same settings;
-- seed: the Node.js stand-in ``tests/seed_peer.js`` under Express (its merge), one process.
+- seed: the Node.js stand-in ``tests/seed_peer.js`` under Express (its merge), one process;
+- before (with ``--before DIR``): the package of another checkout, served as ours.
 wrk (2 threads, 16 connections) is not Python, so the client's own cost stays out of the
 figures; it shares the machine's cores with the servers all the same. CPU ms/request is the
 server's own CPU time (user + system, all its processes) over the requests it answered.
-``python -m benchmarks.endpoint [--sizes 100,1000] [--seconds 5] [--rounds 3] [--codec json]``
+``python -m benchmarks.endpoint [--sizes 100,1000] [--seconds 5] [--rounds 3] [--codec json]
+[--before DIR]``
 """
 
 from __future__ import annotations
@@ -129,22 +131,25 @@ def knows(n: int) -> Callable[[Server], bool]:
     return ready
 
 
-def start_servers(n: int, tmp: str, master: Path, codec: str) -> list[Server]:
+def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None) -> list[Server]:
     env = {**os.environ, "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
            "PYTHONPATH": str(ROOT)}
     servers = []
     try:
-        port = free_port()
-        servers.append(Server("ours", gunicorn("benchmarks.endpoint_app:app", port, env), {
-            **env, "SHAZBOT_BASE_URL": f"http://127.0.0.1:{port}/", "SHAZBOT_MASTER_LIST": str(master),
-            "BENCH_CODEC": codec}, tmp, knows(n), port))
+        nodes = [("ours", str(ROOT))] + ([("before", before)] if before else [])
+        for name, package in nodes:  # benchmarks.endpoint_app from here, the package from there
+            port = free_port()
+            servers.append(Server(name, gunicorn("benchmarks.endpoint_app:app", port, env), {
+                **env, "SHAZBOT_BASE_URL": f"http://127.0.0.1:{port}/", "BENCH_CODEC": codec,
+                "SHAZBOT_MASTER_LIST": str(master) + ("" if name == "ours" else f".{name}"),
+                "SHAZBOT_STATE_PATH": str(Path(tmp, f"{name}.db")),
+                "PYTHONPATH": f"{package}{os.pathsep}{ROOT}"}, tmp, knows(n), port))
         port = free_port()
         servers.append(Server("ceiling", gunicorn("benchmarks.ceiling_app:app", port, env), env, tmp,
                               lambda s: requests.post(s.url + "clustershazbot/gossip", data=b"{}",
                                                       timeout=2).ok, port))
         node = shutil.which("node")
         if node and Path(NODE_PATH, "express").is_dir():
-            # A copy made before ours started: our node rewrites its master list.
             servers.append(Server("seed", [node, str(SEED_PEER), str(master) + ".seed", "86400"], {
                 **env, "SEED_PEER_EXPRESS": "1", "NODE_PATH": NODE_PATH}, tmp, knows(n)))
         else:
@@ -168,18 +173,19 @@ def wrk(server: Server, script: Path, seconds: float) -> dict[str, float]:
             "errors": bad_status + socket_errors, "cpu_ms": cpu * 1e3 / max(count, 1)}
 
 
-def run(n: int, seconds: float, rounds: int, codec: str) -> dict[str, dict[str, Any]]:
+def run(n: int, seconds: float, rounds: int, codec: str, before: str | None) -> dict[str, dict[str, Any]]:
     tmp = tempfile.mkdtemp(prefix="shazbot-endpoint-")
     try:
         members = fake_members(n, int(time.time() * 1000))
         master = Path(tmp, "master.json")
         master.write_text(json.dumps(members.to_dict()))
-        Path(tmp, "master.json.seed").write_text(master.read_text())
+        for copy in ("seed", "before"):  # each reads its own: our node rewrites its master list
+            Path(tmp, f"master.json.{copy}").write_text(master.read_text())
         body = Path(tmp, "body.json")  # plain JSON, as the seed's nodes send it
         body.write_text(json.dumps(members.gossip_message(), separators=(",", ":")))
         script = Path(tmp, "gossip.lua")
         script.write_text(WRK_SCRIPT % {"body": json.dumps(str(body)), "secret": json.dumps(SECRET)})
-        servers = start_servers(n, tmp, master, codec)
+        servers = start_servers(n, tmp, master, codec, before)
         try:
             for server in servers:  # warm up (imports, caches, the JIT of node)
                 wrk(server, script, 1)
@@ -205,12 +211,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
     parser.add_argument("--rounds", type=int, default=3, help="alternated runs per server")
     parser.add_argument("--codec", choices=["auto", "json"], default="auto",
                         help="json: our node uses the standard library's codec")
+    parser.add_argument("--before", metavar="DIR",
+                        help="also serve the package of another checkout (e.g. the last release) as 'before'")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("endpoint: needs wrk (Debian: apt-get install wrk)")
     print(f"endpoint: wrk -t2 -c16, {args.rounds} x {args.seconds:g} s per server, alternated; "
           f"gunicorn gthread 1 worker x 8 threads; our codec {args.codec} ({environment()})")
-    results = [run(int(n), args.seconds, args.rounds, args.codec) for n in args.sizes.split(",")]
+    results = [run(int(n), args.seconds, args.rounds, args.codec, args.before)
+               for n in args.sizes.split(",")]
     rows = []
     for res in results:
         for name, r in res.items():
@@ -221,13 +230,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
                  "errors", "body bytes"], rows))
     ratios = []
     for res in results:
-        ours, ceiling, seed = res["ours"], res["ceiling"], res.get("seed")
+        ours, ceiling, seed, before = res["ours"], res["ceiling"], res.get("seed"), res.get("before")
         ratios.append([ours["n"], ours["rps"] / ceiling["rps"],
                        ours["rps"] / seed["rps"] if seed else "-",
                        ours["p99"] / seed["p99"] if seed else "-",
-                       ceiling["rps"] / seed["rps"] if seed else "-"])
+                       ceiling["rps"] / seed["rps"] if seed else "-",
+                       ours["rps"] / before["rps"] if before else "-"])
     print(table(["N", "ours / ceiling req/s", "ours / seed req/s", "ours / seed p99",
-                 "ceiling / seed req/s"], ratios))
+                 "ceiling / seed req/s", "ours / before req/s"], ratios))
     print("goals (issue 15): N = 1,000 ours / seed req/s >= 1 and p99 ratio <= 1; "
           "N = 100 ours / ceiling >= 0.9")
     print(f"after: {environment()}")

@@ -35,9 +35,12 @@ def std_dumps(data: Any) -> bytes:
 
 
 try:
-    import msgspec
+    import msgspec  # noqa: F401 - only whether it is installed
 except ImportError:  # pragma: no cover - depends on the environment
-    msgspec = None  # type: ignore[assignment]
+    TYPED = False
+else:
+    #: msgspec decodes gossip messages into typed records (see the module's docstring).
+    TYPED = True
 
 try:
     import orjson
@@ -69,5 +72,5 @@ else:  # pragma: no cover - depends on the environment
 
 def force_std() -> None:
     """Use the standard library even when faster codecs are installed (benchmarks)."""
-    global CODEC, loads, dumps, msgspec
-    CODEC, loads, dumps, msgspec = "json (forced)", std_loads, std_dumps, None
+    global CODEC, loads, dumps, TYPED
+    CODEC, loads, dumps, TYPED = "json (forced)", std_loads, std_dumps, False

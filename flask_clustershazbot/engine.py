@@ -644,10 +644,10 @@ class Engine:
         the records the table already holds cost no parsing in Python, and the reply is
         joined from the entries' cached bytes."""
         self.authorize(authorization, control=False)
-        incoming = decode_gossip(raw)
-        if incoming is None:
-            incoming = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
-        return self._merge_then(incoming, True, Membership.gossip_body)
+        servers: Incoming | ServerList | None = decode_gossip(raw)
+        if servers is None:
+            servers = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
+        return self._merge_then(servers, True, Membership.gossip_body)
 
     def handle_list(self, authorization: str | None) -> dict[str, Any]:
         """Our online list; offline too when the control secret is given."""

@@ -304,7 +304,7 @@ class Incoming:
     table holds no other) and cannot change anything, so it costs one lookup.
     """
 
-    __slots__ = ("online", "offline")
+    __slots__ = ("offline", "online")
 
     def __init__(self, online: Sequence[Any], offline: Sequence[Any]) -> None:
         self.online, self.offline = online, offline
@@ -342,7 +342,7 @@ def decode_gossip(raw: bytes) -> Incoming | None:
     so msgspec changes speed only, never what is accepted.
     """
     # Non-ASCII bodies too: msgspec does not check the UTF-8 of the fields it skips.
-    if _decode_typed is None or _json.msgspec is None or not raw.isascii():
+    if _decode_typed is None or not _json.TYPED or not raw.isascii():
         return None
     try:
         message = _decode_typed(raw)

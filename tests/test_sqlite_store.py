@@ -17,7 +17,6 @@ import pytest
 from flask_clustershazbot.errors import ConfigError
 from flask_clustershazbot.membership import Changes, Membership
 from flask_clustershazbot.records import GossipServer, ServerList
-
 from flask_clustershazbot.sqlite_store import HEARTBEAT_SAVE_MS, SqliteStore, default_state_path
 from flask_clustershazbot.store import MemoryStore
 
