@@ -90,10 +90,11 @@ class Server:
     """A server process answering POST /clustershazbot/gossip on 127.0.0.1."""
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], tmp: str,
-                 ready: Callable[[Server], bool], port: int | None = None) -> None:
+                 ready: Callable[[Server], bool], port: int | None = None,
+                 cwd: str | Path = ROOT) -> None:
         self.name, self.tmp = name, tmp
         self.log = open(Path(tmp, f"{name}.log"), "w+b")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=self.log, text=True,
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stderr=self.log, text=True,
                                      stdout=subprocess.PIPE if port is None else self.log)
         if port is None:  # the seed stand-in prints "READY <port>"
             line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -143,7 +144,8 @@ def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None
                 **env, "SHAZBOT_BASE_URL": f"http://127.0.0.1:{port}/", "BENCH_CODEC": codec,
                 "SHAZBOT_MASTER_LIST": str(master) + ("" if name == "ours" else f".{name}"),
                 "SHAZBOT_STATE_PATH": str(Path(tmp, f"{name}.db")),
-                "PYTHONPATH": f"{package}{os.pathsep}{ROOT}"}, tmp, knows(n), port))
+                "PYTHONPATH": f"{package}{os.pathsep}{ROOT}"}, tmp, knows(n), port,
+                cwd=package))  # python -m puts the working directory first on sys.path
         port = free_port()
         servers.append(Server("ceiling", gunicorn("benchmarks.ceiling_app:app", port, env), env, tmp,
                               lambda s: requests.post(s.url + "clustershazbot/gossip", data=b"{}",
