@@ -49,7 +49,7 @@ def load() -> str:
 
 
 def environment() -> str:
-    typed = ", msgspec records" if _json.TYPED else ""
+    typed = ", msgspec records" if getattr(_json, "TYPED", False) else ""  # older packages: none
     return f"CPython {platform.python_version()}, JSON codec {_json.CODEC}{typed}, {load()}"
 
 
