@@ -187,7 +187,7 @@ class Engine:
             if isinstance(servers, ServerList):
                 fresh = servers
             else:  # validated first: a bad record changes nothing, not even our heartbeat
-                fresh = self.peer_policy.filter(servers.unknown_to(m.entries))
+                fresh = self.peer_policy.filter(servers.news(m.entries))
             if heartbeat:
                 m.heartbeat(now, mono)
             changes = m.merge(fresh, now, mono, int(s.max_clock_skew * 1000), int(s.retention * 1000))

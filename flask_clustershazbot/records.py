@@ -299,24 +299,25 @@ else:
 class Incoming:
     """A GossipMessage decoded by msgspec: all but the base URLs already validated.
 
-    :meth:`unknown_to` checks the base URLs of the records it keeps, the ones the table
-    does not hold exactly: a record equal to a table entry has a canonical base URL (the
-    table holds no other) and cannot change anything, so it costs one lookup.
+    :meth:`news` checks the base URLs of the records it keeps, the ones that could change
+    the table. A record whose base URL is a table key has a canonical base URL (the table
+    holds no other); if it does not outrank the entry (the merge's own rule), it cannot
+    change anything, and costs one lookup.
     """
 
-    __slots__ = ("offline", "online")
+    __slots__ = ("online", "offline")
 
     def __init__(self, online: Sequence[Any], offline: Sequence[Any]) -> None:
         self.online, self.offline = online, offline
 
-    def unknown_to(self, entries: Mapping[str, Any]) -> ServerList:
-        """The records ``entries`` (base URL -> membership Entry) does not hold exactly,
-        validated as :meth:`ServerList.from_dict` would; BadMessage names the bad one."""
-        return ServerList(_unknown(self.online, True, entries, "online"),
-                          _unknown(self.offline, False, entries, "offline"))
+    def news(self, entries: Mapping[str, Any]) -> ServerList:
+        """The records that could change ``entries`` (base URL -> membership Entry), validated
+        as :meth:`ServerList.from_dict` would; BadMessage names the first bad one."""
+        return ServerList(_news(self.online, True, entries, "online"),
+                          _news(self.offline, False, entries, "offline"))
 
 
-def _unknown(
+def _news(
     records: Sequence[Any], online: bool, entries: Mapping[str, Any], key: str
 ) -> tuple[GossipServer, ...]:
     out: list[GossipServer] = []
@@ -324,9 +325,9 @@ def _unknown(
     for r in records:
         url, monitor, stamp = r.base_url, r.monitor, r.last_update
         e = get(url)
-        if e is not None and e.online is online:
-            known = e.server
-            if known.last_update == stamp and known.monitor is monitor:
+        if e is not None:  # skipped as Membership.merge skips them, before any object is made
+            known = e.server.last_update
+            if stamp < known or (stamp == known and e.online is online and e.server.monitor is monitor):
                 continue
         canonical, problem = check(url, True)
         if problem is not None:  # the first bad record, as the standard path reports it

@@ -1,8 +1,9 @@
 """The msgspec fast path of the gossip endpoint decides every body as the standard path does.
 
-``records.decode_gossip`` + ``Incoming.unknown_to`` (msgspec, records the table holds
-exactly skipped) against ``decode_json`` + ``ServerList.from_dict`` (the standard path):
-the same bodies accepted, the same records merged, the same error where one is refused.
+``records.decode_gossip`` + ``Incoming.news`` (msgspec; records that cannot outrank the
+table's entry skipped) against ``decode_json`` + ``ServerList.from_dict`` (the standard
+path): the same bodies accepted, the same error where one is refused, and the same table
+after merging either.
 """
 
 from __future__ import annotations
@@ -33,36 +34,40 @@ def table() -> Membership:
     return m
 
 
-def standard(raw: bytes, m: Membership) -> Any:
-    """The standard path's verdict, known records left out: the merged records or the error."""
+def standard(raw: bytes) -> Any:
+    """The standard path's verdict: the records or the error."""
     try:
-        servers = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
+        return ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
     except BadMessage as exc:
         return str(exc)
-
-    def unknown(records: tuple[GossipServer, ...], online: bool) -> tuple[GossipServer, ...]:
-        return tuple(s for s in records if not (
-            s.base_url in m.entries and m.entries[s.base_url].server == s
-            and m.entries[s.base_url].online is online))
-
-    return ServerList(unknown(servers.online, True), unknown(servers.offline, False))
 
 
 def fast(raw: bytes, m: Membership) -> tuple[bool, Any]:
     """(whether msgspec decided, its verdict); the standard path's where msgspec refused."""
     incoming = decode_gossip(raw)
     if incoming is None:
-        return False, standard(raw, m)
+        return False, standard(raw)
     try:
-        return True, incoming.unknown_to(m.entries)
+        return True, incoming.news(m.entries)
     except BadMessage as exc:
         return True, str(exc)
 
 
-def same(raw: bytes) -> bool:
+def merged(servers: ServerList) -> Any:
     m = table()
-    used, verdict = fast(raw, m)
-    assert verdict == standard(raw, m), raw[:300]
+    changes = m.merge(servers, NOW, 1.0, 600_000, 86_400_000)
+    entries = sorted((u, e.online, e.server) for u, e in m.entries.items())
+    return entries, changes.joined, changes.left, changes.refuted
+
+
+def same(raw: bytes) -> bool:
+    used, verdict = fast(raw, table())
+    expected = standard(raw)
+    if isinstance(expected, str):
+        assert verdict == expected, raw[:300]
+    else:
+        assert not isinstance(verdict, str), (verdict, raw[:300])
+        assert merged(verdict) == merged(expected), raw[:300]
     return used
 
 
@@ -81,8 +86,9 @@ def test_the_codec_is_not_forced_off() -> None:
     assert _json.TYPED
 
 
-def test_known_records_are_skipped_and_new_ones_kept() -> None:
-    raw = body([s.to_dict() for s in KNOWN[:3]] + [rec()], [s.to_dict() for s in KNOWN[3:]])
+def test_records_that_cannot_change_the_table_are_skipped_and_new_ones_kept() -> None:
+    older = GossipServer(KNOWN[1].base_url, True, KNOWN[1].last_update - 5)
+    raw = body([s.to_dict() for s in KNOWN[:3]] + [older.to_dict(), rec()], [s.to_dict() for s in KNOWN[3:]])
     assert same(raw)  # msgspec decided: the fast path is the one under test
     used, verdict = fast(raw, table())
     assert verdict == ServerList((GossipServer("http://127.0.0.1:9100/", False, NOW),), ())
@@ -132,7 +138,8 @@ urls = st.sampled_from([s.base_url for s in KNOWN] + [
     "http://h/?q", "", "http://h/a%2f", ME]) | st.text(max_size=12)
 values = st.none() | st.booleans() | st.integers(-5, 2**54) | st.floats(allow_nan=False) | st.text(max_size=5)
 records = st.one_of(
-    st.builds(rec, urls, st.booleans(), st.sampled_from([s.last_update for s in KNOWN] + [0, NOW + 1])),
+    st.builds(rec, urls, st.booleans(), st.sampled_from([s.last_update + d for s in KNOWN for d in (-1, 0, 1)]
+                                                         + [0, NOW + 1])),
     st.builds(rec, urls | values, st.booleans() | values, st.integers(-1, MAX_LAST_UPDATE + 1) | values),
     st.dictionaries(st.sampled_from(["baseUrl", "monitor", "lastUpdate", "x"]), values, max_size=4),
 )
