@@ -25,11 +25,12 @@ def current_engine() -> Engine:
 def _json(data: Any, status: int = 200) -> Response:
     body = data if isinstance(data, bytes) else encode_json(data)  # bytes: encoded already
     # Compress only for a client that asked for it: seed nodes may not, and get plain JSON.
-    gzipped = len(body) >= GZIP_MIN_BYTES and request.accept_encodings["gzip"] > 0
+    gzipped = (len(body) >= GZIP_MIN_BYTES and "Accept-Encoding" in request.headers
+               and request.accept_encodings["gzip"] > 0)
     response = current_app.response_class(
         gzip_body(body) if gzipped else body, status, mimetype="application/json"
     )
-    response.vary.add("Accept-Encoding")
+    response.headers["Vary"] = "Accept-Encoding"  # a new response: no other Vary to keep
     if gzipped:
         response.headers["Content-Encoding"] = "gzip"
     return response
