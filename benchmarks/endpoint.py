@@ -63,10 +63,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fake_members(n: int, stamp: int) -> ServerList:
+def fake_members(n: int, stamp: int) -> list[GossipServer]:
     # Offline members at a closed local port: the servers never gossip off this machine.
-    return ServerList((), tuple(GossipServer(f"http://127.0.0.1:9/m{i}/", False, stamp - i)
-                                for i in range(n)))
+    return [GossipServer(f"http://127.0.0.1:9/m{i}/", False, stamp - i) for i in range(n)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -178,7 +177,7 @@ def wrk(server: Server, script: Path, seconds: float) -> dict[str, float]:
 def run(n: int, seconds: float, rounds: int, codec: str, before: str | None) -> dict[str, dict[str, Any]]:
     tmp = tempfile.mkdtemp(prefix="shazbot-endpoint-")
     try:
-        members = fake_members(n, int(time.time() * 1000))
+        members = ServerList((), tuple(fake_members(n, int(time.time() * 1000))))
         master = Path(tmp, "master.json")
         master.write_text(json.dumps(members.to_dict()))
         for copy in ("seed", "before"):  # each reads its own: our node rewrites its master list
