@@ -305,7 +305,7 @@ class Incoming:
     change anything, and costs one lookup.
     """
 
-    __slots__ = ("online", "offline")
+    __slots__ = ("offline", "online")
 
     def __init__(self, online: Sequence[Any], offline: Sequence[Any]) -> None:
         self.online, self.offline = online, offline

@@ -197,6 +197,7 @@ class SqliteStore:
         elif generation != self._generation:
             for entry in self._read(conn, "SELECT * FROM member WHERE generation > ?", (self._generation,)):
                 m.entries[entry.server.base_url] = entry
+                m.version += 1
         if m.base_url not in m.entries:  # never lose our own record, whatever the file says
             m.entries.update(self._fresh_entries())
         self._generation, self._purges = generation, purges
