@@ -15,7 +15,7 @@ from . import convergence, endpoint, footprint, lifecycle, masterlist, merge, ow
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
     "store": (store.main, []),
-    "endpoint": (endpoint.main, ["--sizes", "10,100,1000", "--seconds", "3"]),
+    "endpoint": (endpoint.main, ["--sizes", "100,1000", "--seconds", "3", "--rounds", "2"]),
     "convergence": (convergence.main, ["--sizes", "5,10"]),
     "lifecycle": (lifecycle.main, ["--runs", "2", "--nodes", "3,5"]),
     "masterlist": (masterlist.main, ["--nodes", "100"]),

@@ -49,7 +49,8 @@ def load() -> str:
 
 
 def environment() -> str:
-    return f"CPython {platform.python_version()}, JSON codec {_json.CODEC}, {load()}"
+    typed = ", msgspec records" if getattr(_json, "TYPED", False) else ""  # older packages: none
+    return f"CPython {platform.python_version()}, JSON codec {_json.CODEC}{typed}, {load()}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

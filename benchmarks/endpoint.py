@@ -1,10 +1,16 @@
-"""POST /clustershazbot/gossip against a real node under gunicorn (gthread) on 127.0.0.1.
+"""POST /clustershazbot/gossip at the platform's limit, measured with wrk on 127.0.0.1.
 
-A Python load generator (threads, one pooled requests.Session each) sends gzip
-gossip bodies with N records, as our nodes do, and measures requests/s and
-latency; a second client measures the app's own trivial route meanwhile, and
-once without load. The load generator shares the machine's cores with gunicorn.
-``python -m benchmarks.endpoint [--sizes 10,100,1000] [--seconds 5] [--clients 8]``
+Three servers, measured alternately in one run, each answering the same plain-JSON gossip
+body of N records, all already known to it:
+- ours: a node (``benchmarks.endpoint_app``) under gunicorn, 1 gthread worker x 8 threads;
+- ceiling: a Flask route that only reads the body (``benchmarks.ceiling_app``), same settings;
+- seed: the Node.js stand-in ``tests/seed_peer.js`` under Express (its merge), one process;
+- before (with ``--before DIR``): the package of another checkout, served as ours.
+wrk (2 threads, 16 connections) is not Python, so the client's own cost stays out of the
+figures; it shares the machine's cores with the servers all the same. CPU ms/request is the
+server's own CPU time (user + system, all its processes) over the requests it answered.
+``python -m benchmarks.endpoint [--sizes 100,1000] [--seconds 5] [--rounds 3] [--codec json]
+[--before DIR]``
 """
 
 from __future__ import annotations
@@ -12,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +33,28 @@ import requests
 
 from flask_clustershazbot.demo import stop_nodes
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.transport import gossip_body
 
-from .common import CONTROL, SECRET, environment, percentile, table
+from .common import CONTROL, SECRET, environment, table
 
 ROOT = Path(__file__).resolve().parent.parent
+SEED_PEER = ROOT / "tests" / "seed_peer.js"
+#: Where Debian's node-express puts the express package (a node from elsewhere does not look there).
+NODE_PATH = "/usr/share/nodejs"
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+local f = assert(io.open(%(body)s, "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = %(secret)s
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
 
 
 def free_port() -> int:
@@ -41,134 +64,183 @@ def free_port() -> int:
 
 
 def fake_members(n: int, stamp: int) -> list[GossipServer]:
-    # Offline members at a closed local port: the node never gossips off this machine.
+    # Offline members at a closed local port: the servers never gossip off this machine.
     return [GossipServer(f"http://127.0.0.1:9/m{i}/", False, stamp - i) for i in range(n)]
 
 
-class Gunicorn:
-    """A real gunicorn (gthread) serving benchmarks.endpoint_app with ``n`` known members."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (gunicorn's workers), in seconds."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
-    def __init__(self, n: int, workers: int = 1, threads: int = 8) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="shazbot-endpoint-")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        master = Path(self.tmp, "master.json")
-        stamp = int(time.time() * 1000)
-        master.write_text(json.dumps(ServerList((), tuple(fake_members(n - 1, stamp))).to_dict()))
-        env = {**os.environ, "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
-               "SHAZBOT_BASE_URL": self.url, "SHAZBOT_MASTER_LIST": str(master),
-               "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers),
-               "--threads", str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
-               "benchmarks.endpoint_app:app"]
-        self.log = open(Path(self.tmp, "gunicorn.log"), "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=self.log, cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+class Server:
+    """A server process answering POST /clustershazbot/gossip on 127.0.0.1."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], tmp: str,
+                 ready: Callable[[Server], bool], port: int | None = None,
+                 cwd: str | Path = ROOT) -> None:
+        self.name, self.tmp = name, tmp
+        self.log = open(Path(tmp, f"{name}.log"), "w+b")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stderr=self.log, text=True,
+                                     stdout=subprocess.PIPE if port is None else self.log)
+        if port is None:  # the seed stand-in prints "READY <port>"
+            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            port = int(line.split()[1]) if line.startswith("READY ") else 0
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                r = requests.get(self.url + "clustershazbot/list", timeout=1,
-                                 headers={"Authorization": CONTROL})
-                if r.ok and len(r.json().get("offline", [])) >= n - 1:
+                if ready(self):
                     return
             except requests.RequestException:
                 pass
-            if self.proc.poll() is not None:
-                break
             time.sleep(0.1)
-        log = Path(self.tmp, "gunicorn.log").read_text(errors="replace")[-2000:]
+        self.log.seek(0)
+        tail = self.log.read().decode(errors="replace")[-2000:]
         self.stop()
-        raise RuntimeError(f"gunicorn did not serve; its log ends:\n{log}")
+        raise RuntimeError(f"{name} did not serve; its log ends:\n{tail}")
 
     def stop(self) -> None:
         stop_nodes([self.proc])
         self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def bodies(n: int, count: int = 10) -> list[tuple[bytes, dict[str, str]]]:
-    rng = random.Random(n)
-    stamp = int(time.time() * 1000)
-    members = fake_members(n, stamp)
-    out = []
-    for k in range(count):
-        for i in rng.sample(range(n), max(1, n // 10)):  # a tenth of records newer each time
-            s = members[i]
-            members[i] = GossipServer(s.base_url, s.monitor, s.last_update + 1 + k)
-        message = ServerList((), tuple(members)).gossip_message()
-        out.append(gossip_body(message))
-    return out
+def gunicorn(app: str, port: int, env: dict[str, str]) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "8",
+            "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
 
 
-def ping_latencies(url: str, stop: threading.Event, out: list[float], limit: float) -> None:
-    session = requests.Session()
-    deadline = time.monotonic() + limit
-    while not stop.is_set() and time.monotonic() < deadline:
-        t0 = time.perf_counter()
-        session.get(url + "ping", timeout=10)
-        out.append(time.perf_counter() - t0)
-        stop.wait(0.02)
+def knows(n: int) -> Callable[[Server], bool]:
+    """Ready when the server's list holds the ``n`` members of the body."""
+    def ready(server: Server) -> bool:
+        r = requests.get(server.url + "clustershazbot/list", timeout=2,
+                         headers={"Authorization": CONTROL})
+        return r.ok and len(r.json().get("offline", [])) >= n
+    return ready
 
 
-def run(n: int, seconds: float, clients: int) -> dict[str, Any]:
-    node = Gunicorn(n)
+def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None) -> list[Server]:
+    env = {**os.environ, "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
+           "PYTHONPATH": str(ROOT)}
+    servers = []
     try:
-        url = node.url + "clustershazbot/gossip"
-        payloads = bodies(n)
-        idle: list[float] = []
-        ping_latencies(node.url, threading.Event(), idle, 1.0)
-        latencies: list[list[float]] = [[] for _ in range(clients)]
-        errors = [0]
-        stop = threading.Event()
+        nodes = [("ours", str(ROOT))] + ([("before", before)] if before else [])
+        for name, package in nodes:  # benchmarks.endpoint_app from here, the package from there
+            port = free_port()
+            servers.append(Server(name, gunicorn("benchmarks.endpoint_app:app", port, env), {
+                **env, "SHAZBOT_BASE_URL": f"http://127.0.0.1:{port}/", "BENCH_CODEC": codec,
+                "SHAZBOT_MASTER_LIST": str(master) + ("" if name == "ours" else f".{name}"),
+                "SHAZBOT_STATE_PATH": str(Path(tmp, f"{name}.db")),
+                "PYTHONPATH": f"{package}{os.pathsep}{ROOT}"}, tmp, knows(n), port,
+                cwd=package))  # python -m puts the working directory first on sys.path
+        port = free_port()
+        servers.append(Server("ceiling", gunicorn("benchmarks.ceiling_app:app", port, env), env, tmp,
+                              lambda s: requests.post(s.url + "clustershazbot/gossip", data=b"{}",
+                                                      timeout=2).ok, port))
+        node = shutil.which("node")
+        if node and Path(NODE_PATH, "express").is_dir():
+            servers.append(Server("seed", [node, str(SEED_PEER), str(master) + ".seed", "86400"], {
+                **env, "SEED_PEER_EXPRESS": "1", "NODE_PATH": NODE_PATH}, tmp, knows(n)))
+        else:
+            print("(no seed stand-in: needs node and Debian's node-express)")
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
 
-        def client(i: int) -> None:
-            session = requests.Session()
-            k = i
-            while not stop.is_set():
-                data, extra = payloads[k % len(payloads)]
-                k += 1
-                t0 = time.perf_counter()
-                r = session.post(url, data=data, timeout=30, headers={
-                    "Authorization": SECRET, "Content-Type": "application/json",
-                    "Accept-Encoding": "gzip", **extra})
-                if r.status_code != 200:
-                    errors[0] += 1
-                latencies[i].append(time.perf_counter() - t0)
 
-        pings: list[float] = []
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        pinger = threading.Thread(target=ping_latencies, args=(node.url, stop, pings, seconds + 5))
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        pinger.start()
-        stop.wait(seconds)
-        stop.set()
-        for t in threads + [pinger]:
-            t.join(30)
-        elapsed = time.perf_counter() - started
-        all_lat = [x for lst in latencies for x in lst]
-        return {"n": n, "requests": len(all_lat), "errors": errors[0], "rps": len(all_lat) / elapsed,
-                "p50": percentile(all_lat, 0.5) * 1e3, "p99": percentile(all_lat, 0.99) * 1e3,
-                "ping_idle": percentile(idle, 0.5) * 1e3,
-                "ping_p50": percentile(pings, 0.5) * 1e3, "ping_p99": percentile(pings, 0.99) * 1e3,
-                "body": len(payloads[0][0])}
+def wrk(server: Server, script: Path, seconds: float) -> dict[str, float]:
+    cpu = cpu_seconds(server.proc.pid)
+    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds:g}s", "--timeout", "10s", "-s",
+                          str(script), server.url + "clustershazbot/gossip"],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    cpu = cpu_seconds(server.proc.pid) - cpu
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    count, micros, p50, p99, bad_status, socket_errors = (int(x) for x in line.split()[1:])
+    return {"rps": count / (micros / 1e6), "p50": p50 / 1e3, "p99": p99 / 1e3,
+            "errors": bad_status + socket_errors, "cpu_ms": cpu * 1e3 / max(count, 1)}
+
+
+def run(n: int, seconds: float, rounds: int, codec: str, before: str | None) -> dict[str, dict[str, Any]]:
+    tmp = tempfile.mkdtemp(prefix="shazbot-endpoint-")
+    try:
+        members = ServerList((), tuple(fake_members(n, int(time.time() * 1000))))
+        master = Path(tmp, "master.json")
+        master.write_text(json.dumps(members.to_dict()))
+        for copy in ("seed", "before"):  # each reads its own: our node rewrites its master list
+            Path(tmp, f"master.json.{copy}").write_text(master.read_text())
+        body = Path(tmp, "body.json")  # plain JSON, as the seed's nodes send it
+        body.write_text(json.dumps(members.gossip_message(), separators=(",", ":")))
+        script = Path(tmp, "gossip.lua")
+        script.write_text(WRK_SCRIPT % {"body": json.dumps(str(body)), "secret": json.dumps(SECRET)})
+        servers = start_servers(n, tmp, master, codec, before)
+        try:
+            for server in servers:  # warm up (imports, caches, the JIT of node)
+                wrk(server, script, 1)
+            runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+            for _ in range(rounds):  # alternated, so that a change in the load hits all alike
+                for server in servers:
+                    runs[server.name].append(wrk(server, script, seconds))
+        finally:
+            for server in servers:
+                server.stop()
+        return {name: {"n": n, "body": body.stat().st_size, "runs": r,
+                       **{k: statistics.median(x[k] for x in r) for k in r[0]},
+                       "errors": sum(x["errors"] for x in r)}
+                for name, r in runs.items()}
     finally:
-        node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="10,100,1000")
-    parser.add_argument("--seconds", type=float, default=5.0, help="load per size")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent gossip clients")
+    parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated runs per server")
+    parser.add_argument("--codec", choices=["auto", "json"], default="auto",
+                        help="json: our node uses the standard library's codec")
+    parser.add_argument("--before", metavar="DIR",
+                        help="also serve the package of another checkout (e.g. the last release) as 'before'")
     args = parser.parse_args(argv)
-    print(f"endpoint: gunicorn gthread (1 worker, 8 threads), {args.clients} gossip clients, "
-          f"{args.seconds:g} s per size ({environment()})")
-    results = [run(int(n), args.seconds, args.clients) for n in args.sizes.split(",")]
-    print(table(["N", "requests", "errors", "req/s", "p50 ms", "p99 ms", "body bytes (gzip)",
-                 "app route idle p50 ms", "app route under load p50 ms", "p99 ms"],
-                [[r["n"], r["requests"], r["errors"], r["rps"], r["p50"], r["p99"], r["body"],
-                  r["ping_idle"], r["ping_p50"], r["ping_p99"]] for r in results]))
+    if not shutil.which("wrk"):
+        raise SystemExit("endpoint: needs wrk (Debian: apt-get install wrk)")
+    print(f"endpoint: wrk -t2 -c16, {args.rounds} x {args.seconds:g} s per server, alternated; "
+          f"gunicorn gthread 1 worker x 8 threads; our codec {args.codec} ({environment()})")
+    results = [run(int(n), args.seconds, args.rounds, args.codec, args.before)
+               for n in args.sizes.split(",")]
+    rows = []
+    for res in results:
+        for name, r in res.items():
+            rates = [x["rps"] for x in r["runs"]]
+            rows.append([r["n"], name, r["rps"], f"{min(rates):,.0f}-{max(rates):,.0f}", r["p50"],
+                         r["p99"], r["cpu_ms"], r["errors"], r["body"]])
+    print(table(["N", "server", "req/s (median)", "range", "p50 ms", "p99 ms", "CPU ms/req",
+                 "errors", "body bytes"], rows))
+    ratios = []
+    for res in results:
+        ours, ceiling, seed, before = res["ours"], res["ceiling"], res.get("seed"), res.get("before")
+        ratios.append([ours["n"], ours["rps"] / ceiling["rps"],
+                       ours["rps"] / seed["rps"] if seed else "-",
+                       ours["p99"] / seed["p99"] if seed else "-",
+                       ceiling["rps"] / seed["rps"] if seed else "-",
+                       ours["rps"] / before["rps"] if before else "-"])
+    print(table(["N", "ours / ceiling req/s", "ours / seed req/s", "ours / seed p99",
+                 "ceiling / seed req/s", "ours / before req/s"], ratios))
+    print("goals (issue 15): N = 1,000 ours / seed req/s >= 1 and p99 ratio <= 1; "
+          "N = 100 ours / ceiling >= 0.9")
     print(f"after: {environment()}")
     return results
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 
+from ._json import encode_json
 from .config import Settings
 from .engine import Engine
-from .transport import encode_json
 from .views import current_engine
 
 #: Served at ``SHAZBOT_HAPPY_PATH`` (the blueprint's url_prefix) when that is set.

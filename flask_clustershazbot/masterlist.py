@@ -24,11 +24,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ._json import decode_json, encode_json
 from .config import Settings, config_key, mask
 from .errors import BadMessage, ShazbotError, TooLarge
 from .membership import _rank
 from .records import GossipServer, ServerList, base_url_problem
-from .transport import TransportError, decode_json, encode_json, file_path
+from .transport import TransportError, file_path
 
 if TYPE_CHECKING:
     from .transport import Transport

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _json
 from .records import GossipServer, ServerList
 
 
@@ -33,6 +34,8 @@ class Entry:
     #: The record as wire JSON, made once: an entry is replaced, never changed, when its
     #: record changes, so every reply reuses the dicts of the records that did not.
     wire: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: The record as encoded JSON bytes, made once, for the same reason.
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -63,6 +66,18 @@ class Changes:
         self.refused += other.refused
         self.evicted += other.evicted
         return self
+
+
+def _raw(e: Entry) -> bytes:
+    """The entry's record as JSON bytes, made once (see Entry.raw)."""
+    raw = e.raw
+    if raw is None:
+        # Formatted rather than dumps(to_dict()): orjson's bytes keep a 4 KiB buffer
+        # each, which would cost 4 MiB per 1,000 entries held.
+        s = e.server
+        raw = e.raw = b'{"baseUrl":%b,"monitor":%b,"lastUpdate":%d}' % (
+            _json.dumps(s.base_url), b"true" if s.monitor else b"false", s.last_update)
+    return raw
 
 
 def _rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
@@ -96,6 +111,10 @@ class Membership:
         self.control_online = True
         #: Bumped on every change; lets stores and reply caches skip work.
         self.version = 0
+        #: The changes of our own record among them: version - own_changes moves with peers only.
+        self.own_changes = 0
+        #: (key, the reply's peer records joined around ours): see gossip_body.
+        self._body_cache: tuple[tuple[int, int, bool], bytes, bytes, bytes] | None = None
         #: Base URLs changed (or deleted) since a persistent store last saved.
         self.dirty: set[str] = set()
         #: Whether this process last stamped the own record from its wall clock (a
@@ -124,6 +143,28 @@ class Membership:
             (online if e.online else offline).append(wire)
         return {"online": online, "offline": offline, "message": "gossip"}
 
+    def gossip_body(self) -> bytes:
+        """``encode_json(self.gossip_message())``, from cached bytes: the peers' records are
+        joined once per change of a peer, and only our own record (every heartbeat) is new."""
+        me = self.self_entry
+        key = (self.version - self.own_changes, len(self.entries), me.online)
+        cached = self._body_cache
+        if cached is None or cached[0] != key:
+            # Ours splits its list in two, so that the order stays the table's (as gossip_message).
+            parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
+            side = 0
+            for url, e in self.entries.items():
+                if url == self.base_url:
+                    side = 1
+                else:
+                    parts[side if e.online is me.online else 2].append(_raw(e))
+            joined = [b",".join(p) for p in parts]
+            cached = self._body_cache = (key, joined[0], joined[1], joined[2])
+        _, before, after, other = cached
+        mine = b",".join([x for x in (before, _raw(me), after) if x])
+        online, offline = (mine, other) if me.online else (other, mine)
+        return b'{"online":[%b],"offline":[%b],"message":"gossip"}' % (online, offline)
+
     def peers(self, online: bool = True) -> list[GossipServer]:
         """Peers (never this node) in the given state."""
         me = self.base_url
@@ -138,6 +179,7 @@ class Membership:
         old = self.entries.get(url)
         self.entries[url] = Entry(server, online, mono)
         self.version += 1
+        self.own_changes += url == self.base_url
         self.dirty.add(url)
         if changes is not None and (old is not None and old.online) != online:
             (changes.joined if online else changes.left).append(server)
@@ -348,3 +390,4 @@ class Membership:
     def load(self, entries: Iterable[Entry]) -> None:
         """Replace the table with saved entries (used by persistent stores)."""
         self.entries = {e.server.base_url: e for e in entries}
+        self.version += 1

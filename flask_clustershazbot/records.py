@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
+from . import _json
 from .errors import BadMessage
 
 #: Longest ``baseUrl`` accepted; longer ones are not a server's address.
@@ -269,3 +271,82 @@ def parse_control(data: Any) -> bool:
     if type(online) is not bool:
         raise BadMessage(f"'online' must be true or false, got {_show(online)}")
     return online
+
+
+# -- msgspec: the endpoint's fast path ------------------------------------------------------
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - depends on the environment
+    _decode_typed = None
+else:
+
+    class _Record(msgspec.Struct, rename="camel", gc=False):
+        """A wire record, typed and range-checked by msgspec in C (its base URL is not)."""
+
+        base_url: str
+        monitor: bool
+        last_update: Annotated[int, msgspec.Meta(ge=0, le=MAX_LAST_UPDATE)]
+
+    class _Gossip(msgspec.Struct, gc=False):
+        message: Literal["gossip"]
+        online: list[_Record]
+        offline: list[_Record] = []
+
+    _decode_typed = msgspec.json.Decoder(_Gossip).decode
+
+
+class Incoming:
+    """A GossipMessage decoded by msgspec: all but the base URLs already validated.
+
+    :meth:`news` checks the base URLs of the records it keeps, the ones that could change
+    the table. A record whose base URL is a table key has a canonical base URL (the table
+    holds no other); if it does not outrank the entry (the merge's own rule), it cannot
+    change anything, and costs one lookup.
+    """
+
+    __slots__ = ("offline", "online")
+
+    def __init__(self, online: Sequence[Any], offline: Sequence[Any]) -> None:
+        self.online, self.offline = online, offline
+
+    def news(self, entries: Mapping[str, Any]) -> ServerList:
+        """The records that could change ``entries`` (base URL -> membership Entry), validated
+        as :meth:`ServerList.from_dict` would; BadMessage names the first bad one."""
+        return ServerList(_news(self.online, True, entries, "online"),
+                          _news(self.offline, False, entries, "offline"))
+
+
+def _news(
+    records: Sequence[Any], online: bool, entries: Mapping[str, Any], key: str
+) -> tuple[GossipServer, ...]:
+    out: list[GossipServer] = []
+    get, check, new = entries.get, _check, _new_server
+    for r in records:
+        url, monitor, stamp = r.base_url, r.monitor, r.last_update
+        e = get(url)
+        if e is not None:  # skipped as Membership.merge skips them, before any object is made
+            known = e.server.last_update
+            if stamp < known or (stamp == known and e.online is online and e.server.monitor is monitor):
+                continue
+        canonical, problem = check(url, True)
+        if problem is not None:  # the first bad record, as the standard path reports it
+            raise BadMessage(f"{key}[{records.index(r)}].baseUrl {problem}: {_show(url)}")
+        out.append(new(canonical, monitor, stamp))
+    return tuple(out)
+
+
+def decode_gossip(raw: bytes) -> Incoming | None:
+    """``raw`` decoded into typed records by msgspec, or None: msgspec is not installed
+    (or :func:`_json.force_std` turned it off), or it refuses ``raw``. The standard path
+    (:func:`_json.loads`, :meth:`ServerList.from_dict`) then decides, with its errors,
+    so msgspec changes speed only, never what is accepted.
+    """
+    # Non-ASCII bodies too: msgspec does not check the UTF-8 of the fields it skips.
+    if _decode_typed is None or not _json.TYPED or not raw.isascii():
+        return None
+    try:
+        message = _decode_typed(raw)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included; deep nesting
+        return None
+    return Incoming(message.online, message.offline)

@@ -45,6 +45,10 @@ T = TypeVar("T")
 
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT = 30.0
+#: When nothing but our own heartbeat changed, the file gets it at most this often (ms):
+#: every gossip request beats, and writing each beat was most of a request's cost under
+#: gunicorn (docs/performance.md). Any other change, ours or a peer's, is written at once.
+HEARTBEAT_SAVE_MS = 1000
 
 #: Bumped when the tables change shape: a file of another version is started afresh.
 SCHEMA_VERSION = 2
@@ -176,6 +180,8 @@ class SqliteStore:
         self._recovering = False
         #: False while the cached table may hold a failed transaction's half-made changes.
         self._cache_ok = True
+        #: Our own record (lastUpdate, online) as this process last wrote it; None: unknown.
+        self._saved_self: tuple[int, bool] | None = None
         create_private_file(path)
         ref = weakref.ref(self)
         os.register_at_fork(before=lambda: _close_before_fork(ref))
@@ -256,7 +262,7 @@ class SqliteStore:
                 m = self._load(conn)
                 flags = (m.running, m.control_online)
                 result = fn(m)
-                if m.dirty or flags != (m.running, m.control_online):
+                if flags != (m.running, m.control_online) or (m.dirty and not self._beat_can_wait(m)):
                     self._save(conn, m)
                 conn.execute("COMMIT")
             except BaseException:
@@ -266,6 +272,14 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
             return result
+
+    def _beat_can_wait(self, m: Membership) -> bool:
+        """Only our own heartbeat changed, less than HEARTBEAT_SAVE_MS after the saved one."""
+        saved = self._saved_self
+        if saved is None or len(m.dirty) != 1 or m.base_url not in m.dirty:
+            return False
+        entry = m.self_entry
+        return entry.online is saved[1] and entry.server.last_update - saved[0] < HEARTBEAT_SAVE_MS
 
     def _load(self, conn: sqlite3.Connection) -> Membership:
         m = self._membership
@@ -288,6 +302,8 @@ class SqliteStore:
         self._recovering = False
         cached_running = m.running
         m.running, m.control_online = bool(running), bool(control_online)
+        if generation != self._generation:
+            self._saved_self = None  # another process wrote: our own record is written anew
         if recovered is not None:
             # Another process recreated the file first: add what only we knew.
             m.load(self._read(conn, "SELECT * FROM member", ()))
@@ -301,6 +317,7 @@ class SqliteStore:
         elif generation != self._generation:
             for entry in self._read(conn, "SELECT * FROM member WHERE generation > ?", (self._generation,)):
                 m.entries[entry.server.base_url] = entry
+                m.version += 1
         if m.base_url not in m.entries:  # never lose our own record, whatever the file says
             m.entries.update(self._fresh_entries())
         self._generation, self._purges = generation, purges
@@ -334,7 +351,7 @@ class SqliteStore:
             "INSERT INTO host VALUES (0, ?, ?, ?, ?, 0, 0)",
             (self.host_id, m.base_url, m.running, m.control_online),
         )
-        self._generation, self._purges = 0, 0
+        self._generation, self._purges, self._saved_self = 0, 0, None
         if m.base_url not in m.entries:
             m.entries.update(self._fresh_entries())
         m.dirty.update(m.entries)
@@ -351,6 +368,8 @@ class SqliteStore:
             else:
                 s = entry.server
                 rows.append((url, s.monitor, s.last_update, entry.online, entry.seen, generation))
+                if url == m.base_url:
+                    self._saved_self = (s.last_update, entry.online)
         conn.executemany("INSERT OR REPLACE INTO member VALUES (?, ?, ?, ?, ?, ?)", rows)
         if gone:
             conn.executemany("DELETE FROM member WHERE base_url = ?", gone)

@@ -6,7 +6,6 @@ engine treats both as a failed exchange that changes nothing.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import threading
 from collections.abc import Iterable
@@ -17,10 +16,10 @@ from urllib.parse import unquote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import _json
+from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 from .config import Settings, mask
 from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH
-from .errors import BadMessage, ShazbotError, TooLarge
+from .errors import ShazbotError, TooLarge
 from .records import ServerList
 from .stats import Stats
 
@@ -29,9 +28,6 @@ if TYPE_CHECKING:
 
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
-#: Gossip bodies from this size on are sent gzip-compressed. Seed nodes take them: their
-#: body parser (Express's) inflates a request whose Content-Encoding says gzip.
-GZIP_MIN_BYTES = 1024
 
 
 class TransportError(ShazbotError):
@@ -53,23 +49,6 @@ class _MaskUrls(logging.Filter):
 _URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
 if not any(isinstance(f, _MaskUrls) for f in _URLLIB3_LOG.filters):
     _URLLIB3_LOG.addFilter(_MaskUrls())
-
-
-def decode_json(body: bytes, what: str) -> Any:
-    """Parse JSON; anything that is not valid JSON is a :class:`BadMessage`."""
-    try:
-        return _json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadMessage(f"{what} is not valid JSON ({type(exc).__name__})") from None
-
-
-def encode_json(data: Any) -> bytes:
-    return _json.dumps(data)
-
-
-def gzip_body(body: bytes) -> bytes:
-    """Level 1: whole-state messages shrink about 14 times, at a third of level 6's cost."""
-    return gzip.compress(body, compresslevel=1, mtime=0)
 
 
 def gossip_body(message: dict[str, Any]) -> tuple[bytes, dict[str, str]]:

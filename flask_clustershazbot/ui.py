@@ -12,10 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 
+from ._json import encode_json
 from .config import Settings
 from .engine import Engine, check_secret
 from .formatting import format_age
-from .transport import encode_json
 from .views import current_engine
 
 #: Registered at ``SHAZBOT_UI_PATH``; its routes are relative to that path.

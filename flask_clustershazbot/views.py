@@ -8,10 +8,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 from .constants import EXTENSION_KEY, INSTANCE_HEADER, PREFIX
 from .engine import Engine
 from .errors import BadMessage, ShazbotError, TooLarge
-from .transport import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 
 blueprint = Blueprint("clustershazbot", __name__, url_prefix="/" + PREFIX)
 #: Every path of the protocol starts with this.
@@ -23,13 +23,14 @@ def current_engine() -> Engine:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    body = encode_json(data)
+    body = data if isinstance(data, bytes) else encode_json(data)  # bytes: encoded already
     # Compress only for a client that asked for it: seed nodes may not, and get plain JSON.
-    gzipped = len(body) >= GZIP_MIN_BYTES and request.accept_encodings["gzip"] > 0
+    gzipped = (len(body) >= GZIP_MIN_BYTES and "Accept-Encoding" in request.headers
+               and request.accept_encodings["gzip"] > 0)
     response = current_app.response_class(
         gzip_body(body) if gzipped else body, status, mimetype="application/json"
     )
-    response.vary.add("Accept-Encoding")
+    response.headers["Vary"] = "Accept-Encoding"  # a new response: no other Vary to keep
     if gzipped:
         response.headers["Content-Encoding"] = "gzip"
     return response
@@ -37,6 +38,11 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def read_body(limit: int) -> Any:
     """The request's JSON body, at most ``limit`` bytes after gzip decompression."""
+    return decode_json(read_raw(limit), "the body")
+
+
+def read_raw(limit: int) -> bytes:
+    """The request's body bytes, at most ``limit`` after gzip decompression."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
     raw = request.stream.read(limit + 1)
@@ -50,7 +56,7 @@ def read_body(limit: int) -> Any:
             raise BadMessage("the body is not valid gzip") from None
         if len(raw) > limit or inflater.unconsumed_tail:
             raise TooLarge(f"the body is larger than {limit} bytes after decompression")
-    return decode_json(raw, "the body")
+    return raw
 
 
 @blueprint.after_request
@@ -93,8 +99,7 @@ def _error(exc: ShazbotError) -> Response:
 def gossip() -> Response:
     engine, auth = current_engine(), request.headers.get("Authorization")
     engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
-    body = read_body(engine.settings.max_body_bytes)
-    return _json(engine.handle_gossip(auth, body))
+    return _json(engine.handle_gossip_body(auth, read_raw(engine.settings.max_body_bytes)))
 
 
 @blueprint.get("/list")

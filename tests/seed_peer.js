@@ -1,5 +1,6 @@
 // A stand-in for a node of the TypeScript seed, written from its README (the seed itself is
-// not published here): plain Node.js, no dependencies. It speaks the seed's wire format:
+// not published here): plain Node.js, no dependencies (Express only with SEED_PEER_EXPRESS,
+// as the seed is served; for the benchmarks). It speaks the seed's wire format:
 // the bare secret as the Authorization header, {"message": "gossip", online, offline}
 // bodies, and the seed's simple merge rule (a newer lastUpdate wins).
 // Usage: node seed_peer.js <master-list-file> <interval-seconds>; prints "READY <port>".
@@ -65,30 +66,49 @@ async function round() {
   }
 }
 
-const server = http.createServer((req, res) => {
-  const chunks = [];
-  req.on('data', (c) => { chunks.push(c); });
-  req.on('end', () => {
-    // express.json() (body-parser) inflates a gzip or deflate body as Content-Encoding says.
-    const raw = Buffer.concat(chunks);
-    const encoding = req.headers['content-encoding'];
-    const body = (encoding === 'gzip' ? zlib.gunzipSync(raw)
-      : encoding === 'deflate' ? zlib.inflateSync(raw) : raw).toString('utf8');
-    const auth = req.headers.authorization || '';
-    const reply = (status, obj) => { res.writeHead(status, {'Content-Type': 'application/json'}); res.end(JSON.stringify(obj)); };
-    if (req.method === 'POST' && req.url === '/clustershazbot/gossip') {
-      if (auth !== secret) return reply(401, {error: 'Unauthorized'});
-      heartbeat();
-      merge(JSON.parse(body));
-      return reply(200, {message: 'gossip', ...state()});
-    }
-    if (req.method === 'GET' && req.url === '/clustershazbot/list') {
-      const s = state();
-      return reply(200, auth === controlSecret ? s : {online: s.online});
-    }
-    reply(404, {error: 'not found'});
+// The seed's two routes: [status, reply] for a request's Authorization header and JSON body.
+function gossip(auth, body) {
+  if (auth !== secret) return [401, {error: 'Unauthorized'}];
+  heartbeat();
+  merge(body);
+  return [200, {message: 'gossip', ...state()}];
+}
+function list(auth) {
+  const s = state();
+  return [200, auth === controlSecret ? s : {online: s.online}];
+}
+
+let server;
+if (process.env.SEED_PEER_EXPRESS) {
+  // As the seed itself is served: Express with express.json() (benchmarks/endpoint.py;
+  // needs the express package, e.g. Debian's node-express with NODE_PATH=/usr/share/nodejs).
+  const express = require('express');
+  const app = express();
+  app.use(express.json({limit: '64mb'}));
+  const send = (res, [status, obj]) => res.status(status).json(obj);
+  app.post('/clustershazbot/gossip', (req, res) => send(res, gossip(req.headers.authorization || '', req.body)));
+  app.get('/clustershazbot/list', (req, res) => send(res, list(req.headers.authorization || '')));
+  server = http.createServer(app);
+} else {
+  server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => { chunks.push(c); });
+    req.on('end', () => {
+      // express.json() (body-parser) inflates a gzip or deflate body as Content-Encoding says.
+      const raw = Buffer.concat(chunks);
+      const encoding = req.headers['content-encoding'];
+      const body = (encoding === 'gzip' ? zlib.gunzipSync(raw)
+        : encoding === 'deflate' ? zlib.inflateSync(raw) : raw).toString('utf8');
+      const auth = req.headers.authorization || '';
+      const reply = ([status, obj]) => { res.writeHead(status, {'Content-Type': 'application/json'}); res.end(JSON.stringify(obj)); };
+      if (req.method === 'POST' && req.url === '/clustershazbot/gossip') {
+        return reply(gossip(auth, auth === secret ? JSON.parse(body) : null));
+      }
+      if (req.method === 'GET' && req.url === '/clustershazbot/list') return reply(list(auth));
+      reply([404, {error: 'not found'}]);
+    });
   });
-});
+}
 
 server.listen(0, '127.0.0.1', () => {
   baseUrl = `http://127.0.0.1:${server.address().port}/`;

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from flask_clustershazbot import _json
 from flask_clustershazbot.errors import BadMessage
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.transport import decode_json, encode_json
+from flask_clustershazbot._json import decode_json, encode_json
 
 orjson = pytest.importorskip("orjson")
 assert _json.CODEC == "orjson"  # installed here, so the fast path is the one under test

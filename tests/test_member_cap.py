@@ -10,7 +10,7 @@ import requests
 from cluster import SECRET, Node, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from flask_clustershazbot.transport import encode_json
+from flask_clustershazbot._json import encode_json
 
 FLOOD = 40_000  # records per message: about 3 MB, under the 4 MiB body limit
 

@@ -507,7 +507,7 @@ def test_the_cap_holds_and_gives_way_only_with_offline_records(
 
 def test_the_byte_budget_keeps_the_whole_message_within_it() -> None:
     from flask_clustershazbot.membership import record_bytes
-    from flask_clustershazbot.transport import encode_json
+    from flask_clustershazbot._json import encode_json
 
     m = table(online=True)
     long = [peer(f"http://127.0.0.{i}:9/{'x' * 1500}", NOW - i) for i in range(1, 40)]

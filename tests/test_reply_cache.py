@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.records import GossipServer, ServerList
+from flask_clustershazbot._json import encode_json
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
 
 
 def fresh(m: Membership) -> dict:
+    # The reply's bytes, joined from cached pieces, are the encoding of the same message.
+    assert m.gossip_body() == encode_json(m.server_list().gossip_message())
     return m.server_list().gossip_message()
 
 
@@ -32,3 +37,20 @@ def test_every_change_shows_in_the_next_message():
     m.cleanup(NOW + 2 * DAY, DAY)
     assert m.gossip_message() == fresh(m)
     assert [s["baseUrl"] for s in m.gossip_message()["offline"]] == []
+
+
+def test_the_reply_follows_changes_another_process_made(tmp_path):
+    from flask_clustershazbot.sqlite_store import SqliteStore
+
+    def store() -> SqliteStore:
+        return SqliteStore(str(tmp_path / "state"), Membership("http://me:1/", False, NOW, 0.0), host_id="run")
+
+    one, two = store(), store()
+    one.transact(lambda m: m.merge(ServerList((GossipServer("http://p1:1/", False, NOW),)), NOW, 1.0, 600_000, DAY))
+    assert b"http://p1:1/" in two.transact(lambda m: (fresh(m), m.gossip_body())[1])
+    # An incremental reload replaces entries in place: the cached reply must follow.
+    one.transact(lambda m: m.mark_offline("http://p1:1/", NOW + 5, 2.0))
+    body = json.loads(two.transact(lambda m: (fresh(m), m.gossip_body())[1]))
+    assert {"baseUrl": "http://p1:1/", "monitor": False, "lastUpdate": NOW + 5} in body["offline"]
+    one.transact(lambda m: m.cleanup(NOW + 2 * DAY, DAY))  # a purge: a full reload
+    assert b"http://p1:1/" not in two.transact(lambda m: (fresh(m), m.gossip_body())[1])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from flask_clustershazbot.errors import ConfigError
 from flask_clustershazbot.membership import Changes, Membership
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.sqlite_store import SqliteStore, default_state_path
+from flask_clustershazbot.sqlite_store import HEARTBEAT_SAVE_MS, SqliteStore, default_state_path
 from flask_clustershazbot.store import MemoryStore
 
 ME = "http://127.0.0.1:9000/"
@@ -248,3 +250,31 @@ def test_another_nodes_live_file_is_refused(tmp_path):
     sqlite(tmp_path / "t", host_id="999999:1").transact(lambda m: None)
     assert sqlite(tmp_path / "t", host_id=live, base_url="http://127.0.0.1:9001/").transact(
         lambda m: set(m.entries)) == {"http://127.0.0.1:9001/"}
+
+
+def saved_stamp(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT last_update FROM member WHERE base_url = ?", (ME,)).fetchone()[0])
+
+
+def test_our_own_heartbeat_alone_is_written_at_most_once_a_second(tmp_path):
+    store, other = sqlite(tmp_path / "s"), sqlite(tmp_path / "s")
+
+    def beat(now: int, online: bool = True) -> Callable[[Membership], None]:
+        def go(m: Membership) -> None:
+            m.running, m.control_online = True, online
+            m.heartbeat(now, 200.0 + (now - NOW) / 1000)
+        return go
+
+    store.transact(beat(NOW + 10))
+    assert saved_stamp(tmp_path / "s") == NOW + 10
+    store.transact(beat(NOW + 500))  # only our heartbeat: kept in memory, answered from there
+    assert store.transact(lambda m: m.self_entry.server.last_update) == NOW + 500
+    assert saved_stamp(tmp_path / "s") == NOW + 10
+    store.transact(beat(NOW + HEARTBEAT_SAVE_MS + 10))  # a second after the saved one
+    assert saved_stamp(tmp_path / "s") == NOW + HEARTBEAT_SAVE_MS + 10
+    store.transact(beat(NOW + HEARTBEAT_SAVE_MS + 20, online=False))  # a change of state: at once
+    assert saved_stamp(tmp_path / "s") == NOW + HEARTBEAT_SAVE_MS + 20
+    assert other.transact(lambda m: m.control_online) is False
+    store.transact(merge(ServerList((peer(1),))))  # a peer's change: written at once
+    assert peer(1).base_url in other.transact(lambda m: set(m.entries))
