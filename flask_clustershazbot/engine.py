@@ -14,14 +14,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import Settings
-from .errors import NotStarted, ShazbotError, Unauthorized
+from .errors import BadMessage, Busy, NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
 from .metrics import Stats, track
 from .peers import PeerPolicy, weak_secret_warnings
-from .records import ServerList, parse_control
+from .records import ServerList, base_url_problem, parse_control
+from .rtt import RoundTrips
 from .scheduling import BackgroundJobs, Scheduler
 from .store import MemoryStore, Store
 from .transport import Transport
@@ -42,6 +44,20 @@ MAX_BOOTSTRAP_BACKOFF = 60.0
 #: Two attempts that each waited out the request timeout end the retries early (the seed's
 #: rule): a peer that leaves requests hanging is unfit to serve, whatever the cause.
 SLOW_FAILURES = 2
+#: Indirect probes this node runs for other members at once; more are refused (503).
+MAX_PROBES = 8
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The evidence of one failed direct exchange."""
+
+    #: The connection was refused: nothing listens (strong evidence of a crash).
+    refused: bool
+    #: The attempt waited out its timeout (a hung or paused peer, or a slow network).
+    slow: bool
+    #: The timeout the attempt had, in seconds (helpers get the same).
+    timeout: float
 
 
 def wall_clock_ms() -> int:
@@ -94,6 +110,9 @@ class Engine:
         self._in_flight_lock = threading.Lock()
         #: Peers with a retry pending: one chain of retries per peer at a time.
         self._suspects: set[str] = set()
+        #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
+        self.round_trips = RoundTrips(settings.min_request_timeout, settings.request_timeout)
+        self._probes = threading.BoundedSemaphore(MAX_PROBES)
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
         self._last_round_mono: float | None = None
@@ -213,6 +232,7 @@ class Engine:
         self._lifecycle = threading.RLock()
         self._in_flight_lock = threading.Lock()
         self._in_flight = 0
+        self._probes = threading.BoundedSemaphore(MAX_PROBES)
         self.stats._lock = threading.Lock()
         self.store.reset_after_fork()
         if hasattr(self.transport, "reset_after_fork"):
@@ -332,9 +352,9 @@ class Engine:
         target, probe, timeout = self._transact(choose)
         self._check_pause(mono, timeout)
         if target is not None:
-            started = self.monotonic()
-            if not self._exchange(target):
-                self._suspect(target, self._slow(started))
+            failure = self._attempt(target)
+            if failure is not None:
+                self._suspect(target, failure)
         if probe is not None:
             self._exchange(probe, quiet=True)
         now, mono = self.clock(), self.monotonic()
@@ -356,44 +376,98 @@ class Engine:
 
     def _exchange(self, base_url: str, quiet: bool = False) -> bool:
         """Send our state to one peer and merge its reply. True on success."""
+        return self._attempt(base_url, quiet) is None
+
+    def _attempt(
+        self, base_url: str, quiet: bool = False, timeout: float | None = None
+    ) -> Failure | None:
+        """One exchange with the adaptive timeout (or ``timeout``): None on success."""
+        timeout = timeout or self.round_trips.timeout(base_url)
+        message = self._state()
+        started = self.monotonic()
         try:
-            reply = self.transport.gossip(base_url, self._state())
+            reply = self.transport.gossip(base_url, message, timeout)
         except ShazbotError as exc:
+            slow = self._slow(started, timeout)
+            if slow:
+                self.round_trips.timed_out(base_url)
             if not quiet:
                 self.stats.add(gossip_failures=1)
                 log.warning("gossip with %s failed: %s", base_url, exc)
-            return False
+            return Failure(bool(getattr(exc, "refused", False)), slow, timeout)
+        self.round_trips.sample(base_url, self.monotonic() - started)
         self._merge(reply)
-        return True
+        return None
 
-    def _slow(self, started: float) -> int:
-        """1 if a failed attempt begun at ``started`` waited out (nearly) the request timeout."""
-        return int(self.monotonic() - started >= 0.9 * self.settings.request_timeout)
+    def _slow(self, started: float, timeout: float) -> bool:
+        """Whether a failed attempt begun at ``started`` waited out (nearly) its timeout."""
+        return self.monotonic() - started >= 0.9 * timeout
 
-    def _suspect(self, base_url: str, slow: int) -> None:
+    def _suspect(self, base_url: str, failure: Failure) -> None:
+        """A round's exchange failed: judge it, unless a judgement of this peer is under way."""
         with self._in_flight_lock:
             if base_url in self._suspects:
                 return
             self._suspects.add(base_url)
-        self._next_retry(base_url, self.settings.retries, slow)
+        self._judge(base_url, failure, 0, 0)
 
-    def _next_retry(self, base_url: str, left: int, slow: int) -> None:
-        self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, left, slow))
+    def _judge(self, base_url: str, failure: Failure, failed: int, slow: int) -> None:
+        """After a failed direct attempt: ask helpers, then clear, retry or move the peer offline.
 
-    def _retry(self, base_url: str, left: int, slow: int) -> None:
-        started = self.monotonic()
-        failed = self.started and not self._exchange(base_url)
-        if failed:
-            slow += self._slow(started)
-            if left > 1 and slow < SLOW_FAILURES:
-                self._next_retry(base_url, left - 1, slow)
+        Offline when helpers confirm a refused connection (strong evidence), after
+        SLOW_FAILURES attempts that waited out their timeout, or after ``retries``
+        failed retries; a helper that reached the peer ends the suspicion at once.
+        """
+        reached = self._probe_indirectly(base_url, failure.timeout)
+        if reached:
+            log.info("%s did not answer this node, but another member reached it", base_url)
+        else:
+            failed += 1
+            slow += failure.slow
+            confirmed = reached is False and failure.refused
+            if not confirmed and slow < SLOW_FAILURES and failed <= self.settings.retries:
+                self._next_retry(base_url, failed, slow)
                 return
         with self._in_flight_lock:
             self._suspects.discard(base_url)
-        if not failed:
-            return  # the peer answered, or this node stopped
-        now, mono = self.clock(), self.monotonic()
-        self._publish(self._transact(lambda m: m.mark_offline(base_url, now, mono)))
+        if not reached:
+            now, mono = self.clock(), self.monotonic()
+            self._publish(self._transact(lambda m: m.mark_offline(base_url, now, mono)))
+
+    def _next_retry(self, base_url: str, failed: int, slow: int) -> None:
+        self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, failed, slow))
+
+    def _retry(self, base_url: str, failed: int, slow: int) -> None:
+        failure = self._attempt(base_url) if self.started else None
+        if failure is None:  # the peer answered, or this node stopped
+            with self._in_flight_lock:
+                self._suspects.discard(base_url)
+            return
+        self._judge(base_url, failure, failed, slow)
+
+    def _probe_indirectly(self, base_url: str, timeout: float) -> bool | None:
+        """Ask up to ``probe_helpers`` other online members to try ``base_url`` (SWIM's ping-req).
+
+        True if any reached it; False if none did and at least one answered that it
+        could not; None if no helper answered (none known, seed nodes' 404, failures).
+        """
+        k = self.settings.probe_helpers
+
+        def pick(m: Membership) -> list[str]:
+            others = [p.base_url for p in m.peers(online=True) if p.base_url != base_url]
+            return self.rng.sample(others, min(k, len(others)))
+
+        helpers = self._transact(pick) if k else []
+        if not helpers:
+            return None
+        # Each helper waits ``timeout`` for the peer; we wait that plus our own timeout for it.
+        waits = [timeout + self.round_trips.timeout(h) for h in helpers]
+        answers = self.transport.probe_many(helpers, base_url, timeout, waits)
+        for helper, answer in zip(helpers, answers, strict=True):
+            log.debug("probe of %s through %s: %s", base_url, helper, answer)
+        if True in answers:
+            return True
+        return False if False in answers else None
 
     # -- requests ------------------------------------------------------------
 
@@ -409,6 +483,30 @@ class Engine:
         """A peer's GossipMessage: merge it, answer with our whole state."""
         self.authorize(authorization, control=False)
         return self._merge(ServerList.from_dict(body, message="gossip"), heartbeat=True)
+
+    def handle_probe(self, authorization: str | None, body: Any) -> dict[str, Any]:
+        """Another member asks this node to try one of its peers: ``{"reachable": bool}``.
+
+        Only members this node knows (hence already allowed by SHAZBOT_ALLOWED_PEERS) are
+        tried, within the asker's timeout and this node's request timeout, at most
+        MAX_PROBES at once: the endpoint cannot be used to reach arbitrary addresses.
+        """
+        self.authorize(authorization, control=False)
+        target, timeout = parse_probe(body)
+        if base_url_problem(target) or not self.peer_policy.allows(target):
+            raise BadMessage("baseUrl is not a valid, allowed base URL")
+        if not self._transact(lambda m: target in m.entries):
+            raise BadMessage("baseUrl is not a member known to this node")
+        if target == self.settings.base_url:
+            return {"reachable": True}
+        if not self._probes.acquire(blocking=False):
+            raise Busy("too many probes at once")
+        try:
+            limit = self.settings.request_timeout
+            failure = self._attempt(target, quiet=True, timeout=min(timeout or limit, limit))
+        finally:
+            self._probes.release()
+        return {"reachable": failure is None}
 
     def handle_list(self, authorization: str | None) -> dict[str, Any]:
         """Our online list; offline too when the control secret is given."""
@@ -442,3 +540,17 @@ class Engine:
             return {"status": "ok", "cluster": self.server_list().to_dict()}
         except Exception as exc:
             return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def parse_probe(body: Any) -> tuple[str, float | None]:
+    """``{"message": "probe", "baseUrl": str, "timeout"?: seconds > 0}`` -> (baseUrl, timeout)."""
+    if not isinstance(body, dict) or body.get("message") != "probe":
+        raise BadMessage('a probe must be a JSON object with "message": "probe"')
+    target, timeout = body.get("baseUrl"), body.get("timeout")
+    if not isinstance(target, str):
+        raise BadMessage("baseUrl must be a string")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e6
+    ):
+        raise BadMessage("timeout must be a number of seconds greater than 0")
+    return target, None if timeout is None else float(timeout)

@@ -25,6 +25,8 @@ from .metrics import Stats
 from .records import ServerList
 
 GOSSIP_PATH = "clustershazbot/gossip"
+#: The indirect-probe extension (docs/protocol-notes.md); seed nodes answer 404.
+PROBE_PATH = "clustershazbot/probe"
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
 #: Gossip bodies from this size on are sent gzip-compressed. Seed nodes take them: their
@@ -34,6 +36,12 @@ GZIP_MIN_BYTES = 1024
 
 class TransportError(ShazbotError):
     """A request could not be completed (connection, timeout, HTTP status)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        #: The connection was refused (nothing listens): strong evidence that the peer is down,
+        #: unlike a timeout or a lost message.
+        self.refused = refused
 
 
 def decode_json(body: bytes, what: str) -> Any:
@@ -108,7 +116,10 @@ class Transport:
         try:
             response = self.session.request(method, url, timeout=timeout, stream=True, **kw)
         except requests.RequestException as exc:
-            raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
+            reason = _reason(exc)
+            raise TransportError(
+                f"{what}: {type(exc).__name__}: {reason}", refused=reason == "ConnectionRefusedError"
+            ) from None
         if response.status_code >= 400:
             response.close()
             raise TransportError(f"{what}: HTTP {response.status_code}")
@@ -121,17 +132,20 @@ class Transport:
 
     # -- gossip ------------------------------------------------------------
 
-    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
-        """POST our state to a peer; return its validated reply."""
-        return self._post_gossip(base_url, *gossip_body(message))
+    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+        """POST our state to a peer; return its validated reply. ``timeout`` defaults to
+        ``SHAZBOT_REQUEST_TIMEOUT``."""
+        return self._post_gossip(base_url, *gossip_body(message), timeout=timeout)
 
-    def _post_gossip(self, base_url: str, data: bytes, extra: dict[str, str]) -> ServerList:
+    def _post_gossip(
+        self, base_url: str, data: bytes, extra: dict[str, str], timeout: float | None = None
+    ) -> ServerList:
         what = f"gossip with {base_url}"
         body = self._request(
             "POST",
             base_url + GOSSIP_PATH,
             what,
-            self.settings.request_timeout,
+            timeout or self.settings.request_timeout,
             data=data,
             headers={
                 "Content-Type": "application/json",
@@ -159,6 +173,43 @@ class Transport:
 
         with ThreadPoolExecutor(min(MAX_PARALLEL, len(urls))) as pool:
             return dict(zip(urls, pool.map(one, urls), strict=True))
+
+    # -- indirect probes -----------------------------------------------------
+
+    def probe(self, helper: str, target: str, timeout: float, wait: float) -> bool:
+        """Ask ``helper`` to try ``target`` within ``timeout`` s; wait ``wait`` s for its answer.
+
+        True if the helper reached the target, False if it could not; an error if the
+        helper itself did not answer (a seed node's 404 included).
+        """
+        body = self._request(
+            "POST",
+            helper + PROBE_PATH,
+            f"probe through {helper}",
+            wait,
+            data=encode_json({"message": "probe", "baseUrl": target, "timeout": timeout}),
+            headers={"Content-Type": "application/json", "Authorization": self.settings.secret},
+        )
+        reply = decode_json(body, f"the probe reply of {helper}")
+        if not isinstance(reply, dict) or not isinstance(reply.get("reachable"), bool):
+            raise BadMessage(f'the probe reply of {helper} must be {{"reachable": true or false}}')
+        return bool(reply["reachable"])
+
+    def probe_many(
+        self, helpers: list[str], target: str, timeout: float, waits: list[float]
+    ) -> list[bool | ShazbotError]:
+        """:meth:`probe` through several helpers in parallel; each gets its outcome."""
+
+        def one(helper: str, wait: float) -> bool | ShazbotError:
+            try:
+                return self.probe(helper, target, timeout, wait)
+            except ShazbotError as exc:
+                return exc
+
+        if not helpers:
+            return []
+        with ThreadPoolExecutor(len(helpers)) as pool:
+            return list(pool.map(one, helpers, waits))
 
     # -- master list -------------------------------------------------------
 
