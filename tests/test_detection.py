@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-
 from cluster import CONTROL, SECRET, wait_until
-from flask_clustershazbot.demo import start_node, view
 from proxy import ProxiedCluster, Recorder, source_ip
+
+from flask_clustershazbot.demo import start_node, view
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
 
