@@ -10,16 +10,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, endpoint, footprint, merge, simulate, store
+from . import convergence, detection, endpoint, footprint, merge, simulate, store
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
     "store": (store.main, []),
     "endpoint": (endpoint.main, ["--sizes", "10,100,1000", "--seconds", "3"]),
     "convergence": (convergence.main, ["--sizes", "5,10"]),
+    "detection": (detection.main, ["--runs", "1", "--window", "15"]),
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
     # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
-    "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120",
+    "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120", "--asymmetric", "1",
                                  "--out", str(Path(tempfile.gettempdir(), "clustershazbot-bench"))]),
 }
 
