@@ -417,22 +417,40 @@ class Engine:
         Offline when helpers confirm a refused connection (strong evidence), after
         SLOW_FAILURES attempts that waited out their timeout, or after ``retries``
         failed retries; a helper that reached the peer ends the suspicion at once.
+        The attempt that makes SLOW_FAILURES asks no helpers: they were asked after
+        the earlier slow attempt and did not reach the peer either.
         """
-        reached = self._probe_indirectly(base_url, failure.timeout)
+        failed += 1
+        slow += failure.slow
+        hung = slow >= SLOW_FAILURES
+        reached = None if hung else self._probe_indirectly(base_url, failure.timeout)
         if reached:
             log.info("%s did not answer this node, but another member reached it", base_url)
-        else:
-            failed += 1
-            slow += failure.slow
-            confirmed = reached is False and failure.refused
-            if not confirmed and slow < SLOW_FAILURES and failed <= self.settings.retries:
-                self._next_retry(base_url, failed, slow)
-                return
+        elif not hung and failed <= self.settings.retries and not (reached is False and failure.refused):
+            self._next_retry(base_url, failed, slow)
+            return
         with self._in_flight_lock:
             self._suspects.discard(base_url)
         if not reached:
             now, mono = self.clock(), self.monotonic()
-            self._publish(self._transact(lambda m: m.mark_offline(base_url, now, mono)))
+            changes = self._transact(lambda m: m.mark_offline(base_url, now, mono))
+            self._publish(changes)
+            if changes.left:
+                self._spread()
+
+    def _spread(self) -> None:
+        """Tell a few members at once that a peer went offline, instead of waiting for rounds."""
+        k = self.settings.probe_helpers
+        if not k:
+            return  # the rule before indirect probes: rounds alone spread the news
+
+        def pick(m: Membership) -> list[str]:
+            peers = [p.base_url for p in m.peers(online=True)]
+            return self.rng.sample(peers, min(k, len(peers)))
+
+        for reply in self.transport.gossip_many(self._transact(pick), self._state()).values():
+            if isinstance(reply, ServerList):
+                self._merge(reply)
 
     def _next_retry(self, base_url: str, failed: int, slow: int) -> None:
         self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, failed, slow))
