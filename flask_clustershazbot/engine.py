@@ -417,16 +417,14 @@ class Engine:
         Offline when helpers confirm a refused connection (strong evidence), after
         SLOW_FAILURES attempts that waited out their timeout, or after ``retries``
         failed retries; a helper that reached the peer ends the suspicion at once.
-        The attempt that makes SLOW_FAILURES asks no helpers: they were asked after
-        the earlier slow attempt and did not reach the peer either.
         """
         failed += 1
         slow += failure.slow
-        hung = slow >= SLOW_FAILURES
-        reached = None if hung else self._probe_indirectly(base_url, failure.timeout)
+        reached = self._probe_indirectly(base_url, failure.timeout)
+        confirmed = reached is False and failure.refused
         if reached:
             log.info("%s did not answer this node, but another member reached it", base_url)
-        elif not hung and failed <= self.settings.retries and not (reached is False and failure.refused):
+        elif not confirmed and slow < SLOW_FAILURES and failed <= self.settings.retries:
             self._next_retry(base_url, failed, slow)
             return
         with self._in_flight_lock:
