@@ -1,10 +1,10 @@
 """Adaptive gossip timeouts from observed round-trip times (TCP's RTO, RFC 6298).
 
-Every successful exchange is a sample. The estimate is kept for the whole node
-and for each peer; a peer's timeout is the larger of the two (so a peer known to
-be slow keeps its longer timeout, and a new peer gets the node's), doubled after
-each of its timeouts (backoff, as TCP does), and clamped between the floor
-(``SHAZBOT_MIN_REQUEST_TIMEOUT``) and the ceiling (``SHAZBOT_REQUEST_TIMEOUT``).
+Every successful exchange is a sample. The estimate is kept for each peer (so a
+slow peer keeps its longer timeout and does not lengthen the others') and for
+the whole node (used for a peer without samples yet); it is raised to the floor
+(``SHAZBOT_MIN_REQUEST_TIMEOUT``), doubled after each of the peer's timeouts
+(backoff, as TCP does) and capped by the ceiling (``SHAZBOT_REQUEST_TIMEOUT``).
 Until the first sample, the ceiling applies.
 """
 
@@ -54,8 +54,8 @@ class RoundTrips:
             if self._node is None:
                 return self.ceiling
             peer = self._peers.get(base_url)
-            rto = max(self._node.rto, peer.rto if peer else 0.0) * (peer.backoff if peer else 1)
-        return min(max(rto, self.floor), self.ceiling)
+            rto, backoff = (peer.rto, peer.backoff) if peer else (self._node.rto, 1)
+        return min(max(rto, self.floor) * backoff, self.ceiling)
 
     def sample(self, base_url: str, seconds: float) -> None:
         """A successful exchange with ``base_url`` took ``seconds``."""
@@ -77,5 +77,5 @@ class RoundTrips:
         """An attempt waited out its timeout: the next one waits twice as long (up to the ceiling)."""
         with self._lock:
             peer = self._peers.get(base_url)
-            if peer is not None and peer.rto * peer.backoff < self.ceiling:
+            if peer is not None and max(peer.rto, self.floor) * peer.backoff < self.ceiling:
                 peer.backoff *= 2
