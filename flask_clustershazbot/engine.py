@@ -58,6 +58,8 @@ class Failure:
     slow: bool
     #: The timeout the attempt had, in seconds (helpers get the same).
     timeout: float
+    #: Monotonic time at which the attempt began (retries are spaced from there).
+    started: float
 
 
 def wall_clock_ms() -> int:
@@ -394,7 +396,7 @@ class Engine:
             if not quiet:
                 self.stats.add(gossip_failures=1)
                 log.warning("gossip with %s failed: %s", base_url, exc)
-            return Failure(bool(getattr(exc, "refused", False)), slow, timeout)
+            return Failure(bool(getattr(exc, "refused", False)), slow, timeout, started)
         self.round_trips.sample(base_url, self.monotonic() - started)
         self._merge(reply)
         return None
@@ -425,7 +427,10 @@ class Engine:
         if reached:
             log.info("%s did not answer this node, but another member reached it", base_url)
         elif not confirmed and slow < SLOW_FAILURES and failed <= self.settings.retries:
-            self._next_retry(base_url, failed, slow)
+            # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
+            # on the helpers counts towards the delay.
+            delay = self.settings.retry_delay - (self.monotonic() - failure.started)
+            self._next_retry(base_url, failed, slow, delay)
             return
         with self._in_flight_lock:
             self._suspects.discard(base_url)
@@ -450,8 +455,8 @@ class Engine:
             if isinstance(reply, ServerList):
                 self._merge(reply)
 
-    def _next_retry(self, base_url: str, failed: int, slow: int) -> None:
-        self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, failed, slow))
+    def _next_retry(self, base_url: str, failed: int, slow: int, delay: float) -> None:
+        self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow))
 
     def _retry(self, base_url: str, failed: int, slow: int) -> None:
         failure = self._attempt(base_url) if self.started else None
