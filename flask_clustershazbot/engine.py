@@ -411,26 +411,36 @@ class Engine:
             if base_url in self._suspects:
                 return
             self._suspects.add(base_url)
-        self._judge(base_url, failure, 0, 0)
+        self._judge(base_url, failure, 0, 0, None)
 
-    def _judge(self, base_url: str, failure: Failure, failed: int, slow: int) -> None:
+    def _judge(
+        self, base_url: str, failure: Failure, failed: int, slow: int, since: float | None
+    ) -> None:
         """After a failed direct attempt: ask helpers, then clear, retry or move the peer offline.
 
-        Offline when helpers confirm a refused connection (strong evidence), after
-        SLOW_FAILURES attempts that waited out their timeout, or after ``retries``
-        failed retries; a helper that reached the peer ends the suspicion at once.
+        Offline when helpers confirm a refused connection (strong evidence); after
+        SLOW_FAILURES attempts that waited out their timeout, once the peer has been
+        silent for the request timeout since the first of them (so a peer that pauses
+        briefly, e.g. a gunicorn worker being replaced, is not misjudged); or after
+        ``retries`` failed retries. A helper that reached the peer ends the suspicion.
         """
         failed += 1
-        slow += failure.slow
+        if failure.slow:
+            slow += 1
+            since = failure.started if since is None else since
         reached = self._probe_indirectly(base_url, failure.timeout)
         confirmed = reached is False and failure.refused
+        silent = since is not None and (
+            self.monotonic() - since >= 0.9 * self.settings.request_timeout
+        )
+        hung = slow >= SLOW_FAILURES and silent
         if reached:
             log.info("%s did not answer this node, but another member reached it", base_url)
-        elif not confirmed and slow < SLOW_FAILURES and failed <= self.settings.retries:
+        elif not confirmed and not hung and failed <= self.settings.retries:
             # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
             # on the helpers counts towards the delay.
             delay = self.settings.retry_delay - (self.monotonic() - failure.started)
-            self._next_retry(base_url, failed, slow, delay)
+            self._next_retry(base_url, failed, slow, since, delay)
             return
         with self._in_flight_lock:
             self._suspects.discard(base_url)
@@ -455,16 +465,18 @@ class Engine:
             if isinstance(reply, ServerList):
                 self._merge(reply)
 
-    def _next_retry(self, base_url: str, failed: int, slow: int, delay: float) -> None:
-        self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow))
+    def _next_retry(
+        self, base_url: str, failed: int, slow: int, since: float | None, delay: float
+    ) -> None:
+        self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow, since))
 
-    def _retry(self, base_url: str, failed: int, slow: int) -> None:
+    def _retry(self, base_url: str, failed: int, slow: int, since: float | None) -> None:
         failure = self._attempt(base_url) if self.started else None
         if failure is None:  # the peer answered, or this node stopped
             with self._in_flight_lock:
                 self._suspects.discard(base_url)
             return
-        self._judge(base_url, failure, failed, slow)
+        self._judge(base_url, failure, failed, slow, since)
 
     def _probe_indirectly(self, base_url: str, timeout: float) -> bool | None:
         """Ask up to ``probe_helpers`` other online members to try ``base_url`` (SWIM's ping-req).

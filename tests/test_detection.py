@@ -1,8 +1,8 @@
 """Failure detection with indirect probes, strong and weak evidence, adaptive timeouts.
 
 Crash and hang use real node processes (``demo node``) with settings under which the
-old rule could not reach the outcome: retries a minute apart and a request timeout of
-30 s, so only a confirmed refusal, or the adaptive timeout, can mark the node offline
+old rule could not reach the outcome: retries a minute apart, or a request timeout of
+15 s, so only a confirmed refusal, or the adaptive timeout, can mark the node offline
 before the test's deadline. The broken link uses in-process nodes behind the fault
 proxy, because the proxy tells callers apart by their source address (tests/proxy.py).
 """
@@ -79,8 +79,9 @@ def test_a_killed_node_confirmed_by_helpers_goes_offline_without_retries(process
 
 
 def test_a_hung_node_is_found_within_the_adaptive_timeout(processes, tmp_path):
-    # Two 30 s timeouts would be the old rule's minimum; the adaptive one is about 0.5 s.
-    nodes = processes(5, **{**SLOW_PATHS, "SHAZBOT_RETRY_DELAY": 0.5}, SHAZBOT_REQUEST_TIMEOUT=30)
+    # Two 15 s timeouts (30 s) would be the old rule's minimum; the adaptive attempts
+    # (0.5 s, doubling) move it offline once it has been silent for the 15 s.
+    nodes = processes(5, **{**SLOW_PATHS, "SHAZBOT_RETRY_DELAY": 0.5}, SHAZBOT_REQUEST_TIMEOUT=15)
     (victim, port), live = nodes[2], [p for i, (_, p) in enumerate(nodes) if i != 2]
     os.kill(victim.pid, signal.SIGSTOP)
     try:
