@@ -10,19 +10,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, endpoint, footprint, lifecycle, masterlist, merge, ownership, simulate, store
+from . import convergence, detection, endpoint, footprint, lifecycle, masterlist, merge, ownership, simulate, store
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
     "store": (store.main, []),
     "endpoint": (endpoint.main, ["--sizes", "100,1000", "--seconds", "3", "--rounds", "2"]),
     "convergence": (convergence.main, ["--sizes", "5,10"]),
+    "detection": (detection.main, ["--runs", "1", "--window", "15"]),
     "lifecycle": (lifecycle.main, ["--runs", "2", "--nodes", "3,5"]),
     "masterlist": (masterlist.main, ["--nodes", "100"]),
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
-    # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
     "ownership": (ownership.main, ["--sim-sizes", "100", "--keys", "200", "--step", "0.5"]),
-    "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120",
+    # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
+    "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120", "--asymmetric", "1",
                                  "--out", str(Path(tempfile.gettempdir(), "clustershazbot-bench"))]),
 }
 

@@ -7,17 +7,23 @@ heap) and the transport (in memory). Randomness comes from seeded generators,
 so a run with the same arguments repeats exactly.
 
 Delivery is synchronous: a request and its reply happen in the same virtual
-instant. A lost request, a lost reply, a partition or a dead peer is a
-:class:`TransportError`, as a timeout or a refused connection would be (a lost
-reply still lets the peer merge the request). Message delay is therefore not
-modelled; the 3 s retry and the jittered rounds are.
+instant. A lost request, a lost reply, a partition or a broken link is a
+:class:`TransportError` (weak evidence, as a lost message or a reset connection
+would be; a lost reply still lets the peer merge the request); a dead peer's is
+marked ``refused`` (strong evidence, as a refused connection). Message delay is
+therefore not modelled (nor timeouts: no failure is "slow"); the 3 s retry and
+the jittered rounds are. Indirect probes go through the real ``handle_probe`` of
+the helper, with loss on each of the four messages.
 
 Measured, for each N: rounds until a join, a graceful leave and a crash are
 known to every live node (next to the push-pull bound log3(N) + ln(ln(N))),
 false "offline" reports per node-hour under message loss, and wire bytes per
-node per round (with and without gzip).
+node per round (with and without gzip); and, with asymmetric link faults (one
+direction of some links broken), false alarms and crash detection. ``--rule``
+picks the failure detector: ``new`` (indirect probes, the default settings),
+``old`` (retries only: ``probe_helpers=0``) or ``both``, side by side.
 
-``python -m benchmarks.simulate [--sizes 100,1000] [--seeds 20] [--loss 0,0.05,0.2]``
+``python -m benchmarks.simulate [--sizes 100,1000] [--seeds 20] [--loss 0,0.05,0.2] [--rule both]``
 """
 
 from __future__ import annotations
@@ -124,13 +130,29 @@ class Network:
     #: base_url -> partition group; nodes in different groups cannot talk.
     groups: dict[str, int] = field(default_factory=dict)
     master: ServerList = field(default_factory=ServerList)
+    #: (a, b): a's requests to b are lost (one direction of the link is broken).
+    cut: set[tuple[str, str]] = field(default_factory=set)
     count_bytes: bool = False
     plain_bytes: int = 0
     wire_bytes: int = 0
     exchanges: int = 0
+    probes: int = 0
 
     def reachable(self, a: str, b: str) -> bool:
-        return b in self.nodes and self.groups.get(a, 0) == self.groups.get(b, 0)
+        return (b in self.nodes and self.groups.get(a, 0) == self.groups.get(b, 0)
+                and (a, b) not in self.cut)
+
+    def send(self, a: str, b: str, what: str) -> None:
+        """One request from ``a`` to ``b``: raise as the HTTP transport would if it fails."""
+        if b not in self.nodes:
+            raise TransportError(f"{what}: ConnectionRefusedError", refused=True)
+        if not self.reachable(a, b):
+            raise TransportError(f"{what}: ReadTimeout")
+        self.lose(what, "request")
+
+    def lose(self, what: str, part: str) -> None:
+        if self.loss and self.rng.random() < self.loss:
+            raise TransportError(f"{what}: {part} lost")
 
 
 class MemoryTransport:
@@ -140,21 +162,36 @@ class MemoryTransport:
         self.net = net
         self.base_url = base_url
 
-    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
+    def gossip(self, base_url: str, message: dict[str, Any],
+               timeout: float | None = None) -> ServerList:
         net = self.net
         net.exchanges += 1
-        if not net.reachable(self.base_url, base_url):
-            raise TransportError(f"gossip with {base_url}: ConnectionError")
-        if net.loss and net.rng.random() < net.loss:
-            raise TransportError(f"gossip with {base_url}: request lost")
+        what = f"gossip with {base_url}"
+        net.send(self.base_url, base_url, what)
         reply = net.nodes[base_url].handle_gossip(SECRET, message)
         if net.count_bytes:
             for body in (message, reply):
                 net.plain_bytes += len(encode_json(body))
                 net.wire_bytes += len(gossip_body(body)[0])  # replies are gzipped alike
-        if net.loss and net.rng.random() < net.loss:
-            raise TransportError(f"gossip with {base_url}: reply lost")
+        net.lose(what, "reply")
         return ServerList.from_dict(reply)  # validated as the HTTP transport does
+
+    def probe_many(self, helpers: list[str], target: str, timeout: float,
+                   waits: list[float]) -> list[Any]:
+        net = self.net
+        answers: list[Any] = []
+        for helper in helpers:
+            net.probes += 1
+            what = f"probe through {helper}"
+            try:
+                net.send(self.base_url, helper, what)
+                body = {"message": "probe", "baseUrl": target, "timeout": timeout}
+                reply = net.nodes[helper].handle_probe(SECRET, body)
+                net.lose(what, "reply")
+                answers.append(reply["reachable"])
+            except TransportError as exc:
+                answers.append(exc)
+        return answers
 
     def gossip_many(self, base_urls: Any, message: dict[str, Any]) -> dict[str, Any]:
         results: dict[str, Any] = {}
@@ -176,7 +213,7 @@ class Cluster:
     """N real engines on one virtual network."""
 
     def __init__(self, n: int, seed: int, loss: float = 0.0, interval: float = 30.0,
-                 monitors: int = 0) -> None:
+                 monitors: int = 0, rule: str = "new") -> None:
         # Thousands of engines log every lost message: keep the output to the figures.
         logging.getLogger("flask_clustershazbot").setLevel(logging.CRITICAL)
         self.loop = EventLoop()
@@ -186,6 +223,8 @@ class Cluster:
         self.net = Network(random.Random(seed + 1_000_003), loss)
         self.false_offline = 0
         self.monitors = monitors
+        #: "new": indirect probes (the default settings); "old": retries only.
+        self.rule = rule
         self._next = 0
         engines = [self._engine(self._new_url(), i < monitors) for i in range(n)]
         # A cluster that has run for a while: every node knows every other, schedules
@@ -202,7 +241,8 @@ class Cluster:
 
     def _engine(self, url: str, monitor: bool = False) -> Engine:
         loop = self.loop
-        s = settings(url, gossip_interval=self.interval, monitor=monitor)
+        old = {"probe_helpers": 0} if self.rule == "old" else {}
+        s = settings(url, gossip_interval=self.interval, monitor=monitor, **old)
         membership = Membership(url, monitor, loop.clock_ms(), loop.monotonic())
 
         def listener(changes: Changes) -> None:
@@ -274,9 +314,9 @@ def bound(n: int) -> float:
     return math.log(n, 3) + math.log(math.log(n))
 
 
-def dissemination(n: int, seed: int, limit: float = 60.0) -> dict[str, float]:
+def dissemination(n: int, seed: int, limit: float = 60.0, rule: str = "new") -> dict[str, float]:
     """Rounds until a join, a graceful leave and a crash are known to all live nodes."""
-    c = Cluster(n, seed)
+    c = Cluster(n, seed, rule=rule)
     c.run_rounds(2)
     newcomer = c.join()
     joined = c.rounds_until(lambda: c.known_by_all(newcomer, True), limit)
@@ -291,9 +331,10 @@ def dissemination(n: int, seed: int, limit: float = 60.0) -> dict[str, float]:
     return {"join": joined, "leave": left, "crash": crashed}
 
 
-def false_alarms(n: int, seed: int, loss: float, rounds: float) -> dict[str, float]:
+def false_alarms(n: int, seed: int, loss: float, rounds: float,
+                 rule: str = "new") -> dict[str, float]:
     """False offline reports per node-hour, and wire bytes per node per round, under loss."""
-    c = Cluster(n, seed, loss=loss)
+    c = Cluster(n, seed, loss=loss, rule=rule)
     c.run_rounds(2)
     c.false_offline = 0
     c.net.count_bytes = True
@@ -305,7 +346,32 @@ def false_alarms(n: int, seed: int, loss: float, rounds: float) -> dict[str, flo
         "per_node_hour": c.false_offline / hours, "reports": c.false_offline,
         "node_hours": hours,
         "plain_bytes": c.net.plain_bytes / (n * 2), "wire_bytes": c.net.wire_bytes / (n * 2),
+        "probes_per_node_round": c.net.probes / (n * rounds),
     }
+
+
+def asymmetric(n: int, seed: int, links: int, rounds: float, rule: str = "new",
+               loss: float = 0.0) -> dict[str, float]:
+    """Break one direction of ``links`` random links (a cannot reach b; b reaches a), run
+    ``rounds`` rounds: false offline reports per node-hour; then crash one node that no
+    broken link touches: rounds until every live node lists it offline."""
+    c = Cluster(n, seed, loss=loss, rule=rule)
+    c.run_rounds(2)
+    urls = list(c.net.nodes)
+    while len(c.net.cut) < links:
+        a, b = c.rng.sample(urls, 2)
+        if (b, a) not in c.net.cut:
+            c.net.cut.add((a, b))
+    c.false_offline = 0
+    c.run_rounds(rounds)
+    alarms = c.false_offline
+    touched = {u for link in c.net.cut for u in link}
+    victim = c.rng.choice([u for u in urls if u not in touched])
+    c.crash(victim)
+    crashed = c.rounds_until(lambda: c.known_by_all(victim, False), 60)
+    hours = n * rounds * c.interval / 3600
+    return {"reports": alarms, "node_hours": hours, "per_node_hour": alarms / hours,
+            "crash": crashed}
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> bool:
@@ -348,8 +414,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--alarm-rounds", default="120",
                         help="rounds per false-alarm run (one value or one per size)")
     parser.add_argument("--out", default=str(STATIC), help="folder for the CSV and the PNG")
+    parser.add_argument("--rule", default="new", choices=("new", "old", "both"),
+                        help="failure detector: indirect probes (new), retries only (old), both")
+    parser.add_argument("--asymmetric", default="1,10",
+                        help="broken one-way links for the asymmetric runs (empty: none)")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
+    rules = ["old", "new"] if args.rule == "both" else [args.rule]
+    asym_links = [int(x) for x in args.asymmetric.split(",") if x]
 
     def per_size(text: str) -> list[int]:
         values = [int(x) for x in text.split(",")]
@@ -360,47 +432,73 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"simulate: real engines in virtual time, interval 30 s ({environment()})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw_rows, summary, alarm_rows = [], [], []
+    raw_rows, summary, alarm_rows, asym_rows = [], [], [], []
     for n, k, rounds in zip(sizes, seeds, alarm_rounds):
-        started = time.perf_counter()
-        results = [dissemination(n, seed) for seed in range(k)]
-        for seed, r in enumerate(results):
-            for event, value in r.items():
-                raw_rows.append({"n": n, "seed": seed, "event": event, "rounds": value})
-        for event in ("join", "leave", "crash"):
-            values = [r[event] for r in results]
-            summary.append({"n": n, "event": event, "seeds": k,
-                            "median": percentile(values, 0.5), "p99": percentile(values, 0.99),
-                            "max": max(values), "bound": bound(n), "target": math.log(n, 3) + 3})
-        took = time.perf_counter() - started
-        print(f"  N={n}: {k} seeds of dissemination in {took:.0f} s")
-        for loss in losses:
+        for rule in rules:
             started = time.perf_counter()
-            a = false_alarms(n, 10_000 + n, loss, rounds)
-            alarm_rows.append({"n": n, "loss": loss, "rounds": rounds, **a})
-            print(f"  N={n} loss {loss:.0%}: {rounds} rounds in {time.perf_counter() - started:.0f} s")
-    print(table(["N", "event", "seeds", "median rounds", "p99 rounds", "max", "log3N+lnlnN",
-                 "target log3N+3"],
-                [[r["n"], r["event"], r["seeds"], r["median"], r["p99"], r["max"], r["bound"],
-                  r["target"]] for r in summary]))
-    print(table(["N", "loss", "rounds", "node-hours", "false offline reports", "per node-hour",
-                 "bytes/node/round plain", "gzip"],
-                [[r["n"], f"{r['loss']:.0%}", r["rounds"], r["node_hours"], r["reports"],
-                  r["per_node_hour"], r["plain_bytes"], r["wire_bytes"]] for r in alarm_rows]))
+            results = [dissemination(n, seed, rule=rule) for seed in range(k)]
+            for seed, r in enumerate(results):
+                for event, value in r.items():
+                    raw_rows.append({"rule": rule, "n": n, "seed": seed, "event": event,
+                                     "rounds": value})
+            for event in ("join", "leave", "crash"):
+                values = [r[event] for r in results]
+                summary.append({"rule": rule, "n": n, "event": event, "seeds": k,
+                                "median": percentile(values, 0.5),
+                                "p99": percentile(values, 0.99), "max": max(values),
+                                "bound": bound(n), "target": math.log(n, 3) + 3})
+            took = time.perf_counter() - started
+            print(f"  N={n} {rule} rule: {k} seeds of dissemination in {took:.0f} s")
+            for loss in losses:
+                started = time.perf_counter()
+                a = false_alarms(n, 10_000 + n, loss, rounds, rule=rule)
+                alarm_rows.append({"rule": rule, "n": n, "loss": loss, "rounds": rounds, **a})
+                print(f"  N={n} {rule} rule, loss {loss:.0%}: {rounds} rounds in "
+                      f"{time.perf_counter() - started:.0f} s")
+            for links in asym_links:
+                started = time.perf_counter()
+                runs = [asymmetric(n, 20_000 + seed, links, rounds, rule=rule)
+                        for seed in range(k)]
+                hours = sum(r["node_hours"] for r in runs)
+                reports = sum(r["reports"] for r in runs)
+                crashes = [r["crash"] for r in runs]
+                asym_rows.append({"rule": rule, "n": n, "links": links, "seeds": k,
+                                  "node_hours": hours, "reports": reports,
+                                  "per_node_hour": reports / hours,
+                                  "crash_median": percentile(crashes, 0.5),
+                                  "crash_max": max(crashes)})
+                print(f"  N={n} {rule} rule, {links} broken links: {k} x {rounds} rounds in "
+                      f"{time.perf_counter() - started:.0f} s")
+    print(table(["rule", "N", "event", "seeds", "median rounds", "p99 rounds", "max",
+                 "log3N+lnlnN", "target log3N+3"],
+                [[r["rule"], r["n"], r["event"], r["seeds"], r["median"], r["p99"], r["max"],
+                  r["bound"], r["target"]] for r in summary]))
+    print(table(["rule", "N", "loss", "rounds", "node-hours", "false offline reports",
+                 "per node-hour", "probes/node/round", "bytes/node/round plain", "gzip"],
+                [[r["rule"], r["n"], f"{r['loss']:.0%}", r["rounds"], r["node_hours"],
+                  r["reports"], r["per_node_hour"], r["probes_per_node_round"],
+                  r["plain_bytes"], r["wire_bytes"]] for r in alarm_rows]))
+    if asym_rows:
+        print("asymmetric links (one direction broken), no loss:")
+        print(table(["rule", "N", "broken links", "seeds", "node-hours", "false offline reports",
+                     "per node-hour", "crash: median rounds", "max"],
+                    [[r["rule"], r["n"], r["links"], r["seeds"], r["node_hours"], r["reports"],
+                      r["per_node_hour"], r["crash_median"], r["crash_max"]] for r in asym_rows]))
     with open(out / "simulation.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["n", "seed", "event", "rounds"])
+        w = csv.DictWriter(f, ["rule", "n", "seed", "event", "rounds"])
         w.writeheader()
         w.writerows(raw_rows)
-    with open(out / "simulation-alarms.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(alarm_rows[0]) if alarm_rows else ["n"])
-        w.writeheader()
-        w.writerows(alarm_rows)
-    if plot(summary, out / "convergence.png"):
-        print(f"wrote {out / 'simulation.csv'}, {out / 'simulation-alarms.csv'}, {out / 'convergence.png'}")
+    for name, rows in (("simulation-alarms.csv", alarm_rows), ("simulation-asymmetric.csv", asym_rows)):
+        with open(out / name, "w", newline="") as f:
+            w = csv.DictWriter(f, list(rows[0]) if rows else ["n"])
+            w.writeheader()
+            w.writerows(rows)
+    wrote = f"{out / 'simulation.csv'}, {out / 'simulation-alarms.csv'}, {out / 'simulation-asymmetric.csv'}"
+    if plot([r for r in summary if r["rule"] == rules[-1]], out / "convergence.png"):
+        print(f"wrote {wrote}, {out / 'convergence.png'}")
     else:
-        print(f"wrote {out / 'simulation.csv'}, {out / 'simulation-alarms.csv'} (no matplotlib: no plot)")
-    return {"summary": summary, "alarms": alarm_rows}
-
+        print(f"wrote {wrote} (no matplotlib: no plot)")
+    return {"summary": summary, "alarms": alarm_rows, "asymmetric": asym_rows}
 
 if __name__ == "__main__":
     main()

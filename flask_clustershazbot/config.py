@@ -63,8 +63,12 @@ class Settings:
     #: peers offline (see docs/performance.md), so the default is 5. Two attempts that each
     #: wait out the request timeout end the retries early, as in the seed's rule.
     retries: int = 5
-    #: Timeout of each gossip request, in seconds.
+    #: Timeout of each gossip request, in seconds: the ceiling of the adaptive timeout.
     request_timeout: float = 5.0
+    #: Floor of the adaptive gossip timeout (rtt.py); ``request_timeout`` or more: fixed timeout.
+    min_request_timeout: float = 0.5
+    #: Members asked to try a peer whose exchange failed (indirect probes); 0: retries only.
+    probe_helpers: int = 3
     #: Timeout of each master-list request, in seconds.
     master_list_timeout: float = 10.0
     #: Offline records older than this (s) are dropped.
@@ -210,6 +214,15 @@ def _count(key: str, value: Any) -> int:
     if number is None or number < 1:
         raise ConfigError(f"{key} must be a whole number, at least 1, got {_shown(value)}")
     return number
+
+
+def _count_or_zero(key: str, value: Any) -> int:
+    if value in (0, "0") and not isinstance(value, bool):
+        return 0
+    try:
+        return _count(key, value)
+    except ConfigError:
+        raise ConfigError(f"{key} must be a whole number, at least 0, got {_shown(value)}") from None
 
 
 def _base_url(key: str, value: Any) -> str:
@@ -379,6 +392,8 @@ _PARSERS: dict[str, _Parser] = {
     "retry_delay": _seconds_or_zero,
     "retries": _count,
     "request_timeout": _seconds,
+    "min_request_timeout": _seconds,
+    "probe_helpers": _count_or_zero,
     "master_list_timeout": _seconds,
     "retention": _seconds,
     "allowed_peers": parse_allowed_peers,

@@ -8,5 +8,7 @@ PREFIX = "clustershazbot"
 GOSSIP_PATH = PREFIX + "/gossip"
 LIST_PATH = PREFIX + "/list"
 CONTROL_PATH = PREFIX + "/control"
+#: The indirect-probe extension (docs/protocol-notes.md); seed nodes answer 404.
+PROBE_PATH = PREFIX + "/probe"
 #: Every answer of a node's endpoints carries its instance token (see Engine.instance).
 INSTANCE_HEADER = "X-Clustershazbot-Instance"

@@ -16,14 +16,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._json import decode_json
 from .config import Settings, mask
-from .errors import BadMessage, NotStarted, ShazbotError, Unauthorized
+from .errors import BadMessage, Busy, NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
 from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
-from .records import Incoming, ServerList, decode_gossip, parse_control
+from .records import Incoming, ServerList, base_url_problem, decode_gossip, parse_control
+from .rtt import RoundTrips
 from .scheduling import Scheduler
 from .stats import Stats
 from .store import MemoryStore, Store
@@ -62,6 +64,22 @@ MAX_LISTING_CHECKS = 8
 REPLY_ENVELOPE = 128
 #: Seconds between two log lines about the member cap (it is counted every time).
 CAP_LOG_INTERVAL = 60.0
+#: Indirect probes this node runs for other members at once; more are refused (503).
+MAX_PROBES = 8
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The evidence of one failed direct exchange."""
+
+    #: The connection was refused: nothing listens (strong evidence of a crash).
+    refused: bool
+    #: The attempt waited out its timeout (a hung or paused peer, or a slow network).
+    slow: bool
+    #: The timeout the attempt had, in seconds (helpers get the same).
+    timeout: float
+    #: Monotonic time at which the attempt began (retries are spaced from there).
+    started: float
 
 
 def wall_clock_ms() -> int:
@@ -144,6 +162,9 @@ class Engine:
         self._in_flight_lock = threading.Lock()
         #: Peers with a retry pending: one chain of retries per peer at a time.
         self._suspects: set[str] = set()
+        #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
+        self.round_trips = RoundTrips(settings.min_request_timeout, settings.request_timeout)
+        self._probes = threading.BoundedSemaphore(MAX_PROBES)
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
         self._cap_logged: float | None = None
@@ -424,6 +445,7 @@ class Engine:
         self._lifecycle = threading.RLock()
         self._in_flight_lock = threading.Lock()
         self._in_flight = 0
+        self._probes = threading.BoundedSemaphore(MAX_PROBES)
         self.stats.reset_after_fork()
         self.store.reset_after_fork()
         if hasattr(self.transport, "reset_after_fork"):
@@ -583,9 +605,9 @@ class Engine:
         target, probe, timeout = self._transact(choose)
         self._check_pause(mono, timeout)
         if target is not None:
-            started = self.monotonic()
-            if not self._exchange(target):
-                self._suspect(target, self._slow(started))
+            failure = self._attempt(target)
+            if failure is not None:
+                self._suspect(target, failure)
         if probe is not None:
             self._exchange(probe, quiet=True)
         now, mono = self.clock(), self.monotonic()
@@ -607,14 +629,29 @@ class Engine:
 
     def _exchange(self, base_url: str, quiet: bool = False) -> bool:
         """Send our state to one peer and merge its reply. True on success."""
+        return self._attempt(base_url, quiet) is None
+
+    def _attempt(
+        self, base_url: str, quiet: bool = False, timeout: float | None = None
+    ) -> Failure | None:
+        """One exchange with the adaptive timeout (or ``timeout``): None on success."""
+        timeout = timeout or self.round_trips.timeout(base_url)
+        message = self._state()
+        started = self.monotonic()
         try:
-            reply = self.transport.gossip(base_url, self._state())
+            reply = self.transport.gossip(base_url, message, timeout)
         except Exception as exc:  # any failure is the peer's failed exchange; the round carries on
+            slow = self._slow(started, timeout)
+            if slow:
+                self.round_trips.timed_out(base_url)
             if not quiet:
                 self.stats.add(gossip_failures=1)
                 log.warning("gossip with %s failed: %s", base_url, _why(exc))
-            return False
-        return self._merge_quietly(reply, base_url)
+            return Failure(bool(getattr(exc, "refused", False)), slow, timeout, started)
+        self.round_trips.sample(base_url, self.monotonic() - started)
+        if not self._merge_quietly(reply, base_url):
+            return Failure(False, False, timeout, started)
+        return None
 
     def _merge_quietly(self, reply: ServerList, base_url: str) -> bool:
         """Merge a peer's reply; a failure to merge is logged and counted, never raised."""
@@ -626,34 +663,106 @@ class Engine:
             return False
         return True
 
-    def _slow(self, started: float) -> int:
-        """1 if a failed attempt begun at ``started`` waited out (nearly) the request timeout."""
-        return int(self.monotonic() - started >= 0.9 * self.settings.request_timeout)
+    def _slow(self, started: float, timeout: float) -> bool:
+        """Whether a failed attempt begun at ``started`` waited out (nearly) its timeout."""
+        return self.monotonic() - started >= 0.9 * timeout
 
-    def _suspect(self, base_url: str, slow: int) -> None:
+    def _suspect(self, base_url: str, failure: Failure) -> None:
+        """A round's exchange failed: judge it, unless a judgement of this peer is under way."""
         with self._in_flight_lock:
             if base_url in self._suspects:
                 return
             self._suspects.add(base_url)
-        self._next_retry(base_url, self.settings.retries, slow)
+        self._judge(base_url, failure, 0, 0, None)
 
-    def _next_retry(self, base_url: str, left: int, slow: int) -> None:
-        self.scheduler.after(self.settings.retry_delay, lambda: self._retry(base_url, left, slow))
+    def _judge(
+        self, base_url: str, failure: Failure, failed: int, slow: int, since: float | None
+    ) -> None:
+        """After a failed direct attempt: ask helpers, then clear, retry or move the peer offline.
 
-    def _retry(self, base_url: str, left: int, slow: int) -> None:
-        started = self.monotonic()
-        failed = self.live and not self._exchange(base_url)
-        if failed:
-            slow += self._slow(started)
-            if left > 1 and slow < SLOW_FAILURES:
-                self._next_retry(base_url, left - 1, slow)
-                return
+        Offline when helpers confirm a refused connection (strong evidence); after
+        SLOW_FAILURES attempts that waited out their timeout, once the peer has been
+        silent for the request timeout since the first of them (so a peer that pauses
+        briefly, e.g. a gunicorn worker being replaced, is not misjudged); or after
+        ``retries`` failed retries. A helper that reached the peer ends the suspicion.
+        """
+        failed += 1
+        if failure.slow:
+            slow += 1
+            since = failure.started if since is None else since
+        reached = self._probe_indirectly(base_url, failure.timeout)
+        confirmed = reached is False and failure.refused
+        silent = since is not None and (
+            self.monotonic() - since >= 0.9 * self.settings.request_timeout
+        )
+        hung = slow >= SLOW_FAILURES and silent
+        if reached:
+            log.info("%s did not answer this node, but another member reached it", base_url)
+        elif not confirmed and not hung and failed <= self.settings.retries:
+            # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
+            # on the helpers counts towards the delay.
+            delay = self.settings.retry_delay - (self.monotonic() - failure.started)
+            self._next_retry(base_url, failed, slow, since, delay)
+            return
         with self._in_flight_lock:
             self._suspects.discard(base_url)
-        if not failed:
-            return  # the peer answered, or this node stopped
-        now, mono = self.clock(), self.monotonic()
-        self._publish(self._transact(lambda m: m.mark_offline(base_url, now, mono)))
+        if not reached:
+            now, mono = self.clock(), self.monotonic()
+            changes = self._transact(lambda m: m.mark_offline(base_url, now, mono))
+            self._publish(changes)
+            if changes.left:
+                self._spread()
+
+    def _spread(self) -> None:
+        """Tell a few members at once that a peer went offline, instead of waiting for rounds."""
+        k = self.settings.probe_helpers
+        if not k:
+            return  # the rule before indirect probes: rounds alone spread the news
+
+        def pick(m: Membership) -> list[str]:
+            peers = [p.base_url for p in m.peers(online=True)]
+            return self.rng.sample(peers, min(k, len(peers)))
+
+        for reply in self.transport.gossip_many(self._transact(pick), self._state()).values():
+            if isinstance(reply, ServerList):
+                self._merge(reply)
+
+    def _next_retry(
+        self, base_url: str, failed: int, slow: int, since: float | None, delay: float
+    ) -> None:
+        self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow, since))
+
+    def _retry(self, base_url: str, failed: int, slow: int, since: float | None) -> None:
+        failure = self._attempt(base_url) if self.live else None
+        if failure is None:  # the peer answered, or this node stopped
+            with self._in_flight_lock:
+                self._suspects.discard(base_url)
+            return
+        self._judge(base_url, failure, failed, slow, since)
+
+    def _probe_indirectly(self, base_url: str, timeout: float) -> bool | None:
+        """Ask up to ``probe_helpers`` other online members to try ``base_url`` (SWIM's ping-req).
+
+        True if any reached it; False if none did and at least one answered that it
+        could not; None if no helper answered (none known, seed nodes' 404, failures).
+        """
+        k = self.settings.probe_helpers
+
+        def pick(m: Membership) -> list[str]:
+            others = [p.base_url for p in m.peers(online=True) if p.base_url != base_url]
+            return self.rng.sample(others, min(k, len(others)))
+
+        helpers = self._transact(pick) if k else []
+        if not helpers:
+            return None
+        # Each helper waits ``timeout`` for the peer; we wait that plus our own timeout for it.
+        waits = [timeout + self.round_trips.timeout(h) for h in helpers]
+        answers = self.transport.probe_many(helpers, base_url, timeout, waits)
+        for helper, answer in zip(helpers, answers, strict=True):
+            log.debug("probe of %s through %s: %s", base_url, helper, answer)
+        if True in answers:
+            return True
+        return False if False in answers else None
 
     # -- requests ------------------------------------------------------------
 
@@ -679,6 +788,30 @@ class Engine:
         if servers is None:
             servers = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
         return self._merge_then(servers, True, Membership.gossip_body)
+
+    def handle_probe(self, authorization: str | None, body: Any) -> dict[str, Any]:
+        """Another member asks this node to try one of its peers: ``{"reachable": bool}``.
+
+        Only members this node knows (hence already allowed by SHAZBOT_ALLOWED_PEERS) are
+        tried, within the asker's timeout and this node's request timeout, at most
+        MAX_PROBES at once: the endpoint cannot be used to reach arbitrary addresses.
+        """
+        self.authorize(authorization, control=False)
+        target, timeout = parse_probe(body)
+        if base_url_problem(target) or not self.peer_policy.allows(target):
+            raise BadMessage("baseUrl is not a valid, allowed base URL")
+        if not self._transact(lambda m: target in m.entries):
+            raise BadMessage("baseUrl is not a member known to this node")
+        if target == self.settings.base_url:
+            return {"reachable": True}
+        if not self._probes.acquire(blocking=False):
+            raise Busy("too many probes at once")
+        try:
+            limit = self.settings.request_timeout
+            failure = self._attempt(target, quiet=True, timeout=min(timeout or limit, limit))
+        finally:
+            self._probes.release()
+        return {"reachable": failure is None}
 
     def handle_list(self, authorization: str | None) -> dict[str, Any]:
         """Our online list; offline too when the control secret is given."""
@@ -719,3 +852,17 @@ class Engine:
             return {"status": "ok", "cluster": self.server_list().to_dict()}
         except Exception as exc:
             return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def parse_probe(body: Any) -> tuple[str, float | None]:
+    """``{"message": "probe", "baseUrl": str, "timeout"?: seconds > 0}`` -> (baseUrl, timeout)."""
+    if not isinstance(body, dict) or body.get("message") != "probe":
+        raise BadMessage('a probe must be a JSON object with "message": "probe"')
+    target, timeout = body.get("baseUrl"), body.get("timeout")
+    if not isinstance(target, str):
+        raise BadMessage("baseUrl must be a string")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e6
+    ):
+        raise BadMessage("timeout must be a number of seconds greater than 0")
+    return target, None if timeout is None else float(timeout)

@@ -35,3 +35,9 @@ class NotStarted(ShazbotError):
     """The engine has not been started (or has been shut down)."""
 
     status = 503
+
+
+class Busy(ShazbotError):
+    """This node runs as many indirect probes as it allows at once."""
+
+    status = 503

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -18,8 +19,8 @@ from requests.adapters import HTTPAdapter
 
 from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 from .config import Settings, mask
-from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH
-from .errors import ShazbotError, TooLarge
+from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH, PROBE_PATH
+from .errors import BadMessage, ShazbotError, TooLarge
 from .records import ServerList
 from .stats import Stats
 
@@ -28,10 +29,17 @@ if TYPE_CHECKING:
 
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
+T = TypeVar("T")
 
 
 class TransportError(ShazbotError):
     """A request could not be completed (connection, timeout, HTTP status)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        #: The connection was refused (nothing listens): strong evidence that the peer is down,
+        #: unlike a timeout or a lost message.
+        self.refused = refused
 
 
 class _MaskUrls(logging.Filter):
@@ -130,7 +138,10 @@ class Transport:
                 method, url, timeout=timeout, stream=True, allow_redirects=False, **kw
             )
         except Exception as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
-            raise TransportError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
+            reason = _reason(exc)
+            raise TransportError(  # refused: nothing listens there, strong evidence of a crash
+                f"{what}: {type(exc).__name__}: {reason}", refused=reason == "ConnectionRefusedError"
+            ) from None
         if 300 <= response.status_code < 400:
             response.close()
             raise TransportError(f"{what}: HTTP {response.status_code} (a redirect: not followed)")
@@ -154,17 +165,20 @@ class Transport:
 
     # -- gossip ------------------------------------------------------------
 
-    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
-        """POST our state to a peer; return its validated reply."""
-        return self._post_gossip(base_url, *gossip_body(message))
+    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+        """POST our state to a peer; return its validated reply. ``timeout`` defaults to
+        ``SHAZBOT_REQUEST_TIMEOUT``."""
+        return self._post_gossip(base_url, *gossip_body(message), timeout=timeout)
 
-    def _post_gossip(self, base_url: str, data: bytes, extra: dict[str, str]) -> ServerList:
+    def _post_gossip(
+        self, base_url: str, data: bytes, extra: dict[str, str], timeout: float | None = None
+    ) -> ServerList:
         what = f"gossip with {base_url}"
         body = self._request(
             "POST",
             base_url + GOSSIP_PATH,
             what,
-            self.settings.request_timeout,
+            timeout or self.settings.request_timeout,
             data=data,
             headers={
                 "Content-Type": "application/json",
@@ -183,35 +197,43 @@ class Transport:
         if not urls:
             return {}
         data, extra = gossip_body(message)  # encoded and compressed once for all
-        results: dict[str, ServerList | Exception] = {}
-        queue = iter(urls)
-        lock = threading.Lock()
-
-        def work() -> None:
-            while True:
-                with lock:
-                    url = next(queue, None)
-                if url is None:
-                    return
-                try:
-                    results[url] = self._post_gossip(url, data, extra)
-                except Exception as exc:  # every outcome is reported, none escapes
-                    results[url] = exc
-
-        # Plain threads, not a ThreadPoolExecutor: this runs at interpreter exit too (the
-        # shutdown announcement from atexit), where executors refuse new work.
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(MAX_PARALLEL, len(urls)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return {url: results.get(url, TransportError(f"gossip with {url}: not sent")) for url in urls}
+        return dict(zip(urls, _in_parallel([partial(self._post_gossip, u, data, extra) for u in urls]),
+                        strict=True))
 
     def identify(self, base_url: str) -> str | None:
         """The instance token that answers at ``base_url`` (None: not a clustershazbot node)."""
         response = self._send("GET", base_url + LIST_PATH, base_url, self.settings.request_timeout)
         response.close()
         return response.headers.get(INSTANCE_HEADER)
+
+    # -- indirect probes -----------------------------------------------------
+
+    def probe(self, helper: str, target: str, timeout: float, wait: float) -> bool:
+        """Ask ``helper`` to try ``target`` within ``timeout`` s; wait ``wait`` s for its answer.
+
+        True if the helper reached the target, False if it could not; an error if the
+        helper itself did not answer (a seed node's 404 included).
+        """
+        body = self._request(
+            "POST",
+            helper + PROBE_PATH,
+            f"probe through {helper}",
+            wait,
+            data=encode_json({"message": "probe", "baseUrl": target, "timeout": timeout}),
+            headers={"Content-Type": "application/json", "Authorization": self.settings.secret},
+        )
+        reply = decode_json(body, f"the probe reply of {helper}")
+        if not isinstance(reply, dict) or not isinstance(reply.get("reachable"), bool):
+            raise BadMessage(f'the probe reply of {helper} must be {{"reachable": true or false}}')
+        return bool(reply["reachable"])
+
+    def probe_many(
+        self, helpers: list[str], target: str, timeout: float, waits: list[float]
+    ) -> list[bool | Exception]:
+        """:meth:`probe` through several helpers in parallel; each gets its outcome."""
+        return _in_parallel(
+            [partial(self.probe, h, target, timeout, w) for h, w in zip(helpers, waits, strict=True)]
+        )
 
     # -- master list -------------------------------------------------------
 
@@ -256,6 +278,35 @@ class Transport:
             response.close()
             raise TransportError(f"{what}: {method} answered HTTP {response.status_code}")
         return response.status_code, response.headers.get("ETag"), self._body(response, what, data)
+
+
+def _in_parallel(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
+    """Run ``calls`` on up to MAX_PARALLEL threads; each result or exception, in order.
+
+    Plain threads, not a ThreadPoolExecutor: this runs at interpreter exit too (the
+    shutdown announcement from atexit), where executors refuse new work.
+    """
+    results: list[T | Exception] = [TransportError("not sent")] * len(calls)
+    jobs = iter(enumerate(calls))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                index, call = next(jobs, (-1, None))
+            if call is None:
+                return
+            try:
+                results[index] = call()
+            except Exception as exc:  # every outcome is reported, none escapes
+                results[index] = exc
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(MAX_PARALLEL, len(calls)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The blueprint: ``/clustershazbot/gossip``, ``/list`` and ``/control``. Defined at import time."""
+"""The blueprint: ``/clustershazbot/gossip``, ``/list``, ``/control`` and ``/probe``. Defined at import time."""
 
 from __future__ import annotations
 
@@ -113,3 +113,12 @@ def control() -> Response:
     engine.authorize(auth, control=True)
     body = read_body(engine.settings.max_body_bytes)
     return _json(engine.handle_control(auth, body))
+
+
+@blueprint.post("/probe")
+def probe() -> Response:
+    """Indirect probe (an extension; seed nodes answer 404): try a member for the asker."""
+    engine, auth = current_engine(), request.headers.get("Authorization")
+    engine.authorize(auth, control=False)
+    body = read_body(engine.settings.max_body_bytes)
+    return _json(engine.handle_probe(auth, body))

@@ -44,7 +44,7 @@ class AnswersAboutItself:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
+    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
         return ServerList((GossipServer(base_url, False, self.clock.wall()),))
 
     def gossip_many(self, urls: Any, message: Any) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class Refuses:
     def __init__(self) -> None:
         self.attempts = 0
 
-    def gossip(self, base_url: str, message: dict[str, Any]) -> ServerList:
+    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
         self.attempts += 1
         raise TransportError(f"gossip with {base_url}: ConnectionRefusedError")
 

@@ -1,4 +1,4 @@
-"""Hostile input on the three endpoints: never a 500, never a state change on a 4xx, never a crash.
+"""Hostile input on the four endpoints: never a 500, never a state change on a 4xx, never a crash.
 
 Hypothesis drives a started node through the Flask test client (the same app,
 views and engine a WSGI server calls); a few huge or tricky bodies go over
@@ -184,3 +184,24 @@ def test_duplicate_base_urls_in_one_message_merge_to_one_record(node):
         entries = [s for key in ("online", "offline") for s in r.json()[key] if s["baseUrl"] == url]
         assert entries == [record(url, now - 5)]
         assert node.view()[url] is False  # offline wins a tie, whatever the order
+
+
+probe_bodies = st.fixed_dictionaries(
+    {"message": st.sampled_from(["probe", "gossip"]) | json_scalars,
+     "baseUrl": st.sampled_from([*URLS, "SELF"]) | json_scalars},
+    optional={"timeout": st.floats() | st.integers(min_value=-5, max_value=2**70) | json_scalars},
+) | json_values
+
+
+@EXAMPLES
+@given(body=probe_bodies, raw=st.none() | st.binary(max_size=64), auth=auth_headers)
+def test_probe_endpoint_survives_anything_and_contacts_no_stranger(node, body, raw, auth):
+    if isinstance(body, dict) and body.get("baseUrl") == "SELF":
+        body = {**body, "baseUrl": node.base_url}
+    before = snapshot(node)
+    response = post(node, "/clustershazbot/probe", auth, encode(body, raw, False),
+                    {"Content-Type": "application/json"})
+    check(response, before, node)
+    if response.status_code == 200:
+        # The node knows only itself: nothing else may be probed.
+        assert body["baseUrl"] == node.base_url and response.get_json() == {"reachable": True}

@@ -58,3 +58,30 @@ def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
             proc.kill()
             proc.wait(10)
             proc.stdout.close()
+
+
+def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, config):
+    # Python nodes ask seed nodes for indirect probes too; a seed answers 404 ("no answer").
+    nodes = [make_node() for _ in range(3)]
+    urls = {n.base_url for n in nodes}
+    master = Path(config["SHAZBOT_MASTER_LIST"])
+    # Seed nodes learn members from the master list only: wait until it names every node.
+    wait_until(lambda: master.exists() and all(u in master.read_text() for u in urls),
+               what="the master list names the python nodes")
+    seeds = [start_seed_peer(str(master), 0.2) for _ in range(2)]
+    try:
+        everyone = urls | {url for _, url in seeds}
+        wait_until(lambda: online_everywhere(nodes, everyone), what="python nodes know everyone")
+        wait_until(lambda: all({u for u, on in seed_view(s).items() if on} == everyone
+                               for _, s in seeds), what="seed nodes know everyone")
+        dead = nodes[2]
+        dead.stop(graceful=False)  # no announcement: connections are refused from now on
+        wait_until(lambda: offline_everywhere(nodes[:2], dead.base_url),
+                   what="python nodes detect the crash")
+        wait_until(lambda: all(seed_view(s).get(dead.base_url) is False for _, s in seeds),
+                   what="seed nodes detect the crash")
+    finally:
+        for proc, _ in seeds:
+            proc.kill()
+            proc.wait(10)
+            proc.stdout.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.simulate import Cluster, dissemination, false_alarms
+from benchmarks.simulate import Cluster, asymmetric, dissemination, false_alarms
 
 
 def test_a_simulated_cluster_learns_a_join_a_leave_and_a_crash():
@@ -36,3 +36,16 @@ def test_bytes_are_counted_and_gzip_saves_on_the_wire():
     a = false_alarms(40, seed=2, loss=0.0, rounds=4)
     assert a["reports"] == 0  # no loss, nobody crashed: nobody is reported offline
     assert 0 < a["wire_bytes"] < a["plain_bytes"]
+
+
+def test_one_broken_direction_alarms_nobody_with_indirect_probes_but_did_with_retries_only():
+    new = asymmetric(30, seed=5, links=3, rounds=60, rule="new")
+    old = asymmetric(30, seed=5, links=3, rounds=60, rule="old")
+    assert new["reports"] == 0
+    assert old["reports"] > 0  # the rule before indirect probes: a local fault became news
+    assert math.isfinite(new["crash"]) and math.isfinite(old["crash"])
+
+
+def test_heavy_loss_raises_no_false_alarm_with_indirect_probes():
+    assert false_alarms(30, seed=4, loss=0.2, rounds=120)["reports"] == 0
+    assert false_alarms(30, seed=4, loss=0.2, rounds=120, rule="old")["reports"] > 0
