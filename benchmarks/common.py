@@ -10,11 +10,11 @@ from typing import Any
 from flask_clustershazbot import _json
 from flask_clustershazbot.config import Settings
 from flask_clustershazbot.records import GossipServer, ServerList
+# A fixed wall clock for in-process runs: figures never depend on the date.
+from flask_clustershazbot.testing import EPOCH_MS as EPOCH_MS
 
 SECRET = "bench-gossip-secret"
 CONTROL = "bench-control-secret"
-#: A fixed wall clock (ms) for in-process runs, so that figures never depend on the date.
-EPOCH_MS = 1_700_000_000_000
 
 
 def settings(base_url: str, **kw: Any) -> Settings:

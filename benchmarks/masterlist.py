@@ -1,7 +1,7 @@
 """N nodes announcing to one master list at the same moment, per backend: entries lost
 and seconds until every announcement returned.
 
-Each node is a Transport of its own (its own connections, its own master-list object)
+Each node is an HttpTransport of its own (its own connections, its own master-list object)
 in a thread of this process; all wait on one barrier, then publish their own record.
 Every backend is a real server on 127.0.0.1 (tests/backends.py): a file, the tests' HTTP
 master-list server with and without ETags, moto's S3 server, redis-server.
@@ -24,7 +24,7 @@ from typing import Any
 
 from flask_clustershazbot.config import load_settings
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.transport import Transport
+from flask_clustershazbot.transport import HttpTransport
 
 from .common import CONTROL, SECRET, environment, table
 
@@ -77,7 +77,7 @@ def announce_at_once(
 ) -> tuple[int, float, float, int]:
     """(entries lost, seconds until all returned, slowest one's seconds, errors)."""
     transports = [
-        Transport(load_settings(options={"secret": SECRET, "control_secret": CONTROL,
+        HttpTransport(load_settings(options={"secret": SECRET, "control_secret": CONTROL,
                                          "base_url": member(i),
                                          "master_list_timeout": timeout, **options}))
         for i in range(n)

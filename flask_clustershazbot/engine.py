@@ -29,6 +29,7 @@ from .rtt import RoundTrips
 from .scheduling import Scheduler
 from .stats import Stats
 from .store import MemoryStore, Store
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,7 +112,7 @@ class Engine:
         self,
         settings: Settings,
         *,
-        transport: Any,
+        transport: Transport,
         scheduler: Scheduler,
         store: Store | None = None,
         stats: Stats | None = None,
@@ -448,8 +449,7 @@ class Engine:
         self._probes = threading.BoundedSemaphore(MAX_PROBES)
         self.stats.reset_after_fork()
         self.store.reset_after_fork()
-        if hasattr(self.transport, "reset_after_fork"):
-            self.transport.reset_after_fork()
+        self.transport.reset_after_fork()
         self.scheduler.reset_after_fork()
         if self.started:
             self.scheduler.start()

@@ -28,7 +28,7 @@ from .metrics import track
 from .scheduling import BackgroundJobs
 from .stats import Stats
 from .store import MemoryStore
-from .transport import Transport
+from .transport import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def make_engine(
     it acts as the node; the processes of a shared state are one node, whichever answers.
     """
     stats = Stats()
-    transport = Transport(settings, stats)
+    transport = HttpTransport(settings, stats)
     membership = Membership(settings.base_url, settings.monitor, wall_clock_ms(), time.monotonic())
     process = gunicorn_process()
     if process is None and settings.state_path is None:

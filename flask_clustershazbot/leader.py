@@ -23,12 +23,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .scheduling import BackgroundJobs
+from .scheduling import BackgroundJobs, Scheduler
 
 log = logging.getLogger(__name__)
 
 
-class LeaderJobs:
+class LeaderJobs(Scheduler):
     """A :class:`~flask_clustershazbot.scheduling.Scheduler` whose jobs run only while this
     process leads the host.
 

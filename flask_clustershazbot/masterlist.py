@@ -32,7 +32,7 @@ from .records import GossipServer, ServerList, base_url_problem
 from .transport import TransportError, file_path
 
 if TYPE_CHECKING:
-    from .transport import Transport
+    from .transport import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class HttpMasterList(_Location):
     that only takes PUTs, e.g. a presigned one) makes it unconditional, as before.
     """
 
-    def __init__(self, settings: Settings, setting: str, url: str, transport: Transport) -> None:
+    def __init__(self, settings: Settings, setting: str, url: str, transport: HttpTransport) -> None:
         super().__init__(settings, setting, url)
         self.url = url
         self.transport = transport
@@ -510,7 +510,7 @@ class DnsMasterList(_Location):
 
 
 def open_master_list(
-    settings: Settings, transport: Transport, update: bool = False
+    settings: Settings, transport: HttpTransport, update: bool = False
 ) -> MasterList:
     """The master list at ``SHAZBOT_MASTER_LIST`` (``update``: ``SHAZBOT_MASTER_LIST_UPDATE``)."""
     location = settings.master_list_update if update else settings.master_list

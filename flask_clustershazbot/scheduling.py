@@ -57,7 +57,7 @@ class Scheduler(Protocol):
         ...
 
 
-class BackgroundJobs:
+class BackgroundJobs(Scheduler):
     """A daemon BackgroundScheduler; a new one after every start (threads do not survive fork)."""
 
     def __init__(self, workers: int = 10) -> None:

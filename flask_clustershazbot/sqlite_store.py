@@ -39,6 +39,7 @@ from typing import TypeVar
 from .errors import ConfigError
 from .membership import Entry, Membership
 from .records import GossipServer
+from .store import Store
 
 log = logging.getLogger("flask_clustershazbot")
 T = TypeVar("T")
@@ -145,7 +146,7 @@ def create_private_file(path: str) -> None:
         os.chmod(path, 0o600)
 
 
-class SqliteStore:
+class SqliteStore(Store):
     """The host's table in a SQLite file (WAL mode), one transaction per read-modify-write.
 
     ``host_id`` names one run of the host (the gunicorn master's :func:`run_id`):

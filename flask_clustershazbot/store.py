@@ -21,7 +21,7 @@ class Store(Protocol):
         ...
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """The table in this process, behind one lock. The default."""
 
     def __init__(self, membership: Membership) -> None:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -84,8 +84,48 @@ def apply_tls(
         session.cert = (cert, key) if key else cert
 
 
-class Transport:
-    """HTTP and file I/O of one node."""
+class Transport(Protocol):
+    """What the engine needs of the network. :class:`HttpTransport` is the real one;
+    :class:`~flask_clustershazbot.testing.MemoryTransport` delivers in one process."""
+
+    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+        """Send our state (a GossipMessage) to one peer; its validated reply. Any failure
+        raises (a :class:`TransportError`; ``refused`` when nothing listens there)."""
+        ...
+
+    def gossip_many(
+        self, base_urls: Iterable[str], message: dict[str, Any]
+    ) -> dict[str, ServerList | Exception]:
+        """Send the same message to several peers at once; each one's reply or failure."""
+        ...
+
+    def probe_many(
+        self, helpers: list[str], target: str, timeout: float, waits: list[float]
+    ) -> list[bool | Exception]:
+        """Ask each helper to try ``target`` (POST /clustershazbot/probe): whether it reached
+        it, or why the helper did not answer; in the order of ``helpers``."""
+        ...
+
+    def identify(self, base_url: str) -> str | None:
+        """The instance token answering at ``base_url`` (the self-check); None if what
+        answers is not a clustershazbot node; raises if nothing answers."""
+        ...
+
+    def read_master_list(self) -> ServerList:
+        """The master list, validated; raises if it cannot be read or is bad."""
+        ...
+
+    def write_master_list(self, servers: ServerList) -> None:
+        """Merge this node's view (offline records included) into the master list."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: drop connections shared with the parent."""
+        ...
+
+
+class HttpTransport(Transport):
+    """The network of one node: one pooled requests.Session, and its master lists."""
 
     def __init__(self, settings: Settings, stats: Stats | None = None) -> None:
         self.settings = settings

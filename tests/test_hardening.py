@@ -27,7 +27,7 @@ from flask_clustershazbot.config import load_settings, mask
 from flask_clustershazbot.errors import BadMessage, ConfigError
 from flask_clustershazbot.membership import Changes
 from flask_clustershazbot.records import GossipServer, ServerList, canonical_base_url
-from flask_clustershazbot.transport import Transport, TransportError
+from flask_clustershazbot.transport import HttpTransport, TransportError
 
 SURROGATE_URL = "http://p\ud800.example/"
 # Forms the HTTP client cannot use (urllib3 raised LocationParseError, requests InvalidURL).
@@ -120,7 +120,7 @@ def test_unusable_urls_are_refused_by_validation(config: dict[str, Any], url: st
 
 @pytest.mark.parametrize("url", UNUSABLE_URLS)
 def test_transport_maps_every_client_error_to_transport_error(config: dict[str, Any], url: str) -> None:
-    transport = Transport(load_settings(dict(config)))
+    transport = HttpTransport(load_settings(dict(config)))
     try:
         with pytest.raises(TransportError):
             transport.gossip(url, ServerList().gossip_message())

@@ -22,7 +22,7 @@ from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, wait_u
 from flask_clustershazbot.config import Settings, load_settings
 from flask_clustershazbot.errors import ConfigError, ShazbotError
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.transport import Transport
+from flask_clustershazbot.transport import HttpTransport
 
 ANNOUNCERS = 20
 
@@ -42,12 +42,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def listed(transport: Transport) -> set[str]:
+def listed(transport: HttpTransport) -> set[str]:
     return {s.base_url for s in transport.read_master_list().online}
 
 
-def announce_at_once(make: Callable[[int], Transport], count: int = ANNOUNCERS) -> set[str]:
-    """``count`` nodes (one Transport each) publish their own record at the same moment."""
+def announce_at_once(make: Callable[[int], HttpTransport], count: int = ANNOUNCERS) -> set[str]:
+    """``count`` nodes (one HttpTransport each) publish their own record at the same moment."""
     transports = [make(i) for i in range(count)]
     start = threading.Barrier(count)
     errors: list[BaseException] = []
@@ -111,7 +111,7 @@ def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: Any) -
 
 def test_file_announcements_at_once_are_all_listed(tmp_path: Path) -> None:
     master = str(tmp_path / "master.json")
-    assert announce_at_once(lambda i: Transport(settings_for(i, master))) == EVERYONE
+    assert announce_at_once(lambda i: HttpTransport(settings_for(i, master))) == EVERYONE
     # the file keeps the seed's format
     assert set(json.loads(Path(master).read_text())) == {"online"}
 
@@ -120,7 +120,7 @@ def test_http_announcements_with_etags_are_all_listed() -> None:
     server = MasterListServer(etags=True)
     try:
         url = server.url
-        found = announce_at_once(lambda i: Transport(settings_for(
+        found = announce_at_once(lambda i: HttpTransport(settings_for(
             i, url, master_list_update=url, master_list_update_auth=MASTER_AUTH)))
         assert found == EVERYONE, f"lost {len(EVERYONE - found)}; {server.conflicts} PUTs got 412"
     finally:
@@ -131,7 +131,7 @@ def test_http_update_url_that_takes_only_puts_is_written_as_before(
     master_server: MasterListServer,
 ) -> None:
     """A GET on the update URL answered 405 (a PUT-only or presigned URL): plain PUT."""
-    t = Transport(settings_for(0, master_server.url, master_list_update=master_server.upload_url,
+    t = HttpTransport(settings_for(0, master_server.url, master_list_update=master_server.upload_url,
                                master_list_update_auth=MASTER_AUTH))
     t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
     assert listed(t) == {member(0)}
@@ -139,12 +139,12 @@ def test_http_update_url_that_takes_only_puts_is_written_as_before(
 
 
 def test_s3_announcements_at_once_are_all_listed(s3_url: str) -> None:
-    assert announce_at_once(lambda i: Transport(settings_for(i, s3_url))) == EVERYONE
+    assert announce_at_once(lambda i: HttpTransport(settings_for(i, s3_url))) == EVERYONE
 
 
 def test_redis_announcements_at_once_are_all_listed(redis_server: RedisServer) -> None:
     url = redis_server.url + "?key=prod:members"
-    assert announce_at_once(lambda i: Transport(settings_for(i, url))) == EVERYONE
+    assert announce_at_once(lambda i: HttpTransport(settings_for(i, url))) == EVERYONE
 
 
 # -- the merge on publish --------------------------------------------------------
@@ -160,7 +160,7 @@ def location(request: Any, tmp_path: Path) -> str:
 
 
 def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
-    t = Transport(settings_for(0, location))
+    t = HttpTransport(settings_for(0, location))
     now = now_ms()
     a, b, c, d = member(10), member(11), member(12), member(13)
     t.write_master_list(ServerList(online=(
@@ -180,7 +180,7 @@ def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
 
 
 def test_entries_older_than_the_retention_are_dropped(location: str) -> None:
-    t = Transport(settings_for(0, location, retention=60))
+    t = HttpTransport(settings_for(0, location, retention=60))
     now = now_ms()
     crashed, live = member(20), member(21)
     t.write_master_list(ServerList(online=(GossipServer(crashed, False, now - 61_000),
@@ -198,7 +198,7 @@ def test_missing_file_logs_once_that_the_node_starts_alone(
 ) -> None:
     caplog.set_level(logging.INFO, logger="flask_clustershazbot")
     path = tmp_path / "master.json"
-    t = Transport(settings_for(0, str(path)))
+    t = HttpTransport(settings_for(0, str(path)))
     assert t.read_master_list() == ServerList()
     assert t.read_master_list() == ServerList()
     alone = [r.getMessage() for r in caplog.records if "starts alone" in r.getMessage()]
@@ -210,7 +210,7 @@ def test_missing_file_logs_once_that_the_node_starts_alone(
 
 def test_a_typod_directory_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "shraed" / "master.json"
-    t = Transport(settings_for(0, str(path)))
+    t = HttpTransport(settings_for(0, str(path)))
     for call in (t.read_master_list,
                  lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),)))):
         with pytest.raises(ShazbotError) as raised:
@@ -226,7 +226,7 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
 ) -> None:
     path = tmp_path / "master.json"
     path.write_bytes(body)
-    t = Transport(settings_for(0, str(path)))
+    t = HttpTransport(settings_for(0, str(path)))
     for call in (t.read_master_list,
                  lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),)))):
         with pytest.raises(ShazbotError) as raised:
@@ -240,7 +240,7 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
 
 def test_redis_errors_name_the_url_without_its_password() -> None:
     port = 1  # nothing listens on 127.0.0.1:1
-    t = Transport(settings_for(0, f"redis://:hunter2-secret@127.0.0.1:{port}/0",
+    t = HttpTransport(settings_for(0, f"redis://:hunter2-secret@127.0.0.1:{port}/0",
                                master_list_timeout=1))
     for call in (t.read_master_list, lambda: t.write_master_list(ServerList())):
         with pytest.raises(ShazbotError) as raised:
@@ -253,7 +253,7 @@ def test_redis_errors_name_the_url_without_its_password() -> None:
 def test_http_errors_name_the_url_without_a_token(master_server: MasterListServer) -> None:
     master_server.fail_with = 503
     url = master_server.url + "?token=s3cr3t-token"
-    t = Transport(settings_for(0, url, master_list_update=url,
+    t = HttpTransport(settings_for(0, url, master_list_update=url,
                                master_list_update_auth=MASTER_AUTH))
     with pytest.raises(ShazbotError) as raised:
         t.read_master_list()
@@ -268,7 +268,7 @@ def test_s3_errors_name_the_setting_and_bucket(s3_server: S3Server,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
-    t = Transport(settings_for(0, "s3://no-such-bucket-here/master.json"))
+    t = HttpTransport(settings_for(0, "s3://no-such-bucket-here/master.json"))
     with pytest.raises(ShazbotError) as raised:
         t.read_master_list()
     assert str(raised.value) == (
@@ -295,7 +295,7 @@ def test_bad_locations_are_refused_naming_the_setting(location: str, problem: st
 def test_redis_keeps_offline_records_so_an_old_online_one_cannot_revive(
     redis_server: RedisServer,
 ) -> None:
-    t = Transport(settings_for(0, redis_server.url))
+    t = HttpTransport(settings_for(0, redis_server.url))
     now = now_ms()
     t.write_master_list(ServerList(offline=(GossipServer(member(5), False, now),)))
     t.write_master_list(ServerList(online=(GossipServer(member(5), False, now - 1),)))
@@ -317,7 +317,7 @@ def test_dns_lists_the_addresses_as_base_urls() -> None:
     try:
         url = (f"dns://nodes.cluster.test:8080?scheme=https&path=/app/"
                f"&resolver={dns.resolver}")
-        t = Transport(settings_for(0, url))
+        t = HttpTransport(settings_for(0, url))
         before = now_ms()
         stored = t.read_master_list()
         assert {(s.base_url, s.monitor) for s in stored.online} == {
@@ -330,14 +330,14 @@ def test_dns_lists_the_addresses_as_base_urls() -> None:
         assert all(oldest < s.last_update <= oldest + 61_000 + 5_000 for s in stored.online)
         t.write_master_list(stored)  # announcing is a no-op, not an error
         with pytest.raises(ShazbotError) as raised:
-            Transport(settings_for(0, url.replace("nodes.", "typo."))).read_master_list()
+            HttpTransport(settings_for(0, url.replace("nodes.", "typo."))).read_master_list()
         assert str(raised.value).startswith("SHAZBOT_MASTER_LIST dns://typo.cluster.test:8080")
     finally:
         dns.stop()
 
 
 def test_dns_without_a_resolver_uses_the_system_one() -> None:
-    t = Transport(settings_for(0, "dns://localhost:7000"))
+    t = HttpTransport(settings_for(0, "dns://localhost:7000"))
     urls = {s.base_url for s in t.read_master_list().online}
     assert "http://127.0.0.1:7000/" in urls
 
@@ -366,7 +366,7 @@ def test_nodes_converge_through_each_backend(
         base = {**config, "SHAZBOT_MASTER_LIST": request.getfixturevalue("redis_server").url}
     nodes = [make_node(base=base) for _ in range(3)]
     wait_until(lambda: converged(nodes), timeout=30, what=f"three nodes converge via {backend}")
-    probe = Transport(load_settings(options={**base, "SHAZBOT_BASE_URL": member(0)}))
+    probe = HttpTransport(load_settings(options={**base, "SHAZBOT_BASE_URL": member(0)}))
     wait_until(lambda: listed(probe) == {n.base_url for n in nodes}, timeout=30,
                what=f"all three listed in {backend}")
     probe.close()

@@ -269,7 +269,7 @@ def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: P
     from werkzeug.serving import make_server
 
     from flask_clustershazbot.config import load_settings
-    from flask_clustershazbot.transport import Transport, TransportError
+    from flask_clustershazbot.transport import HttpTransport, TransportError
 
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost")
@@ -290,7 +290,7 @@ def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: P
             "master_list": f"https://{host}:{server.port}/master.json",
             "master_list_update": str(tmp_path / "unused.json"), "master_list_update_auth": "x",
             **tls})
-        transport = Transport(settings)
+        transport = HttpTransport(settings)
         try:
             return transport.read_master_list()
         finally:
