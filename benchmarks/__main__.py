@@ -10,7 +10,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import convergence, detection, endpoint, footprint, lifecycle, masterlist, merge, ownership, simulate, store
+from . import (
+    convergence,
+    detection,
+    endpoint,
+    footprint,
+    lifecycle,
+    masterlist,
+    merge,
+    ownership,
+    simulate,
+    store,
+)
 
 QUICK = {
     "merge": (merge.main, ["--sizes", "10,100,1000,10000", "--budget", "1"]),
@@ -23,8 +34,21 @@ QUICK = {
     "footprint": (footprint.main, ["--sizes", "100,1000", "--seconds", "10"]),
     "ownership": (ownership.main, ["--sim-sizes", "100", "--keys", "200", "--step", "0.5"]),
     # The quick run's CSV and plot go to a temp folder: docs/_static holds the big runs'.
-    "simulate": (simulate.main, ["--sizes", "100", "--seeds", "5", "--alarm-rounds", "120", "--asymmetric", "1",
-                                 "--out", str(Path(tempfile.gettempdir(), "clustershazbot-bench"))]),
+    "simulate": (
+        simulate.main,
+        [
+            "--sizes",
+            "100",
+            "--seeds",
+            "5",
+            "--alarm-rounds",
+            "120",
+            "--asymmetric",
+            "1",
+            "--out",
+            str(Path(tempfile.gettempdir(), "clustershazbot-bench")),
+        ],
+    ),
 }
 
 

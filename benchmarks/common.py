@@ -10,6 +10,7 @@ from typing import Any
 from flask_clustershazbot import _json
 from flask_clustershazbot.config import Settings
 from flask_clustershazbot.records import GossipServer, ServerList
+
 # A fixed wall clock for in-process runs: figures never depend on the date.
 from flask_clustershazbot.testing import EPOCH_MS as EPOCH_MS
 

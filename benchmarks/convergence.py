@@ -44,8 +44,9 @@ def run(n: int, interval: float, timeout: float) -> dict[str, Any]:
 
     try:
         for i in range(n - 1):
-            proc, port = start_node(master, interval, monitor=(i == 0), env=env,
-                                    log_path=os.path.join(tmp, "nodes.log"))
+            proc, port = start_node(
+                master, interval, monitor=(i == 0), env=env, log_path=os.path.join(tmp, "nodes.log")
+            )
             procs[port] = proc
         ports = list(procs)
         everyone = [f"http://127.0.0.1:{p}/" for p in ports]

@@ -52,14 +52,22 @@ def detect(rule: str, fault: str, timeout: float) -> dict[str, Any]:
     procs: dict[int, subprocess.Popen[str]] = {}
     try:
         for i in range(NODES):
-            proc, port = start_node(master, INTERVAL, monitor=(i == 0), env=env, options=options,
-                                    log_path=os.path.join(tmp, "nodes.log"))
+            proc, port = start_node(
+                master,
+                INTERVAL,
+                monitor=(i == 0),
+                env=env,
+                options=options,
+                log_path=os.path.join(tmp, "nodes.log"),
+            )
             procs[port] = proc
         ports = list(procs)
         urls = {p: f"http://127.0.0.1:{p}/" for p in ports}
         deadline = time.monotonic() + timeout
-        while not all({u for u, on in (view(p, CONTROL) or {}).items() if on} == set(urls.values())
-                      for p in ports):
+        while not all(
+            {u for u, on in (view(p, CONTROL) or {}).items() if on} == set(urls.values())
+            for p in ports
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{NODES} nodes did not converge in {timeout} s")
             time.sleep(0.1)
@@ -98,9 +106,12 @@ def broken_direction(rule: str, mode: str, window: float) -> dict[str, Any]:
     logging.getLogger("flask_clustershazbot").setLevel(logging.ERROR)
     tmp = tempfile.mkdtemp(prefix="shazbot-asym-")
     config = {
-        "SHAZBOT_SECRET": TEST_SECRET, "SHAZBOT_CONTROL_SECRET": TEST_CONTROL,
-        "SHAZBOT_BASE_URL": "http://127.0.0.1:1/", "SHAZBOT_MASTER_LIST": f"{tmp}/master.json",
-        "SHAZBOT_GOSSIP_INTERVAL": INTERVAL, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600,
+        "SHAZBOT_SECRET": TEST_SECRET,
+        "SHAZBOT_CONTROL_SECRET": TEST_CONTROL,
+        "SHAZBOT_BASE_URL": "http://127.0.0.1:1/",
+        "SHAZBOT_MASTER_LIST": f"{tmp}/master.json",
+        "SHAZBOT_GOSSIP_INTERVAL": INTERVAL,
+        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600,
         **RULES[rule],
     }
     cluster = ProxiedCluster(config)
@@ -120,9 +131,14 @@ def broken_direction(rule: str, mode: str, window: float) -> dict[str, Any]:
         cluster.proxies[1].set(mode, sources=[source_ip(0)], direction="in")
         time.sleep(window)
         alarms = recorder.left()[before:]
-        return {"rule": rule, "mode": mode, "window": window, "false_alarms": len(alarms),
-                "observers": len({e[1] for e in alarms}),
-                "failed_exchanges": nodes[0].engine.stats.gossip_failures - failures}
+        return {
+            "rule": rule,
+            "mode": mode,
+            "window": window,
+            "false_alarms": len(alarms),
+            "observers": len({e[1] for e in alarms}),
+            "failed_exchanges": nodes[0].engine.stats.gossip_failures - failures,
+        }
     finally:
         recorder.close()
         cluster.stop()
@@ -134,8 +150,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=3, help="runs per rule and fault")
     parser.add_argument("--window", type=float, default=30.0, help="broken-direction window, s")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait, s")
-    parser.add_argument("--only", default="SIGKILL,SIGSTOP,broken",
-                        help="which parts to run: SIGKILL, SIGSTOP, broken")
+    parser.add_argument(
+        "--only",
+        default="SIGKILL,SIGSTOP,broken",
+        help="which parts to run: SIGKILL, SIGSTOP, broken",
+    )
     args = parser.parse_args(argv)
     only = args.only.split(",")
     print(f"detection: {NODES} real node processes, interval {INTERVAL:g} s ({environment()})")
@@ -145,17 +164,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs = [detect(rule, fault, args.timeout) for _ in range(args.runs)]
             raw += runs
             times = [r["seconds"] for r in runs if r["seconds"] is not None]
-            rows.append([fault, rule, len(runs), len(runs) - len(times),
-                         statistics.median(times) if times else "-", max(times) if times else "-",
-                         sum(r["false_alarms"] for r in runs)])
+            rows.append(
+                [
+                    fault,
+                    rule,
+                    len(runs),
+                    len(runs) - len(times),
+                    statistics.median(times) if times else "-",
+                    max(times) if times else "-",
+                    sum(r["false_alarms"] for r in runs),
+                ]
+            )
             print(f"  {fault} {rule}: {[r['seconds'] for r in runs]}")
     print(table(["fault", "rule", "runs", "not found", "median s", "max s", "false alarms"], rows))
-    asym = [broken_direction(rule, mode, args.window)
-            for mode in ("drop", "hang") for rule in RULES if "broken" in only]
+    asym = [
+        broken_direction(rule, mode, args.window)
+        for mode in ("drop", "hang")
+        for rule in RULES
+        if "broken" in only
+    ]
     print(f"one direction broken (node 0 -> node 1), {args.window:g} s window:")
-    print(table(["mode", "rule", "failed exchanges 0 -> 1", "false peer_left", "observers"],
-                [[a["mode"], a["rule"], a["failed_exchanges"], a["false_alarms"], a["observers"]]
-                 for a in asym]))
+    print(
+        table(
+            ["mode", "rule", "failed exchanges 0 -> 1", "false peer_left", "observers"],
+            [
+                [a["mode"], a["rule"], a["failed_exchanges"], a["false_alarms"], a["observers"]]
+                for a in asym
+            ],
+        )
+    )
     print(f"after: {environment()}")
     return {"detection": raw, "asymmetric": asym}
 

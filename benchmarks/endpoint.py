@@ -88,13 +88,26 @@ def cpu_seconds(pid: int) -> float:
 class Server:
     """A server process answering POST /clustershazbot/gossip on 127.0.0.1."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], tmp: str,
-                 ready: Callable[[Server], bool], port: int | None = None,
-                 cwd: str | Path = ROOT) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        tmp: str,
+        ready: Callable[[Server], bool],
+        port: int | None = None,
+        cwd: str | Path = ROOT,
+    ) -> None:
         self.name, self.tmp = name, tmp
         self.log = open(Path(tmp, f"{name}.log"), "w+b")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stderr=self.log, text=True,
-                                     stdout=subprocess.PIPE if port is None else self.log)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stderr=self.log,
+            text=True,
+            stdout=subprocess.PIPE if port is None else self.log,
+        )
         if port is None:  # the seed stand-in prints "READY <port>"
             line = self.proc.stdout.readline() if self.proc.stdout else ""
             port = int(line.split()[1]) if line.startswith("READY ") else 0
@@ -118,41 +131,88 @@ class Server:
 
 
 def gunicorn(app: str, port: int, env: dict[str, str]) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "8",
-            "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "-w",
+        "1",
+        "--threads",
+        "8",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        app,
+    ]
 
 
 def knows(n: int) -> Callable[[Server], bool]:
     """Ready when the server's list holds the ``n`` members of the body."""
+
     def ready(server: Server) -> bool:
-        r = requests.get(server.url + "clustershazbot/list", timeout=2,
-                         headers={"Authorization": CONTROL})
+        r = requests.get(
+            server.url + "clustershazbot/list", timeout=2, headers={"Authorization": CONTROL}
+        )
         return r.ok and len(r.json().get("offline", [])) >= n
+
     return ready
 
 
 def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None) -> list[Server]:
-    env = {**os.environ, "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "SHAZBOT_SECRET": SECRET,
+        "SHAZBOT_CONTROL_SECRET": CONTROL,
+        "PYTHONPATH": str(ROOT),
+    }
     servers = []
     try:
         nodes = [("ours", str(ROOT))] + ([("before", before)] if before else [])
         for name, package in nodes:  # benchmarks.endpoint_app from here, the package from there
             port = free_port()
-            servers.append(Server(name, gunicorn("benchmarks.endpoint_app:app", port, env), {
-                **env, "SHAZBOT_BASE_URL": f"http://127.0.0.1:{port}/", "BENCH_CODEC": codec,
-                "SHAZBOT_MASTER_LIST": str(master) + ("" if name == "ours" else f".{name}"),
-                "SHAZBOT_STATE_PATH": str(Path(tmp, f"{name}.db")),
-                "PYTHONPATH": f"{package}{os.pathsep}{ROOT}"}, tmp, knows(n), port,
-                cwd=package))  # python -m puts the working directory first on sys.path
+            servers.append(
+                Server(
+                    name,
+                    gunicorn("benchmarks.endpoint_app:app", port, env),
+                    {
+                        **env,
+                        "SHAZBOT_BASE_URL": f"http://127.0.0.1:{port}/",
+                        "BENCH_CODEC": codec,
+                        "SHAZBOT_MASTER_LIST": str(master) + ("" if name == "ours" else f".{name}"),
+                        "SHAZBOT_STATE_PATH": str(Path(tmp, f"{name}.db")),
+                        "PYTHONPATH": f"{package}{os.pathsep}{ROOT}",
+                    },
+                    tmp,
+                    knows(n),
+                    port,
+                    cwd=package,
+                )
+            )  # python -m puts the working directory first on sys.path
         port = free_port()
-        servers.append(Server("ceiling", gunicorn("benchmarks.ceiling_app:app", port, env), env, tmp,
-                              lambda s: requests.post(s.url + "clustershazbot/gossip", data=b"{}",
-                                                      timeout=2).ok, port))
+        servers.append(
+            Server(
+                "ceiling",
+                gunicorn("benchmarks.ceiling_app:app", port, env),
+                env,
+                tmp,
+                lambda s: requests.post(s.url + "clustershazbot/gossip", data=b"{}", timeout=2).ok,
+                port,
+            )
+        )
         node = shutil.which("node")
         if node and Path(NODE_PATH, "express").is_dir():
-            servers.append(Server("seed", [node, str(SEED_PEER), str(master) + ".seed", "86400"], {
-                **env, "SEED_PEER_EXPRESS": "1", "NODE_PATH": NODE_PATH}, tmp, knows(n)))
+            servers.append(
+                Server(
+                    "seed",
+                    [node, str(SEED_PEER), str(master) + ".seed", "86400"],
+                    {**env, "SEED_PEER_EXPRESS": "1", "NODE_PATH": NODE_PATH},
+                    tmp,
+                    knows(n),
+                )
+            )
         else:
             print("(no seed stand-in: needs node and Debian's node-express)")
     except BaseException:
@@ -164,17 +224,38 @@ def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None
 
 def wrk(server: Server, script: Path, seconds: float) -> dict[str, float]:
     cpu = cpu_seconds(server.proc.pid)
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds:g}s", "--timeout", "10s", "-s",
-                          str(script), server.url + "clustershazbot/gossip"],
-                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            "-c16",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            server.url + "clustershazbot/gossip",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     cpu = cpu_seconds(server.proc.pid) - cpu
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     count, micros, p50, p99, bad_status, socket_errors = (int(x) for x in line.split()[1:])
-    return {"rps": count / (micros / 1e6), "p50": p50 / 1e3, "p99": p99 / 1e3,
-            "errors": bad_status + socket_errors, "cpu_ms": cpu * 1e3 / max(count, 1)}
+    return {
+        "rps": count / (micros / 1e6),
+        "p50": p50 / 1e3,
+        "p99": p99 / 1e3,
+        "errors": bad_status + socket_errors,
+        "cpu_ms": cpu * 1e3 / max(count, 1),
+    }
 
 
-def run(n: int, seconds: float, rounds: int, codec: str, before: str | None) -> dict[str, dict[str, Any]]:
+def run(
+    n: int, seconds: float, rounds: int, codec: str, before: str | None
+) -> dict[str, dict[str, Any]]:
     tmp = tempfile.mkdtemp(prefix="shazbot-endpoint-")
     try:
         members = ServerList((), tuple(fake_members(n, int(time.time() * 1000))))
@@ -185,7 +266,9 @@ def run(n: int, seconds: float, rounds: int, codec: str, before: str | None) -> 
         body = Path(tmp, "body.json")  # plain JSON, as the seed's nodes send it
         body.write_text(json.dumps(members.gossip_message(), separators=(",", ":")))
         script = Path(tmp, "gossip.lua")
-        script.write_text(WRK_SCRIPT % {"body": json.dumps(str(body)), "secret": json.dumps(SECRET)})
+        script.write_text(
+            WRK_SCRIPT % {"body": json.dumps(str(body)), "secret": json.dumps(SECRET)}
+        )
         servers = start_servers(n, tmp, master, codec, before)
         try:
             for server in servers:  # warm up (imports, caches, the JIT of node)
@@ -197,10 +280,16 @@ def run(n: int, seconds: float, rounds: int, codec: str, before: str | None) -> 
         finally:
             for server in servers:
                 server.stop()
-        return {name: {"n": n, "body": body.stat().st_size, "runs": r,
-                       **{k: statistics.median(x[k] for x in r) for k in r[0]},
-                       "errors": sum(x["errors"] for x in r)}
-                for name, r in runs.items()}
+        return {
+            name: {
+                "n": n,
+                "body": body.stat().st_size,
+                "runs": r,
+                **{k: statistics.median(x[k] for x in r) for k in r[0]},
+                "errors": sum(x["errors"] for x in r),
+            }
+            for name, r in runs.items()
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -210,37 +299,96 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternated runs per server")
-    parser.add_argument("--codec", choices=["auto", "json"], default="auto",
-                        help="json: our node uses the standard library's codec")
-    parser.add_argument("--before", metavar="DIR",
-                        help="also serve the package of another checkout (e.g. the last release) as 'before'")
+    parser.add_argument(
+        "--codec",
+        choices=["auto", "json"],
+        default="auto",
+        help="json: our node uses the standard library's codec",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also serve the package of another checkout (e.g. the last release) as 'before'",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("endpoint: needs wrk (Debian: apt-get install wrk)")
-    print(f"endpoint: wrk -t2 -c16, {args.rounds} x {args.seconds:g} s per server, alternated; "
-          f"gunicorn gthread 1 worker x 8 threads; our codec {args.codec} ({environment()})")
-    results = [run(int(n), args.seconds, args.rounds, args.codec, args.before)
-               for n in args.sizes.split(",")]
+    print(
+        f"endpoint: wrk -t2 -c16, {args.rounds} x {args.seconds:g} s per server, alternated; "
+        f"gunicorn gthread 1 worker x 8 threads; our codec {args.codec} ({environment()})"
+    )
+    results = [
+        run(int(n), args.seconds, args.rounds, args.codec, args.before)
+        for n in args.sizes.split(",")
+    ]
     rows = []
     for res in results:
         for name, r in res.items():
             rates = [x["rps"] for x in r["runs"]]
-            rows.append([r["n"], name, r["rps"], f"{min(rates):,.0f}-{max(rates):,.0f}", r["p50"],
-                         r["p99"], r["cpu_ms"], r["errors"], r["body"]])
-    print(table(["N", "server", "req/s (median)", "range", "p50 ms", "p99 ms", "CPU ms/req",
-                 "errors", "body bytes"], rows))
+            rows.append(
+                [
+                    r["n"],
+                    name,
+                    r["rps"],
+                    f"{min(rates):,.0f}-{max(rates):,.0f}",
+                    r["p50"],
+                    r["p99"],
+                    r["cpu_ms"],
+                    r["errors"],
+                    r["body"],
+                ]
+            )
+    print(
+        table(
+            [
+                "N",
+                "server",
+                "req/s (median)",
+                "range",
+                "p50 ms",
+                "p99 ms",
+                "CPU ms/req",
+                "errors",
+                "body bytes",
+            ],
+            rows,
+        )
+    )
     ratios = []
     for res in results:
-        ours, ceiling, seed, before = res["ours"], res["ceiling"], res.get("seed"), res.get("before")
-        ratios.append([ours["n"], ours["rps"] / ceiling["rps"],
-                       ours["rps"] / seed["rps"] if seed else "-",
-                       ours["p99"] / seed["p99"] if seed else "-",
-                       ceiling["rps"] / seed["rps"] if seed else "-",
-                       ours["rps"] / before["rps"] if before else "-"])
-    print(table(["N", "ours / ceiling req/s", "ours / seed req/s", "ours / seed p99",
-                 "ceiling / seed req/s", "ours / before req/s"], ratios))
-    print("goals (issue 15): N = 1,000 ours / seed req/s >= 1 and p99 ratio <= 1; "
-          "N = 100 ours / ceiling >= 0.9")
+        ours, ceiling, seed, before = (
+            res["ours"],
+            res["ceiling"],
+            res.get("seed"),
+            res.get("before"),
+        )
+        ratios.append(
+            [
+                ours["n"],
+                ours["rps"] / ceiling["rps"],
+                ours["rps"] / seed["rps"] if seed else "-",
+                ours["p99"] / seed["p99"] if seed else "-",
+                ceiling["rps"] / seed["rps"] if seed else "-",
+                ours["rps"] / before["rps"] if before else "-",
+            ]
+        )
+    print(
+        table(
+            [
+                "N",
+                "ours / ceiling req/s",
+                "ours / seed req/s",
+                "ours / seed p99",
+                "ceiling / seed req/s",
+                "ours / before req/s",
+            ],
+            ratios,
+        )
+    )
+    print(
+        "goals (issue 15): N = 1,000 ours / seed req/s >= 1 and p99 ratio <= 1; "
+        "N = 100 ours / ceiling >= 0.9"
+    )
     print(f"after: {environment()}")
     return results
 

@@ -49,13 +49,22 @@ def run(n: int, seconds: float, interval: float) -> dict[str, Any]:
         json.dump({"online": [], "offline": [s.to_dict() for s in fake_members(n - 2, stamp)]}, f)
     env = {"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL}
     scale = interval / 30.0
-    options = {"SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 300 * scale,
-               "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 600 * scale}
+    options = {
+        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 300 * scale,
+        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 600 * scale,
+    }
     procs = []
     try:
         for _ in range(2):
-            procs.append(start_node(master, interval, env=env, options=options,
-                                    log_path=os.path.join(tmp, "nodes.log")))
+            procs.append(
+                start_node(
+                    master,
+                    interval,
+                    env=env,
+                    options=options,
+                    log_path=os.path.join(tmp, "nodes.log"),
+                )
+            )
         (a, pa), (_, pb) = procs
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -70,9 +79,14 @@ def run(n: int, seconds: float, interval: float) -> dict[str, Any]:
         time.sleep(seconds)
         cpu, elapsed = cpu_seconds(a.pid) - cpu0, time.monotonic() - t0
         per_round = cpu / (elapsed / interval)
-        return {"n": n, "rss": rss_mib(a.pid), "cpu_per_round_ms": per_round * 1e3,
-                "cpu_per_min_30s_ms": per_round * 2 * 1e3,
-                "cpu_pct_30s": per_round / 30 * 100, "window": elapsed}
+        return {
+            "n": n,
+            "rss": rss_mib(a.pid),
+            "cpu_per_round_ms": per_round * 1e3,
+            "cpu_per_min_30s_ms": per_round * 2 * 1e3,
+            "cpu_pct_30s": per_round / 30 * 100,
+            "window": elapsed,
+        }
     finally:
         stop_nodes(proc for proc, _ in procs)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -86,10 +100,29 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     print(f"footprint: an idle node, interval {args.interval:g} s scaled to 30 s ({environment()})")
     results = [run(int(n), args.seconds, args.interval) for n in args.sizes.split(",")]
-    print(table(["N", "RSS MiB", "CPU ms per round", "CPU ms per minute at 30 s", "CPU % at 30 s",
-                 "window s"],
-                [[r["n"], r["rss"], r["cpu_per_round_ms"], r["cpu_per_min_30s_ms"],
-                  r["cpu_pct_30s"], r["window"]] for r in results]))
+    print(
+        table(
+            [
+                "N",
+                "RSS MiB",
+                "CPU ms per round",
+                "CPU ms per minute at 30 s",
+                "CPU % at 30 s",
+                "window s",
+            ],
+            [
+                [
+                    r["n"],
+                    r["rss"],
+                    r["cpu_per_round_ms"],
+                    r["cpu_per_min_30s_ms"],
+                    r["cpu_pct_30s"],
+                    r["window"],
+                ]
+                for r in results
+            ],
+        )
+    )
     print(f"after: {environment()}")
     return results
 

@@ -58,12 +58,30 @@ def stop_times(signum: int, runs: int, tmp: Path) -> list[float | None]:
         for _ in range(runs):
             port = _free_port()
             url = f"http://127.0.0.1:{port}/"
-            node_env = {**os.environ, **env, "SHAZBOT_BASE_URL": url, "SHAZBOT_MASTER_LIST": master,
-                        "SHAZBOT_GOSSIP_INTERVAL": "0.2", "PYTHONPATH": str(ROOT)}
+            node_env = {
+                **os.environ,
+                **env,
+                "SHAZBOT_BASE_URL": url,
+                "SHAZBOT_MASTER_LIST": master,
+                "SHAZBOT_GOSSIP_INTERVAL": "0.2",
+                "PYTHONPATH": str(ROOT),
+            }
             node = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "examples.factory_app:create_app()",
-                 "run", "--port", str(port)],
-                cwd=ROOT, env=node_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "--app",
+                    "examples.factory_app:create_app()",
+                    "run",
+                    "--port",
+                    str(port),
+                ],
+                cwd=ROOT,
+                env=node_env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 joined = _wait(lambda: (view(peer_port, CONTROL) or {}).get(url) is True, 30)
                 if joined is None:
@@ -88,8 +106,9 @@ def cold_start(nodes: int, interval: float, tmp: Path) -> float | None:
     try:
         # All at once: every node's bootstrap finds the master list missing or incomplete.
         with ThreadPoolExecutor(nodes) as pool:
-            for proc, port in pool.map(lambda _: start_node(str(master), interval, env=ENV),
-                                       range(nodes)):
+            for proc, port in pool.map(
+                lambda _: start_node(str(master), interval, env=ENV), range(nodes)
+            ):
                 procs.append(proc)
                 ports.append(port)
         urls = {f"http://127.0.0.1:{p}/" for p in ports}
@@ -112,8 +131,12 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.lifecycle")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--nodes", default="3,5")
-    parser.add_argument("--interval", type=float, default=30.0,
-                        help="gossip interval of the cold start (default: the library's)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=30.0,
+        help="gossip interval of the cold start (default: the library's)",
+    )
     args = parser.parse_args(argv)
 
     def show(values: list[float | None]) -> str:
@@ -123,12 +146,18 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="clustershazbot-lifecycle-") as tmp:
         for signum in (signal.SIGINT, signal.SIGTERM):
             times = stop_times(signum, args.runs, Path(tmp))
-            print(f"flask run, {signal.Signals(signum).name}: offline at the peer after "
-                  f"{show(times)} s", flush=True)
+            print(
+                f"flask run, {signal.Signals(signum).name}: offline at the peer after "
+                f"{show(times)} s",
+                flush=True,
+            )
         for n in (int(x) for x in args.nodes.split(",")):
             took = cold_start(n, args.interval, Path(tmp))
-            print(f"cold start, {n} nodes, {args.interval:g} s interval, missing master list: "
-                  f"full membership after {show([took])} s", flush=True)
+            print(
+                f"cold start, {n} nodes, {args.interval:g} s interval, missing master list: "
+                f"full membership after {show([took])} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,14 @@ def backend(name: str) -> Iterator[tuple[dict[str, Any], Callable[[], str]]]:
     elif name in ("http", "http-etag"):
         server = MasterListServer(etags=name == "http-etag")
         try:
-            yield ({"master_list": server.url, "master_list_update": server.url,
-                    "master_list_update_auth": MASTER_AUTH},
-                   lambda: f"{server.puts} PUTs, {server.conflicts} refused with 412")
+            yield (
+                {
+                    "master_list": server.url,
+                    "master_list_update": server.url,
+                    "master_list_update_auth": MASTER_AUTH,
+                },
+                lambda: f"{server.puts} PUTs, {server.conflicts} refused with 412",
+            )
         finally:
             server.stop()
     elif name == "s3":
@@ -77,9 +82,17 @@ def announce_at_once(
 ) -> tuple[int, float, float, int]:
     """(entries lost, seconds until all returned, slowest one's seconds, errors)."""
     transports = [
-        HttpTransport(load_settings(options={"secret": SECRET, "control_secret": CONTROL,
-                                         "base_url": member(i),
-                                         "master_list_timeout": timeout, **options}))
+        HttpTransport(
+            load_settings(
+                options={
+                    "secret": SECRET,
+                    "control_secret": CONTROL,
+                    "base_url": member(i),
+                    "master_list_timeout": timeout,
+                    **options,
+                }
+            )
+        )
         for i in range(n)
     ]
     barrier = threading.Barrier(n + 1)
@@ -91,7 +104,8 @@ def announce_at_once(
         started = time.perf_counter()
         try:
             transports[i].write_master_list(
-                ServerList(online=(GossipServer(member(i), False, int(time.time() * 1000)),)))
+                ServerList(online=(GossipServer(member(i), False, int(time.time() * 1000)),))
+            )
         except Exception as exc:
             errors.append(exc)
         took[i] = time.perf_counter() - started
@@ -125,8 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             lost, total, slowest, errors = announce_at_once(options, args.nodes, args.timeout)
             rows.append([name, args.nodes, lost, errors, total, slowest, server_side()])
         print(f"  {name} done", flush=True)
-    print(table(["backend", "nodes", "lost", "errors", "all done s", "slowest s", "server"],
-                rows))
+    print(table(["backend", "nodes", "lost", "errors", "all done s", "slowest s", "server"], rows))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_clustershazbot import _json
+from flask_clustershazbot._json import decode_json, encode_json
 from flask_clustershazbot.engine import Engine
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.store import MemoryStore, Store
-from flask_clustershazbot._json import decode_json, encode_json
 
 from .common import (
     EPOCH_MS,
@@ -63,8 +63,15 @@ def make_engine(n: int, factory: StoreFactory) -> Engine:
     s = settings(me)
     clock = Counter(EPOCH_MS + 10 * n)
     m = Membership(me, False, clock(), 0.0)
-    engine = Engine(s, store=factory(m), transport=object(), scheduler=NullScheduler(),
-                    clock=clock, monotonic=time.monotonic, rng=random.Random(1))
+    engine = Engine(
+        s,
+        store=factory(m),
+        transport=object(),
+        scheduler=NullScheduler(),
+        clock=clock,
+        monotonic=time.monotonic,
+        rng=random.Random(1),
+    )
     engine.start()
     engine._merge(members(n - 1))
     return engine
@@ -89,7 +96,13 @@ def measure(n: int, factory: StoreFactory, budget: float) -> dict[str, Any]:
     engine = make_engine(n, factory)
     iterations = max(5, min(2000, int(200_000 / n)))
     bodies = messages(n, min(iterations, 20), random.Random(n))
-    steps: dict[str, list[float]] = {"decode": [], "parse": [], "merge": [], "encode": [], "total": []}
+    steps: dict[str, list[float]] = {
+        "decode": [],
+        "parse": [],
+        "merge": [],
+        "encode": [],
+        "total": [],
+    }
     sent = 0
     deadline = time.perf_counter() + budget
     for i in range(iterations):
@@ -118,9 +131,15 @@ def measure(n: int, factory: StoreFactory, budget: float) -> dict[str, Any]:
             break
     med = {name: statistics.median(values) for name, values in steps.items()}
     return {
-        "n": n, "iterations": len(steps["total"]), "us_msg": med["total"],
-        "us_record": med["total"] / n, "decode": med["decode"], "parse": med["parse"],
-        "merge": med["merge"], "encode": med["encode"], "reply_bytes": sent,
+        "n": n,
+        "iterations": len(steps["total"]),
+        "us_msg": med["total"],
+        "us_record": med["total"] / n,
+        "decode": med["decode"],
+        "parse": med["parse"],
+        "merge": med["merge"],
+        "encode": med["encode"],
+        "reply_bytes": sent,
     }
 
 
@@ -128,8 +147,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per size and store")
-    parser.add_argument("--codec", choices=["auto", "json"], default="auto",
-                        help="json: the standard library even when orjson is installed")
+    parser.add_argument(
+        "--codec",
+        choices=["auto", "json"],
+        default="auto",
+        help="json: the standard library even when orjson is installed",
+    )
     args = parser.parse_args(argv)
     if args.codec == "json":
         _json.loads, _json.dumps, _json.CODEC = _json.std_loads, _json.std_dumps, "json (forced)"
@@ -141,12 +164,41 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             r = measure(n, factory, args.budget)
             r["store"] = name
             results.append(r)
-            rows.append([name, n, r["iterations"], r["us_msg"], r["us_record"], r["decode"],
-                         r["parse"], r["merge"], r["encode"], r["reply_bytes"]])
-    print(table(["store", "N", "runs", "us/message", "us/record", "decode us", "parse us",
-                 "merge+reply us", "encode us", "reply bytes"], rows))
-    print("medians; us/record = us/message / N (N records parsed and merged, N written back);"
-          " target: <= 3 us/record in memory at N = 1,000")
+            rows.append(
+                [
+                    name,
+                    n,
+                    r["iterations"],
+                    r["us_msg"],
+                    r["us_record"],
+                    r["decode"],
+                    r["parse"],
+                    r["merge"],
+                    r["encode"],
+                    r["reply_bytes"],
+                ]
+            )
+    print(
+        table(
+            [
+                "store",
+                "N",
+                "runs",
+                "us/message",
+                "us/record",
+                "decode us",
+                "parse us",
+                "merge+reply us",
+                "encode us",
+                "reply bytes",
+            ],
+            rows,
+        )
+    )
+    print(
+        "medians; us/record = us/message / N (N records parsed and merged, N written back);"
+        " target: <= 3 us/record in memory at N = 1,000"
+    )
     return results
 
 

@@ -51,7 +51,7 @@ def per_call_us(fn: Callable[[str], Any], keys: list[str], budget: float) -> flo
     deadline = time.perf_counter() + budget
     i = 0
     while time.perf_counter() < deadline or len(results) < 3:
-        batch = keys[i % len(keys):][:200] or keys[:200]
+        batch = keys[i % len(keys) :][:200] or keys[:200]
         i += len(batch)
         started = time.perf_counter()
         for k in batch:
@@ -114,8 +114,12 @@ class Owners:
 
     def sample(self, c: Cluster) -> dict[str, float]:
         live = c.live()
-        views = {e.settings.base_url: e.store.transact(
-            lambda m: {u for u, entry in m.entries.items() if entry.online}) for e in live}
+        views = {
+            e.settings.base_url: e.store.transact(
+                lambda m: {u for u, entry in m.entries.items() if entry.online}
+            )
+            for e in live
+        }
         # Singleton jobs run only on nodes that have read the master list once.
         ready = {e.settings.base_url for e in live if e.last_master_sync is not None}
         self._weights(set().union(*views.values()))
@@ -143,8 +147,17 @@ def check_weights(keys: list[str]) -> None:
     assert all(owners._order[k][0] == ring.owner(k) for k in keys)
 
 
-def timeline(c: Cluster, owners: Owners, rounds: float, step: float, t0: float,
-             event: str, n: int, rows: list[dict[str, Any]], quiet_after: int = 0) -> None:
+def timeline(
+    c: Cluster,
+    owners: Owners,
+    rounds: float,
+    step: float,
+    t0: float,
+    event: str,
+    n: int,
+    rows: list[dict[str, Any]],
+    quiet_after: int = 0,
+) -> None:
     """Sample every ``step`` rounds for ``rounds`` rounds (stop early after ``quiet_after``
     samples in a row with full agreement, once the event settled)."""
     calm = 0
@@ -158,9 +171,11 @@ def timeline(c: Cluster, owners: Owners, rounds: float, step: float, t0: float,
         c.run_rounds(step)
     if PROGRESS:
         r = rows[-1]
-        print(f"    N={n} {event}: {r['round']:g} rounds sampled, last sample: disagree "
-              f"{r['disagree']:.1%}, twice {r['twice']:.1%}, orphaned {r['orphaned']:.1%}",
-              flush=True)
+        print(
+            f"    N={n} {event}: {r['round']:g} rounds sampled, last sample: disagree "
+            f"{r['disagree']:.1%}, twice {r['twice']:.1%}, orphaned {r['orphaned']:.1%}",
+            flush=True,
+        )
 
 
 def keys_of(member: str, members: set[str], count: int) -> list[str]:
@@ -213,8 +228,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[list[Any]]:
     for key in dict.fromkeys((r["n"], r["event"]) for r in rows):
         rs = [r for r in rows if (r["n"], r["event"]) == key]
         bad = [r["round"] for r in rs if r["disagree"] or r["twice"] or r["orphaned"]]
-        out.append([*key, max(r["disagree"] for r in rs), max(r["twice"] for r in rs),
-                    max(r["orphaned"] for r in rs), max(bad) if bad else 0.0, rs[-1]["round"]])
+        out.append(
+            [
+                *key,
+                max(r["disagree"] for r in rs),
+                max(r["twice"] for r in rs),
+                max(r["orphaned"] for r in rs),
+                max(bad) if bad else 0.0,
+                rs[-1]["round"],
+            ]
+        )
     return out
 
 
@@ -230,9 +253,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     print(f"ownership ({environment()})")
     costs = [owner_cost(int(n), args.budget) for n in args.sizes.split(",") if n]
-    print(table(["members", "owner(), new key (µs)", "owner(), hot key (µs)",
-                 "ring rebuild (ms)"],
-                [[r["n"], r["cold_us"], r["hot_us"], r["build_ms"]] for r in costs]))
+    print(
+        table(
+            ["members", "owner(), new key (µs)", "owner(), hot key (µs)", "ring rebuild (ms)"],
+            [[r["n"], r["cold_us"], r["hot_us"], r["build_ms"]] for r in costs],
+        )
+    )
     sim_sizes = [int(n) for n in args.sim_sizes.split(",") if n]
 
     def per_size(text: str) -> list[float]:
@@ -241,26 +267,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     check_weights([f"key-{i}" for i in range(50)])
-    for n, k, step, hold in zip(sim_sizes, per_size(args.keys), per_size(args.step),
-                                per_size(args.hold)):
+    for n, k, step, hold in zip(
+        sim_sizes, per_size(args.keys), per_size(args.step), per_size(args.hold)
+    ):
         started = time.perf_counter()
         rows += disagreement(n, int(k), args.seed, step, hold)
-        print(f"  simulated N={n}, {int(k)} keys, a sample every {step:g} rounds: "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"  simulated N={n}, {int(k)} keys, a sample every {step:g} rounds: "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     if rows:
-        print("Share of sampled keys, per sample (round 0: the event; the partition heals at "
-              "the end of its hold):")
-        print(table(["N", "event", "round", "disagree", "twice", "orphaned"],
-                    [[r["n"], r["event"], r["round"], f"{r['disagree']:.1%}", f"{r['twice']:.1%}",
-                      f"{r['orphaned']:.1%}"] for r in rows
-                     if r["round"] == 0 or (r["event"] == "partition" and r["round"] % 5 == 0)
-                     or (r["event"] != "partition"
-                         and (r["disagree"] or r["twice"] or r["orphaned"]))]))
+        print(
+            "Share of sampled keys, per sample (round 0: the event; the partition heals at "
+            "the end of its hold):"
+        )
+        print(
+            table(
+                ["N", "event", "round", "disagree", "twice", "orphaned"],
+                [
+                    [
+                        r["n"],
+                        r["event"],
+                        r["round"],
+                        f"{r['disagree']:.1%}",
+                        f"{r['twice']:.1%}",
+                        f"{r['orphaned']:.1%}",
+                    ]
+                    for r in rows
+                    if r["round"] == 0
+                    or (r["event"] == "partition" and r["round"] % 5 == 0)
+                    or (
+                        r["event"] != "partition" and (r["disagree"] or r["twice"] or r["orphaned"])
+                    )
+                ],
+            )
+        )
         print("Summary: worst share over the event, and the last round with any disagreement:")
-        print(table(["N", "event", "max disagree", "max twice", "max orphaned", "last bad round",
-                     "rounds sampled"],
-                    [[n, e, f"{d:.1%}", f"{t:.1%}", f"{o:.1%}", last, total]
-                     for n, e, d, t, o, last, total in summarize(rows)]))
+        print(
+            table(
+                [
+                    "N",
+                    "event",
+                    "max disagree",
+                    "max twice",
+                    "max orphaned",
+                    "last bad round",
+                    "rounds sampled",
+                ],
+                [
+                    [n, e, f"{d:.1%}", f"{t:.1%}", f"{o:.1%}", last, total]
+                    for n, e, d, t, o, last, total in summarize(rows)
+                ],
+            )
+        )
     return {"costs": costs, "rows": rows}
 
 

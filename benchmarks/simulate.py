@@ -58,8 +58,15 @@ STATIC = Path(__file__).resolve().parent.parent / "docs" / "_static"
 class Cluster:
     """N real engines on one virtual network."""
 
-    def __init__(self, n: int, seed: int, loss: float = 0.0, interval: float = 30.0,
-                 monitors: int = 0, rule: str = "new") -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        loss: float = 0.0,
+        interval: float = 30.0,
+        monitors: int = 0,
+        rule: str = "new",
+    ) -> None:
         # Thousands of engines log every lost message: keep the output to the figures.
         logging.getLogger("flask_clustershazbot").setLevel(logging.CRITICAL)
         self.loop = EventLoop()
@@ -75,7 +82,9 @@ class Cluster:
         engines = [self._engine(self._new_url(), i < monitors) for i in range(n)]
         # A cluster that has run for a while: every node knows every other, schedules
         # are spread over an interval. The nodes that join later use the real start().
-        everyone = ServerList(tuple(e.store.transact(lambda m: m.self_entry.server) for e in engines))
+        everyone = ServerList(
+            tuple(e.store.transact(lambda m: m.self_entry.server) for e in engines)
+        )
         for e in engines:
             self._warm_start(e, everyone)
         self.net.master = everyone
@@ -97,10 +106,16 @@ class Cluster:
                 if peer is not None and peer.live:
                     self.false_offline += 1  # a live, online node reported offline
 
-        engine = Engine(s, store=MemoryStore(membership), transport=MemoryTransport(self.net, url, s.secret),
-                        scheduler=VirtualScheduler(loop), clock=loop.clock_ms,
-                        monotonic=loop.monotonic, rng=random.Random(self.rng.random()),
-                        listener=listener)
+        engine = Engine(
+            s,
+            store=MemoryStore(membership),
+            transport=MemoryTransport(self.net, url, s.secret),
+            scheduler=VirtualScheduler(loop),
+            clock=loop.clock_ms,
+            monotonic=loop.monotonic,
+            rng=random.Random(self.rng.random()),
+            listener=listener,
+        )
         return engine
 
     def _warm_start(self, engine: Engine, everyone: ServerList) -> None:
@@ -142,13 +157,15 @@ class Cluster:
             e = m.entries.get(url)
             return None if e is None else e.online
 
-        return all(e.store.transact(state) is online for e in self.live()
-                   if e.settings.base_url != url)
+        return all(
+            e.store.transact(state) is online for e in self.live() if e.settings.base_url != url
+        )
 
     def rounds_until(self, condition: Callable[[], bool], limit_rounds: float) -> float:
         start = self.loop.now
-        ok = self.loop.run_until(start + limit_rounds * self.interval, condition,
-                                 every=self.interval / 20)
+        ok = self.loop.run_until(
+            start + limit_rounds * self.interval, condition, every=self.interval / 20
+        )
         return (self.loop.now - start) / self.interval if ok else math.inf
 
     def run_rounds(self, rounds: float) -> None:
@@ -177,8 +194,9 @@ def dissemination(n: int, seed: int, limit: float = 60.0, rule: str = "new") -> 
     return {"join": joined, "leave": left, "crash": crashed}
 
 
-def false_alarms(n: int, seed: int, loss: float, rounds: float,
-                 rule: str = "new") -> dict[str, float]:
+def false_alarms(
+    n: int, seed: int, loss: float, rounds: float, rule: str = "new"
+) -> dict[str, float]:
     """False offline reports per node-hour, and wire bytes per node per round, under loss."""
     c = Cluster(n, seed, loss=loss, rule=rule)
     c.run_rounds(2)
@@ -189,15 +207,18 @@ def false_alarms(n: int, seed: int, loss: float, rounds: float,
     c.run_rounds(rounds - 2)
     hours = n * rounds * c.interval / 3600
     return {
-        "per_node_hour": c.false_offline / hours, "reports": c.false_offline,
+        "per_node_hour": c.false_offline / hours,
+        "reports": c.false_offline,
         "node_hours": hours,
-        "plain_bytes": c.net.plain_bytes / (n * 2), "wire_bytes": c.net.wire_bytes / (n * 2),
+        "plain_bytes": c.net.plain_bytes / (n * 2),
+        "wire_bytes": c.net.wire_bytes / (n * 2),
         "probes_per_node_round": c.net.probes / (n * rounds),
     }
 
 
-def asymmetric(n: int, seed: int, links: int, rounds: float, rule: str = "new",
-               loss: float = 0.0) -> dict[str, float]:
+def asymmetric(
+    n: int, seed: int, links: int, rounds: float, rule: str = "new", loss: float = 0.0
+) -> dict[str, float]:
     """Break one direction of ``links`` random links (a cannot reach b; b reaches a), run
     ``rounds`` rounds: false offline reports per node-hour; then crash one node that no
     broken link touches: rounds until every live node lists it offline."""
@@ -216,8 +237,12 @@ def asymmetric(n: int, seed: int, links: int, rounds: float, rule: str = "new",
     c.crash(victim)
     crashed = c.rounds_until(lambda: c.known_by_all(victim, False), 60)
     hours = n * rounds * c.interval / 3600
-    return {"reports": alarms, "node_hours": hours, "per_node_hour": alarms / hours,
-            "crash": crashed}
+    return {
+        "reports": alarms,
+        "node_hours": hours,
+        "per_node_hour": alarms / hours,
+        "crash": crashed,
+    }
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> bool:
@@ -235,9 +260,14 @@ def plot(summary: list[dict[str, Any]], path: Path) -> bool:
     ax.plot(xs, [math.log(x, 3) + 3 for x in xs], "k:", label="log3(N) + 3 (target)")
     for event, marker in (("join", "o"), ("leave", "s"), ("crash", "^")):
         rows = [r for r in summary if r["event"] == event]
-        ax.errorbar([r["n"] for r in rows], [r["median"] for r in rows],
-                    yerr=[[0 for _ in rows], [r["p99"] - r["median"] for r in rows]],
-                    marker=marker, capsize=3, label=f"{event}: median (bar to p99)")
+        ax.errorbar(
+            [r["n"] for r in rows],
+            [r["median"] for r in rows],
+            yerr=[[0 for _ in rows], [r["p99"] - r["median"] for r in rows]],
+            marker=marker,
+            capsize=3,
+            label=f"{event}: median (bar to p99)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("cluster size N")
     ax.set_ylabel("gossip rounds until known to all")
@@ -254,16 +284,30 @@ def plot(summary: list[dict[str, Any]], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100", help="cluster sizes (1000 takes minutes per seed; 10000 needs ~20 GB)")
+    parser.add_argument(
+        "--sizes",
+        default="100",
+        help="cluster sizes (1000 takes minutes per seed; 10000 needs ~20 GB)",
+    )
     parser.add_argument("--seeds", default="5", help="seeds per size (one value or one per size)")
     parser.add_argument("--loss", default="0,0.05,0.2", help="message loss rates for false alarms")
-    parser.add_argument("--alarm-rounds", default="120",
-                        help="rounds per false-alarm run (one value or one per size)")
+    parser.add_argument(
+        "--alarm-rounds",
+        default="120",
+        help="rounds per false-alarm run (one value or one per size)",
+    )
     parser.add_argument("--out", default=str(STATIC), help="folder for the CSV and the PNG")
-    parser.add_argument("--rule", default="new", choices=("new", "old", "both"),
-                        help="failure detector: indirect probes (new), retries only (old), both")
-    parser.add_argument("--asymmetric", default="1,10",
-                        help="broken one-way links for the asymmetric runs (empty: none)")
+    parser.add_argument(
+        "--rule",
+        default="new",
+        choices=("new", "old", "both"),
+        help="failure detector: indirect probes (new), retries only (old), both",
+    )
+    parser.add_argument(
+        "--asymmetric",
+        default="1,10",
+        help="broken one-way links for the asymmetric runs (empty: none)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     rules = ["old", "new"] if args.rule == "both" else [args.rule]
@@ -285,56 +329,156 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results = [dissemination(n, seed, rule=rule) for seed in range(k)]
             for seed, r in enumerate(results):
                 for event, value in r.items():
-                    raw_rows.append({"rule": rule, "n": n, "seed": seed, "event": event,
-                                     "rounds": value})
+                    raw_rows.append(
+                        {"rule": rule, "n": n, "seed": seed, "event": event, "rounds": value}
+                    )
             for event in ("join", "leave", "crash"):
                 values = [r[event] for r in results]
-                summary.append({"rule": rule, "n": n, "event": event, "seeds": k,
-                                "median": percentile(values, 0.5),
-                                "p99": percentile(values, 0.99), "max": max(values),
-                                "bound": bound(n), "target": math.log(n, 3) + 3})
+                summary.append(
+                    {
+                        "rule": rule,
+                        "n": n,
+                        "event": event,
+                        "seeds": k,
+                        "median": percentile(values, 0.5),
+                        "p99": percentile(values, 0.99),
+                        "max": max(values),
+                        "bound": bound(n),
+                        "target": math.log(n, 3) + 3,
+                    }
+                )
             took = time.perf_counter() - started
             print(f"  N={n} {rule} rule: {k} seeds of dissemination in {took:.0f} s")
             for loss in losses:
                 started = time.perf_counter()
                 a = false_alarms(n, 10_000 + n, loss, rounds, rule=rule)
                 alarm_rows.append({"rule": rule, "n": n, "loss": loss, "rounds": rounds, **a})
-                print(f"  N={n} {rule} rule, loss {loss:.0%}: {rounds} rounds in "
-                      f"{time.perf_counter() - started:.0f} s")
+                print(
+                    f"  N={n} {rule} rule, loss {loss:.0%}: {rounds} rounds in "
+                    f"{time.perf_counter() - started:.0f} s"
+                )
             for links in asym_links:
                 started = time.perf_counter()
-                runs = [asymmetric(n, 20_000 + seed, links, rounds, rule=rule)
-                        for seed in range(k)]
+                runs = [asymmetric(n, 20_000 + seed, links, rounds, rule=rule) for seed in range(k)]
                 hours = sum(r["node_hours"] for r in runs)
                 reports = sum(r["reports"] for r in runs)
                 crashes = [r["crash"] for r in runs]
-                asym_rows.append({"rule": rule, "n": n, "links": links, "seeds": k,
-                                  "node_hours": hours, "reports": reports,
-                                  "per_node_hour": reports / hours,
-                                  "crash_median": percentile(crashes, 0.5),
-                                  "crash_max": max(crashes)})
-                print(f"  N={n} {rule} rule, {links} broken links: {k} x {rounds} rounds in "
-                      f"{time.perf_counter() - started:.0f} s")
-    print(table(["rule", "N", "event", "seeds", "median rounds", "p99 rounds", "max",
-                 "log3N+lnlnN", "target log3N+3"],
-                [[r["rule"], r["n"], r["event"], r["seeds"], r["median"], r["p99"], r["max"],
-                  r["bound"], r["target"]] for r in summary]))
-    print(table(["rule", "N", "loss", "rounds", "node-hours", "false offline reports",
-                 "per node-hour", "probes/node/round", "bytes/node/round plain", "gzip"],
-                [[r["rule"], r["n"], f"{r['loss']:.0%}", r["rounds"], r["node_hours"],
-                  r["reports"], r["per_node_hour"], r["probes_per_node_round"],
-                  r["plain_bytes"], r["wire_bytes"]] for r in alarm_rows]))
+                asym_rows.append(
+                    {
+                        "rule": rule,
+                        "n": n,
+                        "links": links,
+                        "seeds": k,
+                        "node_hours": hours,
+                        "reports": reports,
+                        "per_node_hour": reports / hours,
+                        "crash_median": percentile(crashes, 0.5),
+                        "crash_max": max(crashes),
+                    }
+                )
+                print(
+                    f"  N={n} {rule} rule, {links} broken links: {k} x {rounds} rounds in "
+                    f"{time.perf_counter() - started:.0f} s"
+                )
+    print(
+        table(
+            [
+                "rule",
+                "N",
+                "event",
+                "seeds",
+                "median rounds",
+                "p99 rounds",
+                "max",
+                "log3N+lnlnN",
+                "target log3N+3",
+            ],
+            [
+                [
+                    r["rule"],
+                    r["n"],
+                    r["event"],
+                    r["seeds"],
+                    r["median"],
+                    r["p99"],
+                    r["max"],
+                    r["bound"],
+                    r["target"],
+                ]
+                for r in summary
+            ],
+        )
+    )
+    print(
+        table(
+            [
+                "rule",
+                "N",
+                "loss",
+                "rounds",
+                "node-hours",
+                "false offline reports",
+                "per node-hour",
+                "probes/node/round",
+                "bytes/node/round plain",
+                "gzip",
+            ],
+            [
+                [
+                    r["rule"],
+                    r["n"],
+                    f"{r['loss']:.0%}",
+                    r["rounds"],
+                    r["node_hours"],
+                    r["reports"],
+                    r["per_node_hour"],
+                    r["probes_per_node_round"],
+                    r["plain_bytes"],
+                    r["wire_bytes"],
+                ]
+                for r in alarm_rows
+            ],
+        )
+    )
     if asym_rows:
         print("asymmetric links (one direction broken), no loss:")
-        print(table(["rule", "N", "broken links", "seeds", "node-hours", "false offline reports",
-                     "per node-hour", "crash: median rounds", "max"],
-                    [[r["rule"], r["n"], r["links"], r["seeds"], r["node_hours"], r["reports"],
-                      r["per_node_hour"], r["crash_median"], r["crash_max"]] for r in asym_rows]))
+        print(
+            table(
+                [
+                    "rule",
+                    "N",
+                    "broken links",
+                    "seeds",
+                    "node-hours",
+                    "false offline reports",
+                    "per node-hour",
+                    "crash: median rounds",
+                    "max",
+                ],
+                [
+                    [
+                        r["rule"],
+                        r["n"],
+                        r["links"],
+                        r["seeds"],
+                        r["node_hours"],
+                        r["reports"],
+                        r["per_node_hour"],
+                        r["crash_median"],
+                        r["crash_max"],
+                    ]
+                    for r in asym_rows
+                ],
+            )
+        )
     with open(out / "simulation.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["rule", "n", "seed", "event", "rounds"])
         w.writeheader()
         w.writerows(raw_rows)
-    for name, rows in (("simulation-alarms.csv", alarm_rows), ("simulation-asymmetric.csv", asym_rows)):
+    for name, rows in (
+        ("simulation-alarms.csv", alarm_rows),
+        ("simulation-asymmetric.csv", asym_rows),
+    ):
         with open(out / name, "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]) if rows else ["n"])
             w.writeheader()
@@ -345,6 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         print(f"wrote {wrote} (no matplotlib: no plot)")
     return {"summary": summary, "alarms": alarm_rows, "asymmetric": asym_rows}
+
 
 if __name__ == "__main__":
     main()

@@ -89,24 +89,49 @@ class Host:
         self.back = free_port()
         self.front = free_port() if nginx else self.back
         self.url = f"http://127.0.0.1:{self.front}/"
-        env = {**os.environ, "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
-               "SHAZBOT_BASE_URL": self.url, "SHAZBOT_MASTER_LIST": str(tmp / "master.json"),
-               "SHAZBOT_GOSSIP_INTERVAL": str(INTERVAL), "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "1",
-               "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1", "SHAZBOT_STATE_PATH": str(tmp / "state"),
-               "WEB_CONCURRENCY": str(workers), "BIND": f"127.0.0.1:{self.back}",
-               "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "SHAZBOT_SECRET": SECRET,
+            "SHAZBOT_CONTROL_SECRET": CONTROL,
+            "SHAZBOT_BASE_URL": self.url,
+            "SHAZBOT_MASTER_LIST": str(tmp / "master.json"),
+            "SHAZBOT_GOSSIP_INTERVAL": str(INTERVAL),
+            "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "1",
+            "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
+            "SHAZBOT_STATE_PATH": str(tmp / "state"),
+            "WEB_CONCURRENCY": str(workers),
+            "BIND": f"127.0.0.1:{self.back}",
+            "PYTHONPATH": str(ROOT),
+        }
         extra = ["--threads", str(threads)] if threads else []
-        cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "examples" / "gunicorn.conf.py"),
-               "--log-level", "warning", *extra, "examples.factory_app:create_app()"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "examples" / "gunicorn.conf.py"),
+            "--log-level",
+            "warning",
+            *extra,
+            "examples.factory_app:create_app()",
+        ]
         self.log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.procs = [subprocess.Popen(cmd, env=env, stdout=self.log, stderr=self.log, cwd=ROOT,
-                                       start_new_session=True)]
+        self.procs = [
+            subprocess.Popen(
+                cmd, env=env, stdout=self.log, stderr=self.log, cwd=ROOT, start_new_session=True
+            )
+        ]
         if nginx:
             conf = tmp / "nginx.conf"
             conf.write_text(NGINX_CONF.format(tmp=tmp, front=self.front, back=self.back))
-            self.procs.append(subprocess.Popen(
-                ["nginx", "-c", str(conf), "-p", str(tmp)], stdout=self.log, stderr=self.log,
-                start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    ["nginx", "-c", str(conf), "-p", str(tmp)],
+                    stdout=self.log,
+                    stderr=self.log,
+                    start_new_session=True,
+                )
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if probe(self.url) is not None:
@@ -124,8 +149,9 @@ def probe(url: str, timeout: float = 10.0) -> float | None:
     """Seconds to answer GET /clustershazbot/list on a new connection; None: no answer."""
     started = time.monotonic()
     try:
-        r = requests.get(url + "clustershazbot/list", timeout=timeout,
-                         headers={"Connection": "close"})
+        r = requests.get(
+            url + "clustershazbot/list", timeout=timeout, headers={"Connection": "close"}
+        )
         return time.monotonic() - started if r.ok else None
     except requests.RequestException:
         return None
@@ -148,7 +174,7 @@ def attacker(host: str, port: int, mode: str, stop: threading.Event, opened: lis
                 filler = b"X-Slow: " if mode == "headers" else b" "
                 i = 0
                 while not stop.wait(0.5):
-                    s.sendall(filler[i % len(filler): i % len(filler) + 1])
+                    s.sendall(filler[i % len(filler) : i % len(filler) + 1])
                     i += 1
         except OSError:
             stop.wait(0.2)
@@ -156,15 +182,20 @@ def attacker(host: str, port: int, mode: str, stop: threading.Event, opened: lis
 
 def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[Any]:
     tmp = Path(tempfile.mkdtemp(prefix="shazbot-slow-"))
-    threads = int(setup[len("threads"):]) if setup.startswith("threads") else None
+    threads = int(setup[len("threads") :]) if setup.startswith("threads") else None
     host = Host(tmp, workers, threads, nginx=setup == "nginx")
     peer_app = Flask("peer")
     server = make_server("127.0.0.1", 0, peer_app, threaded=True, request_handler=Quiet)
     peer_url = f"http://127.0.0.1:{server.port}/"
     peer_app.config.update(
-        SHAZBOT_SECRET=SECRET, SHAZBOT_CONTROL_SECRET=CONTROL, SHAZBOT_BASE_URL=peer_url,
-        SHAZBOT_MASTER_LIST=str(tmp / "master.json"), SHAZBOT_GOSSIP_INTERVAL=INTERVAL,
-        SHAZBOT_MASTER_ANNOUNCE_MINIMUM=1, SHAZBOT_MASTER_ANNOUNCE_INTERVAL=1)
+        SHAZBOT_SECRET=SECRET,
+        SHAZBOT_CONTROL_SECRET=CONTROL,
+        SHAZBOT_BASE_URL=peer_url,
+        SHAZBOT_MASTER_LIST=str(tmp / "master.json"),
+        SHAZBOT_GOSSIP_INTERVAL=INTERVAL,
+        SHAZBOT_MASTER_ANNOUNCE_MINIMUM=1,
+        SHAZBOT_MASTER_ANNOUNCE_INTERVAL=1,
+    )
     shazbot = ClusterShazbot(peer_app)
     left: list[str] = []
 
@@ -173,8 +204,9 @@ def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[
             left.append(server.base_url)
 
     peer_left.connect(on_left, peer_app)
-    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                               daemon=True)
+    serving = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
     serving.start()
     stop, opened = threading.Event(), [0]
     attackers: list[threading.Thread] = []
@@ -187,9 +219,12 @@ def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[
             time.sleep(0.2)
         else:
             raise RuntimeError("the peer never saw the host online")
-        attackers = [threading.Thread(target=attacker, daemon=True,
-                                      args=("127.0.0.1", host.front, mode, stop, opened))
-                     for _ in range(slow)]
+        attackers = [
+            threading.Thread(
+                target=attacker, daemon=True, args=("127.0.0.1", host.front, mode, stop, opened)
+            )
+            for _ in range(slow)
+        ]
         for t in attackers:
             t.start()
         latencies: list[float | None] = []
@@ -213,10 +248,18 @@ def run(setup: str, mode: str, slow: int, seconds: float, workers: int) -> list[
         shutil.rmtree(tmp, ignore_errors=True)
     answered = [x for x in latencies if x is not None]
     fast = sum(x <= 3.0 for x in answered)
-    return [setup, mode, slow, len(latencies), f"{fast}/{len(latencies)}",
-            f"{statistics.median(answered):.2f}" if answered else "-",
-            f"{max(answered):.2f}" if answered else "-",
-            f"{100 * offline_samples / max(samples, 1):.0f} %", len(left), opened[0]]
+    return [
+        setup,
+        mode,
+        slow,
+        len(latencies),
+        f"{fast}/{len(latencies)}",
+        f"{statistics.median(answered):.2f}" if answered else "-",
+        f"{max(answered):.2f}" if answered else "-",
+        f"{100 * offline_samples / max(samples, 1):.0f} %",
+        len(left),
+        opened[0],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,10 +275,28 @@ def main(argv: list[str] | None = None) -> int:
         print("nginx is not installed: skipping the nginx setup")
         setups.remove("nginx")
     print(environment())
-    rows = [run(setup, mode, args.slow, args.seconds, args.workers)
-            for setup in setups for mode in args.modes.split(",")]
-    print(table(["setup", "trickle", "slow conns", "probes", "answered <= 3 s", "median s",
-                 "worst s", "peer saw it offline", "peer_left", "attacker connects"], rows))
+    rows = [
+        run(setup, mode, args.slow, args.seconds, args.workers)
+        for setup in setups
+        for mode in args.modes.split(",")
+    ]
+    print(
+        table(
+            [
+                "setup",
+                "trickle",
+                "slow conns",
+                "probes",
+                "answered <= 3 s",
+                "median s",
+                "worst s",
+                "peer saw it offline",
+                "peer_left",
+                "attacker connects",
+            ],
+            rows,
+        )
+    )
     return 0
 
 

@@ -93,8 +93,19 @@ def main(argv: list[str] | None = None) -> None:
                 [SqliteStore(path, fresh()), SqliteStore(path, fresh())], n, args.rounds
             )
             rows.append([n, memory, same, alternating, same / memory, alternating / memory])
-    print(table(["N", "memory ms", "sqlite ms (same worker)", "sqlite ms (alternating)",
-                 "same / memory", "alternating / memory"], rows))
+    print(
+        table(
+            [
+                "N",
+                "memory ms",
+                "sqlite ms (same worker)",
+                "sqlite ms (alternating)",
+                "same / memory",
+                "alternating / memory",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

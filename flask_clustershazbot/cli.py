@@ -60,15 +60,18 @@ def set_state(base_url: str, secret: str, online: bool, as_json: bool, tls: TLS 
         _fail_json(exc, as_json)
         raise
     state = "online" if online else "offline"
-    _emit({"node": base_url, "state": state, "success": True}, as_json,
-          f"{base_url} is now {state}")
+    _emit(
+        {"node": base_url, "state": state, "success": True}, as_json, f"{base_url} is now {state}"
+    )
 
 
 # -- the console script: any node over HTTP -----------------------------------
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 _secret_option = click.option(
-    "--secret", envvar="SHAZBOT_CONTROL_SECRET", show_envvar=True,
+    "--secret",
+    envvar="SHAZBOT_CONTROL_SECRET",
+    show_envvar=True,
     help="The node's control secret (prefer the environment variable: argv is visible to others).",
 )
 
@@ -76,11 +79,17 @@ _secret_option = click.option(
 def _tls_options(command: Any) -> Any:
     """--ca, --cert and --key, from SHAZBOT_TLS_CA/_CERT/_KEY like a node's settings."""
     file = click.Path(exists=True, dir_okay=True, readable=True)
-    for name, env, text in reversed((
-        ("--ca", "SHAZBOT_TLS_CA", "CA bundle the node's HTTPS certificate must chain to."),
-        ("--cert", "SHAZBOT_TLS_CERT", "Client certificate (PEM), for nodes that require mutual TLS."),
-        ("--key", "SHAZBOT_TLS_KEY", "Private key of --cert, if not in its file."),
-    )):
+    for name, env, text in reversed(
+        (
+            ("--ca", "SHAZBOT_TLS_CA", "CA bundle the node's HTTPS certificate must chain to."),
+            (
+                "--cert",
+                "SHAZBOT_TLS_CERT",
+                "Client certificate (PEM), for nodes that require mutual TLS.",
+            ),
+            ("--key", "SHAZBOT_TLS_KEY", "Private key of --cert, if not in its file."),
+        )
+    ):
         command = click.option(name, envvar=env, show_envvar=True, type=file, help=text)(command)
     return command
 
@@ -111,11 +120,17 @@ def _control_command(online: bool) -> click.Command:
     @_tls_options
     @_json_option
     def command(
-        url: str, secret: str | None, ca: str | None, cert: str | None, key: str | None,
+        url: str,
+        secret: str | None,
+        ca: str | None,
+        cert: str | None,
+        key: str | None,
         as_json: bool,
     ) -> None:
         if not secret:
-            raise click.UsageError("the control secret is needed: --secret or SHAZBOT_CONTROL_SECRET")
+            raise click.UsageError(
+                "the control secret is needed: --secret or SHAZBOT_CONTROL_SECRET"
+            )
         set_state(_base_url(url), secret, online, as_json, (ca, cert, key))
 
     return command
@@ -126,7 +141,8 @@ main_group.add_command(_control_command(False))
 
 
 @main_group.command(
-    "demo", context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    "demo",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
     add_help_option=False,
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -159,7 +175,8 @@ def public_config(settings: Settings) -> dict[str, Any]:
     """Every setting except the secrets (the fields kept out of ``repr``), URL tokens masked."""
     return {
         config_key(f.name): mask(value) if isinstance(value, str) else value
-        for f in fields(settings) if f.repr
+        for f in fields(settings)
+        if f.repr
         for value in (getattr(settings, f.name),)
     }
 
@@ -174,7 +191,9 @@ def status_command(as_json: bool) -> None:
         view = fetch_view(settings.base_url, settings.control_secret, _tls(settings))
     except NodeError as exc:
         if as_json:
-            click.echo(json.dumps({"config": config, "error": exc.message}, indent=2, sort_keys=True))
+            click.echo(
+                json.dumps({"config": config, "error": exc.message}, indent=2, sort_keys=True)
+            )
         else:
             click.echo("\n".join(f"{k} = {v}" for k, v in config.items()))
         raise

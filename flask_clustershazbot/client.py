@@ -87,9 +87,10 @@ def fetch_view(base_url: str, secret: str | None, tls: TLS = NO_TLS) -> ServerLi
 
 def send_control(base_url: str, secret: str, online: bool, tls: TLS = NO_TLS) -> None:
     response = _request(
-        "POST", base_url + CONTROL_PATH, secret, tls,
+        "POST",
+        base_url + CONTROL_PATH,
+        secret,
+        tls,
         json={"message": "control", "online": online},
     )
     _check(response, base_url)
-
-

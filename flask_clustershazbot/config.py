@@ -123,6 +123,7 @@ class Settings:
         rounds = 10 + 2 * math.ceil(math.log2(max(members, 2)))
         return self.gossip_interval * rounds
 
+
 def updated_in_place(location: str) -> bool:
     """Every master list but an HTTP(S) one is updated where it is read (a file, S3, Redis;
     DNS is read-only), so its update settings may be left out."""
@@ -222,7 +223,9 @@ def _count_or_zero(key: str, value: Any) -> int:
     try:
         return _count(key, value)
     except ConfigError:
-        raise ConfigError(f"{key} must be a whole number, at least 0, got {_shown(value)}") from None
+        raise ConfigError(
+            f"{key} must be a whole number, at least 0, got {_shown(value)}"
+        ) from None
 
 
 def _base_url(key: str, value: Any) -> str:
@@ -230,10 +233,14 @@ def _base_url(key: str, value: Any) -> str:
     try:
         url = canonical_base_url(_str(key, value))
     except ValueError as exc:
-        raise ConfigError(f"{key} {exc} (expected e.g. https://host:3000/), got {_shown(value)}") from None
+        raise ConfigError(
+            f"{key} {exc} (expected e.g. https://host:3000/), got {_shown(value)}"
+        ) from None
     problem = _unreachable_base_url(url)
     if problem:
-        raise ConfigError(f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}")
+        raise ConfigError(
+            f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}"
+        )
     return url
 
 
@@ -268,15 +275,21 @@ def _unreachable_base_url(url: str) -> str | None:
     except ValueError:
         ip = None
     if ip is not None and (
-        ip.is_unspecified or ip.is_multicast or ip in _THIS_NETWORK
+        ip.is_unspecified
+        or ip.is_multicast
+        or ip in _THIS_NETWORK
         or ip == ipaddress.ip_address("255.255.255.255")
     ):
-        return (f"names {parts.hostname}, an address peers cannot reach: use one of this "
-                "host's addresses that they can (e.g. its or its pod's IP)")
+        return (
+            f"names {parts.hostname}, an address peers cannot reach: use one of this "
+            "host's addresses that they can (e.g. its or its pod's IP)"
+        )
     if parts.path not in ("", "/"):
-        return (f"has the path {parts.path!r}: the cluster's routes are served at "
-                "/clustershazbot/ at the root of the app, so a base URL is a scheme, host and "
-                "port only (behind a path-prefix proxy, use the node's direct address)")
+        return (
+            f"has the path {parts.path!r}: the cluster's routes are served at "
+            "/clustershazbot/ at the root of the app, so a base URL is a scheme, host and "
+            "port only (behind a path-prefix proxy, use the node's direct address)"
+        )
     return None
 
 
@@ -492,4 +505,3 @@ def load_settings(
             value = list(getattr(settings, f"accepted_{name}s"))  # the whole rotation, as given
         config[config_key(name)] = value
     return settings
-

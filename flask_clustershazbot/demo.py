@@ -94,20 +94,37 @@ def run_node(argv: list[str]) -> None:
 
 
 def start_node(
-    master: str, interval: float, port: int = 0, monitor: bool = False,
-    env: dict[str, str] | None = None, options: dict[str, Any] | None = None,
-    log_path: str | None = None, timeout: float = 30.0,
+    master: str,
+    interval: float,
+    port: int = 0,
+    monitor: bool = False,
+    env: dict[str, str] | None = None,
+    options: dict[str, Any] | None = None,
+    log_path: str | None = None,
+    timeout: float = 30.0,
 ) -> tuple[subprocess.Popen[str], int]:
     """Start a node process; return it and its port once it serves."""
-    cmd = [sys.executable, "-u", "-m", "flask_clustershazbot.demo", "node",
-           "--port", str(port), "--master", master, "--interval", str(interval)]
+    cmd = [
+        sys.executable,
+        "-u",
+        "-m",
+        "flask_clustershazbot.demo",
+        "node",
+        "--port",
+        str(port),
+        "--master",
+        master,
+        "--interval",
+        str(interval),
+    ]
     if monitor:
         cmd.append("--monitor")
     for key, value in (options or {}).items():
         cmd += ["--option", f"{key}={value}"]
     with open(log_path or os.devnull, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})}
+        )
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while (left := deadline - time.monotonic()) > 0:
@@ -141,8 +158,11 @@ def stop_nodes(procs: Iterable[subprocess.Popen[str]], timeout: float = 10.0) ->
 def view(port: int, control_secret: str) -> dict[str, bool] | None:
     """A node's view {base_url: online}, or None if it does not answer."""
     try:
-        r = requests.get(f"http://127.0.0.1:{port}/{LIST_PATH}", timeout=2,
-                         headers={"Authorization": control_secret})
+        r = requests.get(
+            f"http://127.0.0.1:{port}/{LIST_PATH}",
+            timeout=2,
+            headers={"Authorization": control_secret},
+        )
         data = r.json()
     except (requests.RequestException, ValueError):
         return None
@@ -187,8 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"starting {args.nodes} nodes (interval {args.interval} s, master list {master})")
         for i in range(args.nodes):
-            proc, port = start_node(master, args.interval, monitor=(i == 0), env=env,
-                                    log_path=os.path.join(tmp, "nodes.log"))
+            proc, port = start_node(
+                master,
+                args.interval,
+                monitor=(i == 0),
+                env=env,
+                log_path=os.path.join(tmp, "nodes.log"),
+            )
             procs[port] = proc
             print(f"  node {i + 1}: http://127.0.0.1:{port}/{' (monitor)' if i == 0 else ''}")
         ports = list(procs)
@@ -200,13 +225,18 @@ def main(argv: list[str] | None = None) -> int:
             views = {p: view(p, control) for p in ports if p not in killed}
             table = _table(ports, views, killed)
             if table != last:
-                print(f"\n[{time.monotonic() - start:5.1f} s] each row: one node's view "
-                      "(on = online, off = offline, . = unknown)\n" + table, flush=True)
+                print(
+                    f"\n[{time.monotonic() - start:5.1f} s] each row: one node's view "
+                    "(on = online, off = offline, . = unknown)\n" + table,
+                    flush=True,
+                )
                 last = table
             alive = list(views.values())
             if phase == "join" and all(v and all(v.get(u) for u in urls) for v in alive):
-                print(f"\nconverged: every node lists all {len(urls)} online "
-                      f"after {time.monotonic() - start:.1f} s")
+                print(
+                    f"\nconverged: every node lists all {len(urls)} online "
+                    f"after {time.monotonic() - start:.1f} s"
+                )
                 print(f"killing node {victim} with SIGKILL")
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
@@ -215,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             elif phase == "detect":
                 gone = f"http://127.0.0.1:{victim}/"
                 if all(v and v.get(gone) is False for v in alive):
-                    print(f"\ndetected: every live node lists {victim} offline "
-                          f"{time.monotonic() - kill_time:.1f} s after the kill")
+                    print(
+                        f"\ndetected: every live node lists {victim} offline "
+                        f"{time.monotonic() - kill_time:.1f} s after the kill"
+                    )
                     phase = "done"
                     break
             time.sleep(min(0.5, args.interval))

@@ -186,7 +186,9 @@ class Engine:
         for url in changes.future:
             if url not in self._warned_future:
                 self._warned_future.add(url)
-                log.warning("ignoring records of %s stamped too far in the future (clock skew?)", url)
+                log.warning(
+                    "ignoring records of %s stamped too far in the future (clock skew?)", url
+                )
         for server in changes.joined:
             log.info("peer online: %s", server.base_url)
         for server in changes.left:
@@ -213,8 +215,10 @@ class Engine:
             log.warning(
                 "member table full (SHAZBOT_MAX_MEMBERS=%d, SHAZBOT_MAX_BODY_BYTES=%d): "
                 "%d records refused and %d offline records evicted so far",
-                self.settings.max_members, self.settings.max_body_bytes,
-                s["members_refused"], s["members_evicted"],
+                self.settings.max_members,
+                self.settings.max_body_bytes,
+                s["members_refused"],
+                s["members_evicted"],
             )
 
     def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
@@ -238,8 +242,13 @@ class Engine:
             if heartbeat:
                 m.heartbeat(now, mono, skew)
             changes = m.merge(
-                fresh, now, mono, skew, s.retention_ms,
-                s.max_members, s.max_body_bytes - REPLY_ENVELOPE,
+                fresh,
+                now,
+                mono,
+                skew,
+                s.retention_ms,
+                s.max_members,
+                s.max_body_bytes - REPLY_ENVELOPE,
             )
             return changes, reply(m)
 
@@ -282,8 +291,10 @@ class Engine:
             if self.wait_for_self_check:
                 self.scheduler.start()
                 self.scheduler.after(0, self._self_check_job)
-                log.info("starting as %s once that URL leads back to this process",
-                         self.settings.base_url)
+                log.info(
+                    "starting as %s once that URL leads back to this process",
+                    self.settings.base_url,
+                )
             else:
                 self._go_live()
 
@@ -397,7 +408,9 @@ class Engine:
             )
             return
         first = self.self_check_error is None
-        self.self_check_error = f"SHAZBOT_BASE_URL {url} does not lead back to this node ({problem})"
+        self.self_check_error = (
+            f"SHAZBOT_BASE_URL {url} does not lead back to this node ({problem})"
+        )
         self.stats.add(self_check_failures=1)
         if self.live:
             if first:
@@ -405,8 +418,11 @@ class Engine:
         elif self.monotonic() - self._check_began < SELF_CHECK_PATIENCE:
             self.scheduler.after(SELF_CHECK_EVERY, self._self_check_job)
         else:
-            log.warning("%s after %g s; acting as the node anyway", self.self_check_error,
-                        SELF_CHECK_PATIENCE)
+            log.warning(
+                "%s after %g s; acting as the node anyway",
+                self.self_check_error,
+                SELF_CHECK_PATIENCE,
+            )
             with self._lifecycle:
                 self._go_live()
 
@@ -436,7 +452,9 @@ class Engine:
             log.warning(
                 "this node refuted records about itself %d times in %.0f s: another process "
                 "may claim SHAZBOT_BASE_URL %s, or peers cannot reach it; checking",
-                CONFLICT_HINTS, window, self.settings.base_url,
+                CONFLICT_HINTS,
+                window,
+                self.settings.base_url,
             )
             if self.self_check and self.live:
                 self.scheduler.after(0, self._self_check_job)
@@ -511,7 +529,9 @@ class Engine:
             s = self.settings
             delay = min(FIRST_LISTING_CHECK, s.gossip_interval) * 2**checks
             delay = min(delay, max(s.master_announce_minimum, FIRST_LISTING_CHECK))
-            self.scheduler.after(delay * self.rng.uniform(1.0, 1.5), lambda: self._check_listing(checks + 1))
+            self.scheduler.after(
+                delay * self.rng.uniform(1.0, 1.5), lambda: self._check_listing(checks + 1)
+            )
 
     def _check_listing(self, checks: int) -> None:
         if not self.live:
@@ -771,7 +791,9 @@ class Engine:
         if not self.started or self.passive:
             raise NotStarted(self.passive or "clustershazbot is not started")
         s = self.settings
-        if not check_secret(authorization, s.accepted_control_secrets if control else s.accepted_secrets):
+        if not check_secret(
+            authorization, s.accepted_control_secrets if control else s.accepted_secrets
+        ):
             raise Unauthorized(f"missing or wrong {'control' if control else 'gossip'} secret")
 
     def handle_gossip(self, authorization: str | None, body: Any) -> dict[str, Any]:
@@ -817,7 +839,9 @@ class Engine:
         """Our online list; offline too when the control secret is given."""
         if not self.started or self.passive:
             raise NotStarted(self.passive or "clustershazbot is not started")
-        full = bool(authorization) and check_secret(authorization, self.settings.accepted_control_secrets)
+        full = bool(authorization) and check_secret(
+            authorization, self.settings.accepted_control_secrets
+        )
         return self.server_list(include_offline=full).to_dict(include_offline=full)
 
     def handle_control(self, authorization: str | None, body: Any) -> dict[str, Any]:
@@ -844,8 +868,11 @@ class Engine:
         if not self.started:
             return {"status": "error", "error": "clustershazbot is not started"}
         if not self.live:
-            return {"status": "error", "error": "starting: checking that SHAZBOT_BASE_URL "
-                    f"{self.settings.base_url} leads back to this node"}
+            return {
+                "status": "error",
+                "error": "starting: checking that SHAZBOT_BASE_URL "
+                f"{self.settings.base_url} leads back to this node",
+            }
         if self.self_check_error:
             return {"status": "error", "error": self.self_check_error}
         try:

@@ -149,7 +149,10 @@ class ClusterShazbot:
         return ownership_of(self.engine(app)).owns(key)
 
     def add_singleton_job(
-        self, func: Callable[[], Any], name: str, seconds: float | None = None,
+        self,
+        func: Callable[[], Any],
+        name: str,
+        seconds: float | None = None,
         trigger: Any = None,
     ) -> None:
         """Run ``func()`` every ``seconds`` (ticks aligned to the wall clock, the same on

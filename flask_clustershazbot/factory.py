@@ -55,8 +55,12 @@ def make_engine(
     process = gunicorn_process()
     if process is None and settings.state_path is None:
         engine = Engine(
-            settings, store=MemoryStore(membership), transport=transport,
-            scheduler=BackgroundJobs(), stats=stats, listener=listener,
+            settings,
+            store=MemoryStore(membership),
+            transport=transport,
+            scheduler=BackgroundJobs(),
+            stats=stats,
+            listener=listener,
             instance=_token(os.urandom(16).hex()) if self_check else None,
             wait_for_self_check=True,
         )
@@ -69,11 +73,17 @@ def make_engine(
     # One instance token per run of the gunicorn host, or per shared state file.
     run = run_id(master_pid) if process else os.path.realpath(path)
     store = SqliteStore(path, membership, host_id=run_id(master_pid) if process else None)
-    jobs = LeaderJobs(path + ".lock", min(settings.gossip_interval / 4, 1.0),
-                      standby=role == "master")
+    jobs = LeaderJobs(
+        path + ".lock", min(settings.gossip_interval / 4, 1.0), standby=role == "master"
+    )
     engine = Engine(
-        settings, store=store, transport=transport, scheduler=jobs, stats=stats,
-        listener=listener, announces_shutdown=role != "worker",
+        settings,
+        store=store,
+        transport=transport,
+        scheduler=jobs,
+        stats=stats,
+        listener=listener,
+        announces_shutdown=role != "worker",
         instance=_token(run, settings.base_url) if self_check else None,
     )
     jobs.on_elected = engine.run_schedules

@@ -35,15 +35,23 @@ def members_table(data: dict[str, Any], now_ms: int | None = None) -> str:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     header = ("BASE URL", "STATE", "MONITOR", "LAST UPDATE")
     rows = [
-        (m["baseUrl"], m["state"], "yes" if m["monitor"] else "no",
-         format_age((now_ms - m["lastUpdate"]) / 1000))
+        (
+            m["baseUrl"],
+            m["state"],
+            "yes" if m["monitor"] else "no",
+            format_age((now_ms - m["lastUpdate"]) / 1000),
+        )
         for m in data["members"]
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-    offline = "offline not shown: no control secret" if data["offline"] is None \
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    offline = (
+        "offline not shown: no control secret"
+        if data["offline"] is None
         else f"{data['offline']} offline"
+    )
     lines.append(f"{data['online']} online, {offline} (view of {data['node']})")
     return "\n".join(lines)
-
-

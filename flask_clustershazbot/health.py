@@ -28,7 +28,9 @@ def happy() -> Response:
     ok = section["status"] == "ok"
     body = {"status": "ok" if ok else "error", "extensions": {"clustershazbot": section}}
     return current_app.response_class(
-        encode_json(body), 200 if ok else 503, mimetype="application/json",
+        encode_json(body),
+        200 if ok else 503,
+        mimetype="application/json",
         headers={"Cache-Control": "no-store"},
     )
 

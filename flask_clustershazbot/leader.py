@@ -121,8 +121,11 @@ class LeaderJobs(Scheduler):
         log.warning("the lock file %s was deleted or replaced while in use", self.lock_path)
         self._release()
         if not self._try_lock():
-            log.warning("another process locked the new file; this one (pid %d) stops "
-                        "running the host's schedules", os.getpid())
+            log.warning(
+                "another process locked the new file; this one (pid %d) stops "
+                "running the host's schedules",
+                os.getpid(),
+            )
             self.jobs.shutdown()
 
     def after(self, delay: float, fn: Callable[[], Any]) -> None:

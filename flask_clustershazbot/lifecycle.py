@@ -32,7 +32,9 @@ def loaded_by_flask_command() -> str | None:
     if ctx is None:
         return None
     if ctx.command.name != "run":
-        return f"the flask CLI loaded this app for the {ctx.command.name!r} command, not to serve it"
+        return (
+            f"the flask CLI loaded this app for the {ctx.command.name!r} command, not to serve it"
+        )
     if os.environ.get("WERKZEUG_RUN_MAIN") != "true" and _reloads(ctx):
         return "this is the reloader's parent process; its child serves the app and runs the node"
     return None

@@ -49,6 +49,7 @@ DEFAULT_REDIS_KEY = "clustershazbot:members"
 #: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
 HINT_MARGIN_MS = 60_000
 
+
 class MasterList(Protocol):
     """The shared list of members that new nodes bootstrap from."""
 
@@ -134,9 +135,12 @@ class _Location:
             data = decode_json(body, "the master list")
             return ServerList.from_dict(data)
         except BadMessage as exc:
-            problem = f"{self.where}: {exc} (expected {{\"online\": [...]}})"
-            if not (repair and isinstance(data := _json_object(body), dict)
-                    and isinstance(data.get("online"), list)):
+            problem = f'{self.where}: {exc} (expected {{"online": [...]}})'
+            if not (
+                repair
+                and isinstance(data := _json_object(body), dict)
+                and isinstance(data.get("online"), list)
+            ):
                 raise BadMessage(problem) from None
         kept = []
         for item in data["online"]:
@@ -144,8 +148,11 @@ class _Location:
                 kept.append(GossipServer.from_dict(item))
             except BadMessage:
                 continue
-        log.warning("%s; dropping %d unusable record(s) from it on this update", problem,
-                    len(data["online"]) - len(kept))
+        log.warning(
+            "%s; dropping %d unusable record(s) from it on this update",
+            problem,
+            len(data["online"]) - len(kept),
+        )
         return ServerList(online=tuple(kept))
 
     def merged(self, stored: ServerList, view: ServerList) -> bytes:
@@ -203,8 +210,12 @@ class FileMasterList(_Location):
         if stored is None:
             if not self._told_alone:
                 self._told_alone = True
-                log.info("%s %s does not exist yet: this node starts alone and will create "
-                         "it when it announces itself", self.setting, self.shown)
+                log.info(
+                    "%s %s does not exist yet: this node starts alone and will create "
+                    "it when it announces itself",
+                    self.setting,
+                    self.shown,
+                )
             return ServerList()
         return stored
 
@@ -251,7 +262,9 @@ class HttpMasterList(_Location):
     that only takes PUTs, e.g. a presigned one) makes it unconditional, as before.
     """
 
-    def __init__(self, settings: Settings, setting: str, url: str, transport: HttpTransport) -> None:
+    def __init__(
+        self, settings: Settings, setting: str, url: str, transport: HttpTransport
+    ) -> None:
         super().__init__(settings, setting, url)
         self.url = url
         self.transport = transport
@@ -306,8 +319,11 @@ class S3MasterList(_Location):
         timeout = settings.master_list_timeout
         self.client: Any = boto3.session.Session().client(
             "s3",
-            config=Config(connect_timeout=timeout, read_timeout=timeout,
-                          retries={"max_attempts": 2, "mode": "standard"}),
+            config=Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+            ),
         )
 
     def _call(self, name: str, **kw: Any) -> Any:
@@ -317,8 +333,14 @@ class S3MasterList(_Location):
             return getattr(self.client, name)(Bucket=self.bucket, Key=self.key, **kw)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "PreconditionFailed", "412",
-                        "ConditionalRequestConflict", "409"):
+            if code in (
+                "NoSuchKey",
+                "404",
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+                "409",
+            ):
                 return code  # handled by the caller: nothing stored yet, or a conflict
             raise self.error(f"{name} failed: {code or 'ClientError'}") from None
         except BotoCoreError as exc:
@@ -342,8 +364,7 @@ class S3MasterList(_Location):
     def publish(self, view: ServerList) -> None:
         def store(body: bytes, etag: str | None) -> bool:
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            reply = self._call("put_object", Body=body, ContentType="application/json",
-                               **condition)
+            reply = self._call("put_object", Body=body, ContentType="application/json", **condition)
             return not isinstance(reply, str)
 
         _publish_conditionally(self, lambda: self._fetch(repair=True), store, view)
@@ -432,8 +453,13 @@ class RedisMasterList(_Location):
         for servers, online in ((view.online, True), (view.offline, False)):
             for s in servers:
                 record = {**s.to_dict(), "online": online}
-                args += [s.base_url, s.last_update, int(not online), int(s.monitor),
-                         encode_json(record)]
+                args += [
+                    s.base_url,
+                    s.last_update,
+                    int(not online),
+                    int(s.monitor),
+                    encode_json(record),
+                ]
         try:
             self.script(keys=[self.key], args=args)
         except self._errors as exc:
@@ -477,10 +503,12 @@ class DnsMasterList(_Location):
             import dns.exception
             import dns.resolver
         except ImportError:
-            raise self.error("resolver= needs dnspython: pip install "
-                             "flask-clustershazbot[dns]") from None
-        host, _, port = self.resolver.rpartition(":") if ":" in self.resolver else (
-            self.resolver, "", "53")
+            raise self.error(
+                "resolver= needs dnspython: pip install flask-clustershazbot[dns]"
+            ) from None
+        host, _, port = (
+            self.resolver.rpartition(":") if ":" in self.resolver else (self.resolver, "", "53")
+        )
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [host.strip("[]")]
         resolver.port = int(port)

@@ -76,7 +76,10 @@ def _raw(e: Entry) -> bytes:
         # each, which would cost 4 MiB per 1,000 entries held.
         s = e.server
         raw = e.raw = b'{"baseUrl":%b,"monitor":%b,"lastUpdate":%d}' % (
-            _json.dumps(s.base_url), b"true" if s.monitor else b"false", s.last_update)
+            _json.dumps(s.base_url),
+            b"true" if s.monitor else b"false",
+            s.last_update,
+        )
     return raw
 
 
@@ -129,7 +132,9 @@ class Membership:
 
     def server_list(self, include_offline: bool = True) -> ServerList:
         online = [e.server for e in self.entries.values() if e.online]
-        offline = [e.server for e in self.entries.values() if not e.online] if include_offline else []
+        offline = (
+            [e.server for e in self.entries.values() if not e.online] if include_offline else []
+        )
         return ServerList(tuple(online), tuple(offline))
 
     def gossip_message(self) -> dict[str, Any]:
@@ -200,9 +205,7 @@ class Membership:
         # over it at once; no record of ours is revived or lost. Only a stamp our own
         # clock made: one that outbid a peer whose clock is ahead (up to the skew) is
         # legitimately ahead of ours, and restarting below it would flip-flop.
-        ahead = (
-            max_skew_ms is not None and self.stamped_by_clock and last > now + max_skew_ms
-        )
+        ahead = max_skew_ms is not None and self.stamped_by_clock and last > now + max_skew_ms
         if ahead:
             stamp = now
         elif online != entry.online or (online and mono > entry.seen):
@@ -316,8 +319,11 @@ class Membership:
             while count + 1 > members or size + cost > budget:
                 if victims is None:
                     victims = sorted(
-                        ((e.server.last_update, u) for u, e in entries.items()
-                         if not e.online and u != self.base_url),
+                        (
+                            (e.server.last_update, u)
+                            for u, e in entries.items()
+                            if not e.online and u != self.base_url
+                        ),
                         reverse=True,
                     )
                 if not victims or victims[-1][0] >= server.last_update:

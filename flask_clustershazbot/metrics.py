@@ -54,22 +54,30 @@ class Collector:
         )
 
         members = GaugeMetricFamily(
-            "clustershazbot_members", "Members in this node's view, by state",
-            labels=["node", "state"])
+            "clustershazbot_members",
+            "Members in this node's view, by state",
+            labels=["node", "state"],
+        )
         rounds = CounterMetricFamily(
-            "clustershazbot_gossip_rounds", "Completed gossip rounds", labels=["node"])
+            "clustershazbot_gossip_rounds", "Completed gossip rounds", labels=["node"]
+        )
         failures = CounterMetricFamily(
-            "clustershazbot_failures", "Failed gossip exchanges and master-list syncs",
-            labels=["node", "kind"])
+            "clustershazbot_failures",
+            "Failed gossip exchanges and master-list syncs",
+            labels=["node", "kind"],
+        )
         merge = SummaryMetricFamily(
-            "clustershazbot_merge_seconds", "Time spent merging records", labels=["node"])
-        sent = CounterMetricFamily(
-            "clustershazbot_bytes_sent", "Body bytes sent", labels=["node"])
+            "clustershazbot_merge_seconds", "Time spent merging records", labels=["node"]
+        )
+        sent = CounterMetricFamily("clustershazbot_bytes_sent", "Body bytes sent", labels=["node"])
         received = CounterMetricFamily(
-            "clustershazbot_bytes_received", "Body bytes received", labels=["node"])
+            "clustershazbot_bytes_received", "Body bytes received", labels=["node"]
+        )
         cap = CounterMetricFamily(
-            "clustershazbot_member_cap", "Records refused or evicted by the member cap",
-            labels=["node", "action"])
+            "clustershazbot_member_cap",
+            "Records refused or evicted by the member cap",
+            labels=["node", "action"],
+        )
         with _lock:
             engines = list(_engines)
         for engine in engines:

@@ -93,7 +93,9 @@ class Ownership:
 
     def __init__(self, engine: Engine, refresh: float | None = None) -> None:
         self.engine = engine
-        self.refresh = refresh if refresh is not None else min(engine.settings.gossip_interval / 4, 0.25)
+        self.refresh = (
+            refresh if refresh is not None else min(engine.settings.gossip_interval / 4, 0.25)
+        )
         self._exact = isinstance(engine.store, MemoryStore)
         #: Hash states by member, kept across snapshots: a join hashes one new URL.
         self._states: dict[str, Any] = {}
@@ -156,8 +158,10 @@ def make_trigger(seconds: float | None, trigger: BaseTrigger | None) -> BaseTrig
         if not isinstance(trigger, BaseTrigger):
             raise TypeError(f"trigger must be an APScheduler trigger, got {type(trigger).__name__}")
         return trigger
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-        math.isfinite(seconds) and seconds > 0
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not (math.isfinite(seconds) and seconds > 0)
     ):
         raise ValueError(f"seconds must be a number greater than 0, got {seconds!r}")
     return IntervalTrigger(seconds=seconds, start_date=TICK_ORIGIN, timezone=timezone.utc)

@@ -47,7 +47,9 @@ MIN_SECRET_LENGTH = 16
 #: Distinct refused base URLs that get their own warning; later ones are counted quietly.
 MAX_WARNED = 100
 
-_HOST = re.compile(r"^(\*?\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$")
+_HOST = re.compile(
+    r"^(\*?\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$"
+)
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

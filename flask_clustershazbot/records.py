@@ -68,8 +68,10 @@ def _host(parts: SplitResult) -> tuple[str, str | None]:
     if host.endswith("."):
         return "", "must not end its host name with a dot"
     if not all(_LABEL.fullmatch(label) for label in labels):
-        return "", ("has an unusable host name (labels of 1 to 63 letters, digits, '-' or '_', "
-                    "separated by single dots)")
+        return "", (
+            "has an unusable host name (labels of 1 to 63 letters, digits, '-' or '_', "
+            "separated by single dots)"
+        )
     return host, None
 
 
@@ -84,8 +86,10 @@ def _check(url: str, base: bool) -> tuple[str, str | None]:
         return "", f"is longer than {MAX_URL_LENGTH} characters"
     if not all("!" <= ch <= "~" for ch in url):
         # Also refuses lone surrogates, which no store or JSON encoder can write.
-        return "", ("must be printable ASCII, without whitespace or control characters "
-                    "(punycode a host name, percent-encode a path)")
+        return "", (
+            "must be printable ASCII, without whitespace or control characters "
+            "(punycode a host name, percent-encode a path)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a bad port
@@ -313,8 +317,10 @@ class Incoming:
     def news(self, entries: Mapping[str, Any]) -> ServerList:
         """The records that could change ``entries`` (base URL -> membership Entry), validated
         as :meth:`ServerList.from_dict` would; BadMessage names the first bad one."""
-        return ServerList(_news(self.online, True, entries, "online"),
-                          _news(self.offline, False, entries, "offline"))
+        return ServerList(
+            _news(self.online, True, entries, "online"),
+            _news(self.offline, False, entries, "offline"),
+        )
 
 
 def _news(
@@ -327,7 +333,9 @@ def _news(
         e = get(url)
         if e is not None:  # skipped as Membership.merge skips them, before any object is made
             known = e.server.last_update
-            if stamp < known or (stamp == known and e.online is online and e.server.monitor is monitor):
+            if stamp < known or (
+                stamp == known and e.online is online and e.server.monitor is monitor
+            ):
                 continue
         canonical, problem = check(url, True)
         if problem is not None:  # the first bad record, as the standard path reports it

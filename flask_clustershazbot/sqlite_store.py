@@ -263,7 +263,9 @@ class SqliteStore(Store):
                 m = self._load(conn)
                 flags = (m.running, m.control_online)
                 result = fn(m)
-                if flags != (m.running, m.control_online) or (m.dirty and not self._beat_can_wait(m)):
+                if flags != (m.running, m.control_online) or (
+                    m.dirty and not self._beat_can_wait(m)
+                ):
                     self._save(conn, m)
                 conn.execute("COMMIT")
             except BaseException:
@@ -294,7 +296,11 @@ class SqliteStore(Store):
         if base_url != m.base_url and (self.host_id is None or run_alive(host_id)):
             raise ConfigError(
                 f"SHAZBOT_STATE_PATH {self.path!r} is the state of another node, {base_url}"
-                + (f" (gunicorn master pid {host_id.split(':')[0]}, still running)" if host_id else "")
+                + (
+                    f" (gunicorn master pid {host_id.split(':')[0]}, still running)"
+                    if host_id
+                    else ""
+                )
                 + "; give every node its own SHAZBOT_STATE_PATH"
             )
         if self.host_id is not None and host_id != self.host_id:
@@ -316,7 +322,9 @@ class SqliteStore(Store):
             m.load(self._read(conn, "SELECT * FROM member", ()))
             self._cache_ok = True
         elif generation != self._generation:
-            for entry in self._read(conn, "SELECT * FROM member WHERE generation > ?", (self._generation,)):
+            for entry in self._read(
+                conn, "SELECT * FROM member WHERE generation > ?", (self._generation,)
+            ):
                 m.entries[entry.server.base_url] = entry
                 m.version += 1
         if m.base_url not in m.entries:  # never lose our own record, whatever the file says

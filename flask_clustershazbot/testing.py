@@ -48,8 +48,9 @@ def _record(engine: Engine, base_url: str, monitor: bool) -> GossipServer:
     if base_url == engine.settings.base_url:
         raise ValueError("join() and leave() are for peers, not for this node itself")
     known = engine.server_list(include_offline=True)
-    last = max((s.last_update for s in known.online + known.offline if s.base_url == base_url),
-               default=-1)
+    last = max(
+        (s.last_update for s in known.online + known.offline if s.base_url == base_url), default=-1
+    )
     record = {"baseUrl": base_url, "monitor": monitor, "lastUpdate": max(engine.clock(), last + 1)}
     try:
         return GossipServer.from_dict(record, "base_url")
@@ -96,8 +97,9 @@ class EventLoop:
     def push(self, at: float, owner: VirtualScheduler, fn: Callable[[], Any]) -> None:
         heapq.heappush(self._heap, (at, next(self._seq), owner, owner.generation, fn))
 
-    def run_until(self, until: float, check: Callable[[], bool] | None = None,
-                  every: float = 1.0) -> bool:
+    def run_until(
+        self, until: float, check: Callable[[], bool] | None = None, every: float = 1.0
+    ) -> bool:
         """Run events up to time ``until``; with ``check``, stop as soon as it holds
         (tested every ``every`` virtual seconds). True if ``check`` held."""
         next_check = self.now
@@ -161,8 +163,11 @@ class Network:
     probes: int = 0
 
     def reachable(self, a: str, b: str) -> bool:
-        return (b in self.nodes and self.groups.get(a, 0) == self.groups.get(b, 0)
-                and (a, b) not in self.cut)
+        return (
+            b in self.nodes
+            and self.groups.get(a, 0) == self.groups.get(b, 0)
+            and (a, b) not in self.cut
+        )
 
     def send(self, a: str, b: str, what: str) -> None:
         """One request from ``a`` to ``b``: raise as the HTTP transport would if it fails."""
@@ -186,8 +191,9 @@ class MemoryTransport(Transport):
         #: The gossip secret this node sends.
         self.secret = secret
 
-    def gossip(self, base_url: str, message: dict[str, Any],
-               timeout: float | None = None) -> ServerList:
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
         net = self.net
         net.exchanges += 1
         what = f"gossip with {base_url}"
@@ -200,8 +206,9 @@ class MemoryTransport(Transport):
         net.lose(what, "reply")
         return ServerList.from_dict(reply)  # validated as the HTTP transport does
 
-    def probe_many(self, helpers: list[str], target: str, timeout: float,
-                   waits: list[float]) -> list[Any]:
+    def probe_many(
+        self, helpers: list[str], target: str, timeout: float, waits: list[float]
+    ) -> list[Any]:
         net = self.net
         answers: list[Any] = []
         for helper in helpers:

@@ -74,9 +74,7 @@ def file_path(location: str) -> Path:
     return Path(location)
 
 
-def apply_tls(
-    session: requests.Session, ca: str | None, cert: str | None, key: str | None
-) -> None:
+def apply_tls(session: requests.Session, ca: str | None, cert: str | None, key: str | None) -> None:
     """Verify servers against ``ca`` (requests' own bundle when None), hostnames included
     (requests always checks them), and present ``cert`` (with ``key``) for mutual TLS."""
     session.verify = ca or True
@@ -88,7 +86,9 @@ class Transport(Protocol):
     """What the engine needs of the network. :class:`HttpTransport` is the real one;
     :class:`~flask_clustershazbot.testing.MemoryTransport` delivers in one process."""
 
-    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
         """Send our state (a GossipMessage) to one peer; its validated reply. Any failure
         raises (a :class:`TransportError`; ``refused`` when nothing listens there)."""
         ...
@@ -166,7 +166,9 @@ class HttpTransport(Transport):
             response.close()
         return b"".join(chunks)
 
-    def _send(self, method: str, url: str, what: str, timeout: float, **kw: Any) -> requests.Response:
+    def _send(
+        self, method: str, url: str, what: str, timeout: float, **kw: Any
+    ) -> requests.Response:
         """One request, its body streamed; whatever fails below is a TransportError.
 
         Redirects are never followed, for any request: a 3xx is a failed exchange. A
@@ -177,10 +179,13 @@ class HttpTransport(Transport):
             response = self.session.request(
                 method, url, timeout=timeout, stream=True, allow_redirects=False, **kw
             )
-        except Exception as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
+        except (
+            Exception
+        ) as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
             reason = _reason(exc)
             raise TransportError(  # refused: nothing listens there, strong evidence of a crash
-                f"{what}: {type(exc).__name__}: {reason}", refused=reason == "ConnectionRefusedError"
+                f"{what}: {type(exc).__name__}: {reason}",
+                refused=reason == "ConnectionRefusedError",
             ) from None
         if 300 <= response.status_code < 400:
             response.close()
@@ -205,7 +210,9 @@ class HttpTransport(Transport):
 
     # -- gossip ------------------------------------------------------------
 
-    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
         """POST our state to a peer; return its validated reply. ``timeout`` defaults to
         ``SHAZBOT_REQUEST_TIMEOUT``."""
         return self._post_gossip(base_url, *gossip_body(message), timeout=timeout)
@@ -237,8 +244,13 @@ class HttpTransport(Transport):
         if not urls:
             return {}
         data, extra = gossip_body(message)  # encoded and compressed once for all
-        return dict(zip(urls, _in_parallel([partial(self._post_gossip, u, data, extra) for u in urls]),
-                        strict=True))
+        return dict(
+            zip(
+                urls,
+                _in_parallel([partial(self._post_gossip, u, data, extra) for u in urls]),
+                strict=True,
+            )
+        )
 
     def identify(self, base_url: str) -> str | None:
         """The instance token that answers at ``base_url`` (None: not a clustershazbot node)."""
@@ -272,7 +284,10 @@ class HttpTransport(Transport):
     ) -> list[bool | Exception]:
         """:meth:`probe` through several helpers in parallel; each gets its outcome."""
         return _in_parallel(
-            [partial(self.probe, h, target, timeout, w) for h, w in zip(helpers, waits, strict=True)]
+            [
+                partial(self.probe, h, target, timeout, w)
+                for h, w in zip(helpers, waits, strict=True)
+            ]
         )
 
     # -- master list -------------------------------------------------------
@@ -312,8 +327,9 @@ class HttpTransport(Transport):
         """One master-list request: (status, ETag, body); the ``accept`` statuses from 400 on
         are returned, every other one raised. ``what`` names the setting and masked URL.
         """
-        response = self._send(method, url, what, self.settings.master_list_timeout,
-                              headers=headers, data=data or None)
+        response = self._send(
+            method, url, what, self.settings.master_list_timeout, headers=headers, data=data or None
+        )
         if response.status_code >= 400 and response.status_code not in accept:
             response.close()
             raise TransportError(f"{what}: {method} answered HTTP {response.status_code}")
@@ -341,7 +357,9 @@ def _in_parallel(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
             except Exception as exc:  # every outcome is reported, none escapes
                 results[index] = exc
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(MAX_PARALLEL, len(calls)))]
+    threads = [
+        threading.Thread(target=work, daemon=True) for _ in range(min(MAX_PARALLEL, len(calls)))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

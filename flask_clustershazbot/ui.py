@@ -34,11 +34,14 @@ def _private(response: Response) -> Response:
 def _require_control_secret() -> Response | None:
     auth = request.authorization
     password = auth.password if auth is not None and auth.type == "basic" else None
-    if password is not None and check_secret(password, current_engine().settings.accepted_control_secrets):
+    if password is not None and check_secret(
+        password, current_engine().settings.accepted_control_secrets
+    ):
         return None
     response = current_app.response_class(
         encode_json({"error": "this page needs the control secret as the HTTP Basic password"}),
-        401, mimetype="application/json",
+        401,
+        mimetype="application/json",
     )
     response.headers["WWW-Authenticate"] = 'Basic realm="clustershazbot", charset="UTF-8"'
     return _private(response)
@@ -82,7 +85,9 @@ def cluster_state(engine: Engine) -> dict[str, Any]:
 def page() -> Response:
     nonce = secrets.token_urlsafe(16)
     html = render_template(
-        "clustershazbot.html", node=current_engine().settings.base_url, nonce=nonce,
+        "clustershazbot.html",
+        node=current_engine().settings.base_url,
+        nonce=nonce,
         refresh_ms=REFRESH_SECONDS * 1000,
     )
     response = current_app.response_class(html, mimetype="text/html")
@@ -95,8 +100,11 @@ def page() -> Response:
 
 @ui_blueprint.get("/state.json")
 def state() -> Response:
-    return _private(current_app.response_class(
-        encode_json(cluster_state(current_engine())), mimetype="application/json"))
+    return _private(
+        current_app.response_class(
+            encode_json(cluster_state(current_engine())), mimetype="application/json"
+        )
+    )
 
 
 def register_ui(app: Flask, settings: Settings) -> None:

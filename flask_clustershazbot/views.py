@@ -25,8 +25,11 @@ def current_engine() -> Engine:
 def _json(data: Any, status: int = 200) -> Response:
     body = data if isinstance(data, bytes) else encode_json(data)  # bytes: encoded already
     # Compress only for a client that asked for it: seed nodes may not, and get plain JSON.
-    gzipped = (len(body) >= GZIP_MIN_BYTES and "Accept-Encoding" in request.headers
-               and request.accept_encodings["gzip"] > 0)
+    gzipped = (
+        len(body) >= GZIP_MIN_BYTES
+        and "Accept-Encoding" in request.headers
+        and request.accept_encodings["gzip"] > 0
+    )
     response = current_app.response_class(
         gzip_body(body) if gzipped else body, status, mimetype="application/json"
     )
@@ -80,7 +83,9 @@ def _json_routing_errors() -> Response | None:
     before-request functions, is answered here instead, for this prefix only.
     """
     exc = request.routing_exception
-    if not isinstance(exc, (NotFound, MethodNotAllowed)) or not request.path.startswith(f"/{PREFIX}/"):
+    if not isinstance(exc, (NotFound, MethodNotAllowed)) or not request.path.startswith(
+        f"/{PREFIX}/"
+    ):
         return None
     response = current_app.response_class(
         encode_json({"error": f"{exc.code} {exc.name}"}), exc.code, mimetype="application/json"

@@ -15,6 +15,7 @@ import tempfile
 from typing import Any
 
 import requests
+
 from cluster import wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -74,8 +75,17 @@ class RedisServer(Subprocess):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no"]
+        args = [
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         super().__init__(args, client.ping, "redis-server")
         client.close()
 
@@ -102,7 +112,9 @@ class S3Server(Subprocess):
         import boto3
 
         client = boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"],
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=S3_ENV["AWS_DEFAULT_REGION"],
             aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
         )
@@ -132,8 +144,12 @@ class DnsServer:
                 return reply
 
         self.port = free_port(kind=socket.SOCK_DGRAM)
-        self.server = DNSServer(Resolver(), address="127.0.0.1", port=self.port,
-                                logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
+        self.server = DNSServer(
+            Resolver(),
+            address="127.0.0.1",
+            port=self.port,
+            logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"),
+        )
         self.server.start_thread()
         self.resolver = f"127.0.0.1:{self.port}"
 

@@ -18,9 +18,7 @@ CONTROL = "test-control-secret-9876543210"
 MASTER_AUTH = "test-master-auth-token-5555"
 
 
-def wait_until(
-    condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
-) -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Poll ``condition`` until it returns a truthy value or ``timeout`` s pass."""
     deadline = time.monotonic() + timeout
     while True:
@@ -76,7 +74,10 @@ class Node:
     """One cluster member in this process."""
 
     def __init__(
-        self, config: dict[str, Any], port: int = 0, base_url: str | None = None,
+        self,
+        config: dict[str, Any],
+        port: int = 0,
+        base_url: str | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         """``base_url``: the node's identity when it differs from its own address (a proxy's)."""
@@ -106,8 +107,9 @@ class Node:
 
     def http_view(self) -> dict[str, bool]:
         """The same, read over HTTP through /clustershazbot/list with the control secret."""
-        data = requests.get(self.base_url + "clustershazbot/list", timeout=5,
-                            headers={"Authorization": CONTROL}).json()
+        data = requests.get(
+            self.base_url + "clustershazbot/list", timeout=5, headers={"Authorization": CONTROL}
+        ).json()
         view = {s["baseUrl"]: True for s in data["online"]}
         view.update({s["baseUrl"]: False for s in data["offline"]})
         return view

@@ -40,7 +40,9 @@ def create_app() -> Flask:
     base_url = app.config["SHAZBOT_BASE_URL"]
     job_log = os.environ["TEST_JOB_LOG"]
 
-    @shazbot.singleton_job(os.environ["TEST_JOB_NAME"], seconds=float(os.environ["TEST_JOB_INTERVAL"]))
+    @shazbot.singleton_job(
+        os.environ["TEST_JOB_NAME"], seconds=float(os.environ["TEST_JOB_INTERVAL"])
+    )
     def tick() -> None:
         _append(job_log, f"{base_url} {os.getpid()} {time.time():.3f} {g.shazbot_tick.timestamp()}")
 
@@ -63,8 +65,9 @@ if __name__ == "__main__":
         raise SystemExit(0)
 
     app = create_app()
-    server = make_server("127.0.0.1", int(os.environ["TEST_PORT"]), app, threaded=True,
-                         request_handler=Quiet)
+    server = make_server(
+        "127.0.0.1", int(os.environ["TEST_PORT"]), app, threaded=True, request_handler=Quiet
+    )
     signal.signal(signal.SIGTERM, stop)
     print("READY", flush=True)
     try:

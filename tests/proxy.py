@@ -70,7 +70,9 @@ class Proxy:
 
     def mode(self, source: str, direction: str) -> str:
         with self._lock:
-            return self._rules.get((source, direction)) or self._rules.get((_ANY, direction), "pass")
+            return self._rules.get((source, direction)) or self._rules.get(
+                (_ANY, direction), "pass"
+            )
 
     # -- plumbing ----------------------------------------------------------
 
@@ -93,7 +95,7 @@ class Proxy:
         while not self._stop.is_set():
             try:
                 client, (source, _) = self.listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -127,12 +129,14 @@ class Proxy:
         back.join(5)
         self._close(client, upstream)
 
-    def _pump(self, src: socket.socket, dst: socket.socket | None, source: str, direction: str) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket | None, source: str, direction: str
+    ) -> None:
         """Copy ``src`` to ``dst`` under the rule of the moment; ``dst`` None swallows."""
         while not self._stop.is_set():
             try:
                 data = src.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break
@@ -244,7 +248,9 @@ class ProxiedCluster:
 
     def stop(self) -> None:
         # In parallel: each server takes up to its poll interval (0.5 s) to stop.
-        stoppers = [threading.Thread(target=n.stop, args=(False,)) for n in self.nodes if n is not None]
+        stoppers = [
+            threading.Thread(target=n.stop, args=(False,)) for n in self.nodes if n is not None
+        ]
         stoppers += [threading.Thread(target=p.stop) for p in self.proxies]
         for t in stoppers:
             t.start()
@@ -268,17 +274,22 @@ class Recorder:
 
         for kind, signal in self._signals.items():
 
-            def receiver(sender: Any, server: Any, kind: str = kind, who: str = node.base_url) -> None:
+            def receiver(
+                sender: Any, server: Any, kind: str = kind, who: str = node.base_url
+            ) -> None:
                 with self._lock:
                     self.events.append((kind, who, server.base_url, time.monotonic()))
 
             signal.connect(receiver, sender=node.app, weak=False)
             self._hooks.append((signal, receiver, node.app))
 
-    def left(self, observer: str | None = None, peer: str | None = None) -> list[tuple[str, str, str, float]]:
+    def left(
+        self, observer: str | None = None, peer: str | None = None
+    ) -> list[tuple[str, str, str, float]]:
         with self._lock:
             return [
-                e for e in self.events
+                e
+                for e in self.events
                 if e[0] == "left" and observer in (None, e[1]) and peer in (None, e[2])
             ]
 

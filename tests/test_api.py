@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import CONTROL, SECRET
 
 import flask_clustershazbot.api as api
+from cluster import CONTROL, SECRET
 from flask_clustershazbot import (
     BadMessage,
     ConfigError,
@@ -49,7 +49,9 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dic
     shazbot_shut_down()
 
 
-def message(online: Sequence[dict[str, Any]] = (), offline: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def message(
+    online: Sequence[dict[str, Any]] = (), offline: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
     return {"message": "gossip", "online": list(online), "offline": list(offline)}
 
 
@@ -103,15 +105,23 @@ def test_wrong_secrets_raise_unauthorized(environment: dict[str, str]) -> None:
     assert urls(shazbot_list_request("")["online"]) == {ME}
 
 
-def test_malformed_messages_raise_bad_message_and_change_nothing(environment: dict[str, str]) -> None:
+def test_malformed_messages_raise_bad_message_and_change_nothing(
+    environment: dict[str, str],
+) -> None:
     shazbot_start()
     before = shazbot_list_request(CONTROL)
     good = {"baseUrl": PEER, "monitor": False, "lastUpdate": wall_clock_ms()}
     for call, field in (
         (lambda: shazbot_gossip_request(SECRET, {"message": "gossip", "online": "all"}), "online"),
-        (lambda: shazbot_gossip_request(SECRET, message([good, {**good, "monitor": "yes"}])), "online[1].monitor"),
+        (
+            lambda: shazbot_gossip_request(SECRET, message([good, {**good, "monitor": "yes"}])),
+            "online[1].monitor",
+        ),
         (lambda: shazbot_gossip_request(SECRET, {"online": [good]}), "message"),
-        (lambda: shazbot_control_request(CONTROL, {"message": "control", "online": "false"}), "online"),
+        (
+            lambda: shazbot_control_request(CONTROL, {"message": "control", "online": "false"}),
+            "online",
+        ),
     ):
         with pytest.raises(BadMessage) as info:
             call()
@@ -133,12 +143,16 @@ def test_gossip_list_and_control_work_after_start(environment: dict[str, str]) -
     assert set(public) == {"online"} and urls(public["online"]) == {ME, PEER}
     assert peer in public["online"]
 
-    assert shazbot_control_request(CONTROL, {"message": "control", "online": False}) == {"success": True}
+    assert shazbot_control_request(CONTROL, {"message": "control", "online": False}) == {
+        "success": True
+    }
     full = shazbot_list_request(CONTROL)
     assert urls(full["online"]) == {PEER} and urls(full["offline"]) == {ME}
     shazbot_gossip_request(SECRET, message())  # a heartbeat does not bring it back
     assert urls(shazbot_list_request(CONTROL)["offline"]) == {ME}
-    assert shazbot_control_request(CONTROL, {"message": "control", "online": True}) == {"success": True}
+    assert shazbot_control_request(CONTROL, {"message": "control", "online": True}) == {
+        "success": True
+    }
     assert urls(shazbot_list_request("")["online"]) == {ME, PEER}
 
 

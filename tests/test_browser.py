@@ -21,9 +21,16 @@ from cluster import CONTROL, SECRET, wait_until
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 HEADLESS_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--window-size=1100,640",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--window-size=1100,640",
 ]
 
 
@@ -42,7 +49,11 @@ def test_page_and_state_need_the_control_secret(make_node: Any) -> None:
     state = requests.get(node.base_url + "clustershazbot/state.json", auth=("", CONTROL), timeout=5)
     data = state.json()
     assert (data["node"], data["status"], data["online"], data["offline"]) == (
-        node.base_url, "ok", 1, 0)
+        node.base_url,
+        "ok",
+        1,
+        0,
+    )
     assert data["members"][0]["self"] is True and data["members"][0]["age"].endswith("ago")
 
 
@@ -60,7 +71,9 @@ def test_page_path_is_configurable_and_can_be_disabled(make_node: Any) -> None:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium and chromedriver are not installed (Debian: chromium chromium-driver)")
+        pytest.skip(
+            "chromium and chromedriver are not installed (Debian: chromium chromium-driver)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -79,25 +92,34 @@ def browser() -> Iterator[Any]:
 
 def rows(driver: Any) -> dict[str, str]:
     """{base URL: state} as the page shows it now (read in one script: the table is replaced)."""
-    return dict(driver.execute_script(
-        "const out = {};"
-        "document.querySelectorAll('#members tbody tr')"
-        ".forEach(r => { out[r.dataset.baseUrl] = r.dataset.state; });"
-        "return out;"
-    ))
+    return dict(
+        driver.execute_script(
+            "const out = {};"
+            "document.querySelectorAll('#members tbody tr')"
+            ".forEach(r => { out[r.dataset.baseUrl] = r.dataset.state; });"
+            "return out;"
+        )
+    )
 
 
 def row_text(driver: Any, base_url: str) -> tuple[str, str]:
     """The text and class of one member's row."""
-    return tuple(driver.execute_script(
-        "const r = [...document.querySelectorAll('#members tbody tr')]"
-        ".find(r => r.dataset.baseUrl === arguments[0]);"
-        "return [r.innerText, r.className];", base_url))  # type: ignore[return-value]
+    return tuple(
+        driver.execute_script(
+            "const r = [...document.querySelectorAll('#members tbody tr')]"
+            ".find(r => r.dataset.baseUrl === arguments[0]);"
+            "return [r.innerText, r.className];",
+            base_url,
+        )
+    )  # type: ignore[return-value]
 
 
 def text(driver: Any, element_id: str) -> str:
-    return str(driver.execute_script(
-        "return document.getElementById(arguments[0]).textContent;", element_id))
+    return str(
+        driver.execute_script(
+            "return document.getElementById(arguments[0]).textContent;", element_id
+        )
+    )
 
 
 def test_page_lists_members_and_follows_a_node_going_offline(

@@ -27,11 +27,13 @@ ClusterShazbot(app)
 """
 
 
-def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_"))}
-    return subprocess.run(args, env={**base, **(env or {})}, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        args, env={**base, **(env or {})}, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def script(*args: str, secret: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,8 +64,11 @@ def flask_app(tmp_path: Path, pair: tuple[Any, Any]) -> Any:
     }
 
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
-        return run([sys.executable, "-m", "flask", "--app", "cliapp", "shazbot", *args],
-                   env=env, cwd=tmp_path)
+        return run(
+            [sys.executable, "-m", "flask", "--app", "cliapp", "shazbot", *args],
+            env=env,
+            cwd=tmp_path,
+        )
 
     flask.master = cli_master  # type: ignore[attr-defined]
     return flask
@@ -117,12 +122,15 @@ def test_console_script_members(pair: tuple[Any, Any]) -> None:
     assert full.returncode == 0, full.stderr
     data = json.loads(full.stdout)
     assert {m["baseUrl"]: m["state"] for m in data["members"]} == {
-        a.base_url: "online", b.base_url: "online"}
+        a.base_url: "online",
+        b.base_url: "online",
+    }
     # Without the secret only the public online list is shown, and the output says so.
     public = script("members", a.base_url.rstrip("/"))
     assert public.returncode == 0, public.stderr
     assert public.stdout.splitlines()[-1] == (
-        f"2 online, offline not shown: no control secret (view of {a.base_url})")
+        f"2 online, offline not shown: no control secret (view of {a.base_url})"
+    )
 
 
 def test_console_script_control_and_exit_codes(pair: tuple[Any, Any], make_node: Any) -> None:
@@ -156,8 +164,9 @@ def test_console_script_control_and_exit_codes(pair: tuple[Any, Any], make_node:
 
 
 def test_console_script_runs_the_demo() -> None:
-    demo = run([str(SCRIPT), "demo", "--nodes", "2", "--interval", "0.2", "--duration", "30"],
-               timeout=60)
+    demo = run(
+        [str(SCRIPT), "demo", "--nodes", "2", "--interval", "0.2", "--duration", "30"], timeout=60
+    )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "converged: every node lists all 2 online" in demo.stdout
     assert "detected: every live node lists" in demo.stdout
@@ -171,11 +180,20 @@ def test_flask_run_still_starts_the_node(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_"))}
-    env = {**base, "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
-           "SHAZBOT_BASE_URL": url, "SHAZBOT_MASTER_LIST": str(tmp_path / "master.json")}
+    env = {
+        **base,
+        "SHAZBOT_SECRET": SECRET,
+        "SHAZBOT_CONTROL_SECRET": CONTROL,
+        "SHAZBOT_BASE_URL": url,
+        "SHAZBOT_MASTER_LIST": str(tmp_path / "master.json"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "cliapp", "run", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         listed = wait_until(lambda: _list_status(url) == 200, timeout=20, what="flask run to serve")
         assert listed

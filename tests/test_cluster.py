@@ -11,10 +11,9 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import requests
 
-from cluster import CONTROL, MASTER_AUTH, SECRET, Node, wait_until
+from cluster import CONTROL, SECRET, Node, wait_until
 from flask_clustershazbot import GossipServer, peer_joined, peer_left
 from flask_clustershazbot.demo import start_node
 from flask_clustershazbot.engine import wall_clock_ms
@@ -63,16 +62,22 @@ def test_http_master_list_bootstraps_a_late_joiner(make_node, http_config, maste
 def test_a_node_killed_with_sigkill_is_detected_by_all(make_node, config, tmp_path):
     nodes = [make_node(SHAZBOT_MONITOR=(i == 0)) for i in range(4)]
     env = {"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL}
-    proc, port = start_node(config["SHAZBOT_MASTER_LIST"], 0.2, env=env,
-                            options={"SHAZBOT_RETRY_DELAY": 0.2},
-                            log_path=str(tmp_path / "victim.log"))
+    proc, port = start_node(
+        config["SHAZBOT_MASTER_LIST"],
+        0.2,
+        env=env,
+        options={"SHAZBOT_RETRY_DELAY": 0.2},
+        log_path=str(tmp_path / "victim.log"),
+    )
     victim = f"http://127.0.0.1:{port}/"
     try:
         urls = {n.base_url for n in nodes} | {victim}
         wait_until(lambda: online_everywhere(nodes, urls), what="the process node joins")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        wait_until(lambda: offline_everywhere(nodes, victim), what="the killed node offline everywhere")
+        wait_until(
+            lambda: offline_everywhere(nodes, victim), what="the killed node offline everywhere"
+        )
         assert online_everywhere(nodes, urls - {victim})
     finally:
         proc.kill()
@@ -88,15 +93,21 @@ def test_graceful_shutdown_is_announced_to_all(make_node):
     wait_until(lambda: online_everywhere(nodes, urls), what="convergence")
     leaving = nodes.pop()
     leaving.stop(graceful=True)
-    wait_until(lambda: offline_everywhere(nodes, leaving.base_url), timeout=10,
-               what="the announced shutdown seen by all")
+    wait_until(
+        lambda: offline_everywhere(nodes, leaving.base_url),
+        timeout=10,
+        what="the announced shutdown seen by all",
+    )
     leaving.engine.shutdown()  # idempotent
 
 
 def control(node: Node, online: bool, secret: str = CONTROL) -> requests.Response:
-    return requests.post(node.base_url + "clustershazbot/control", timeout=5,
-                         json={"message": "control", "online": online},
-                         headers={"Authorization": secret})
+    return requests.post(
+        node.base_url + "clustershazbot/control",
+        timeout=5,
+        json={"message": "control", "online": online},
+        headers={"Authorization": secret},
+    )
 
 
 def test_control_offline_is_sticky_until_online_again(make_node):
@@ -124,6 +135,7 @@ def test_signals_fire_once_per_transition(make_node):
             assert isinstance(server, GossipServer)
             with lock:
                 events.append((app.name, kind, server.base_url))
+
         return receiver
 
     on_join, on_leave = record("joined"), record("left")
@@ -160,10 +172,17 @@ def test_a_false_offline_rumour_is_refuted(make_node):
     wait_until(lambda: online_everywhere(nodes, urls), what="convergence")
     victim, liar_target = nodes[2], nodes[0]
     rumour_stamp = wall_clock_ms() + 2000
-    rumour = {"message": "gossip", "online": [],
-              "offline": [{"baseUrl": victim.base_url, "monitor": False, "lastUpdate": rumour_stamp}]}
-    reply = requests.post(liar_target.base_url + "clustershazbot/gossip", json=rumour, timeout=5,
-                          headers={"Authorization": SECRET})
+    rumour = {
+        "message": "gossip",
+        "online": [],
+        "offline": [{"baseUrl": victim.base_url, "monitor": False, "lastUpdate": rumour_stamp}],
+    }
+    reply = requests.post(
+        liar_target.base_url + "clustershazbot/gossip",
+        json=rumour,
+        timeout=5,
+        headers={"Authorization": SECRET},
+    )
     assert reply.status_code == 200
     assert liar_target.view()[victim.base_url] is False  # the rumour was believed for a moment
     wait_until(lambda: online_everywhere(nodes, urls), what="the rumour refuted everywhere")
@@ -199,6 +218,10 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 def test_rounds_keep_running_in_a_process_forked_after_start(tmp_path):
     """gunicorn --preload forks after start: the child's schedules must run again."""
-    result = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "m.json")],
-                            capture_output=True, timeout=60, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "m.json")],
+        capture_output=True,
+        timeout=60,
+        env=os.environ,
+    )
     assert result.returncode == 0, result.stderr.decode()[-2000:]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import requests
-from cluster import SECRET, Server, wait_until
 from flask import Flask, Response, request
+
+from cluster import SECRET, Server, wait_until
 
 STAMP = int(time.time() * 1000)
 #: Enough offline records to put every node's whole state above the 1 KiB gzip threshold.
@@ -28,7 +29,9 @@ class Recorder:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.seen: list[tuple[str, str]] = []  # (request Content-Encoding, response Content-Encoding)
+        self.seen: list[
+            tuple[str, str]
+        ] = []  # (request Content-Encoding, response Content-Encoding)
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -58,9 +61,10 @@ def test_our_nodes_exchange_gzip_both_ways(make_node, config):
     b = make_node()
     recorder.app = b.app
     b.server.dispatch.app = recorder
-    write_master(config["SHAZBOT_MASTER_LIST"], [
-        {"baseUrl": n.base_url, "monitor": False, "lastUpdate": STAMP} for n in (a, b)
-    ])
+    write_master(
+        config["SHAZBOT_MASTER_LIST"],
+        [{"baseUrl": n.base_url, "monitor": False, "lastUpdate": STAMP} for n in (a, b)],
+    )
     wait_until(lambda: ("gzip", "gzip") in recorder.seen, what="a gzip request with a gzip reply")
     wait_until(lambda: a.view().get(b.base_url) and b.view().get(a.base_url), what="a and b online")
     assert OFFLINE_URLS <= {u for u, online in a.view().items() if not online}
@@ -75,7 +79,9 @@ def test_a_plain_json_peer_gets_gzip_requests_and_its_plain_replies_are_merged(m
     def gossip() -> Response:
         raw = request.get_data()
         encoding = request.headers.get("Content-Encoding", "")
-        body = json.loads(gzip.decompress(raw) if encoding == "gzip" else raw)  # as body-parser does
+        body = json.loads(
+            gzip.decompress(raw) if encoding == "gzip" else raw
+        )  # as body-parser does
         seen.append((encoding, body))
         peer_record["lastUpdate"] = int(time.time() * 1000)
         reply = {"message": "gossip", "online": [peer_record], "offline": OFFLINE}
@@ -102,10 +108,18 @@ def test_a_client_that_does_not_ask_for_gzip_gets_plain_json(make_node, config):
     wait_until(lambda: OFFLINE_URLS <= set(node.view()), what="the master list merged")
     message = json.dumps({"message": "gossip", "online": [], "offline": OFFLINE}).encode()
     for accept in ("identity", "gzip"):
-        r = requests.post(node.base_url + "clustershazbot/gossip", data=gzip.compress(message),
-                          headers={"Authorization": SECRET, "Content-Type": "application/json",
-                                   "Content-Encoding": "gzip", "Accept-Encoding": accept},
-                          timeout=5, stream=True)
+        r = requests.post(
+            node.base_url + "clustershazbot/gossip",
+            data=gzip.compress(message),
+            headers={
+                "Authorization": SECRET,
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "Accept-Encoding": accept,
+            },
+            timeout=5,
+            stream=True,
+        )
         raw = r.raw.read(decode_content=False)
         assert r.status_code == 200
         assert r.headers.get("Content-Encoding") == (None if accept == "identity" else "gzip")

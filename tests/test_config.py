@@ -24,7 +24,9 @@ HTTP_REQUIRED = {
 }
 
 
-def load(config: dict[str, Any] | None = None, env: dict[str, str] | None = None, **options: Any) -> Settings:
+def load(
+    config: dict[str, Any] | None = None, env: dict[str, str] | None = None, **options: Any
+) -> Settings:
     return load_settings(config if config is not None else dict(HTTP_REQUIRED), env or {}, options)
 
 
@@ -42,7 +44,12 @@ def config_error(config: dict[str, Any], env: dict[str, str] | None = None, **op
 
 def test_option_beats_app_config_beats_environment_beats_default() -> None:
     env = {"SHAZBOT_GOSSIP_INTERVAL": "3"}
-    assert load({**HTTP_REQUIRED, "SHAZBOT_GOSSIP_INTERVAL": 2}, env, gossip_interval=1).gossip_interval == 1
+    assert (
+        load(
+            {**HTTP_REQUIRED, "SHAZBOT_GOSSIP_INTERVAL": 2}, env, gossip_interval=1
+        ).gossip_interval
+        == 1
+    )
     assert load({**HTTP_REQUIRED, "SHAZBOT_GOSSIP_INTERVAL": 2}, env).gossip_interval == 2
     assert load(dict(HTTP_REQUIRED), env).gossip_interval == 3
     assert load(dict(HTTP_REQUIRED)).gossip_interval == 30
@@ -63,7 +70,11 @@ def test_everything_can_come_from_the_environment_as_strings() -> None:
 
 def test_the_seed_defaults() -> None:
     s = load()
-    assert (s.gossip_interval, s.master_announce_minimum, s.master_announce_interval) == (30, 300, 600)
+    assert (s.gossip_interval, s.master_announce_minimum, s.master_announce_interval) == (
+        30,
+        300,
+        600,
+    )
     assert (s.monitor, s.update_master_list_on_shutdown) == (False, False)
     assert s.max_body_bytes == 4 * 1024 * 1024
 
@@ -109,7 +120,9 @@ def test_an_empty_required_setting_is_named(key: str) -> None:
     assert key in config_error({**HTTP_REQUIRED, key: ""})
 
 
-@pytest.mark.parametrize("location", ["/var/lib/shazbot/master.json", "master.json", "file:///tmp/m.json"])
+@pytest.mark.parametrize(
+    "location", ["/var/lib/shazbot/master.json", "master.json", "file:///tmp/m.json"]
+)
 def test_a_file_master_list_makes_update_and_auth_optional(location: str) -> None:
     config = {k: v for k, v in HTTP_REQUIRED.items() if "UPDATE" not in k}
     settings = load({**config, "SHAZBOT_MASTER_LIST": location})
@@ -188,7 +201,9 @@ def test_retries_default_to_five_and_take_whole_numbers() -> None:
 
 
 def test_an_invalid_value_in_the_environment_is_named_even_when_the_config_lacks_it() -> None:
-    assert "SHAZBOT_GOSSIP_INTERVAL" in config_error(dict(HTTP_REQUIRED), {"SHAZBOT_GOSSIP_INTERVAL": "soon"})
+    assert "SHAZBOT_GOSSIP_INTERVAL" in config_error(
+        dict(HTTP_REQUIRED), {"SHAZBOT_GOSSIP_INTERVAL": "soon"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,8 +249,18 @@ def test_fractional_intervals_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("true", True), ("1", True), ("yes", True), ("ON", True), (" True ", True),
-     ("false", False), ("0", False), ("no", False), ("off", False), ("", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("ON", True),
+        (" True ", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
 )
 def test_boolean_spellings(text: str, value: bool) -> None:
     assert load(dict(HTTP_REQUIRED), {"SHAZBOT_MONITOR": text}).monitor is value
@@ -287,7 +312,9 @@ def test_tls_files_are_loaded_at_init_and_bad_ones_name_the_setting(tmp_path: Pa
 
     ca, other = trustme.CA(), trustme.CA()
     leaf, stranger = ca.issue_cert("127.0.0.1"), other.issue_cert("127.0.0.1")
-    ca_pem, cert, key, other_key = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem", "other.key"))
+    ca_pem, cert, key, other_key = (
+        tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem", "other.key")
+    )
     ca.cert_pem.write_to_path(str(ca_pem))
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
@@ -295,18 +322,34 @@ def test_tls_files_are_loaded_at_init_and_bad_ones_name_the_setting(tmp_path: Pa
     both = tmp_path / "both.pem"
     leaf.private_key_and_cert_chain_pem.write_to_path(str(both))
 
-    settings = load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(ca_pem), "SHAZBOT_TLS_CERT": str(cert),
-                     "SHAZBOT_TLS_KEY": str(key)})
-    assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == (str(ca_pem), str(cert), str(key))
+    settings = load(
+        {
+            **HTTP_REQUIRED,
+            "SHAZBOT_TLS_CA": str(ca_pem),
+            "SHAZBOT_TLS_CERT": str(cert),
+            "SHAZBOT_TLS_KEY": str(key),
+        }
+    )
+    assert (settings.tls_ca, settings.tls_cert, settings.tls_key) == (
+        str(ca_pem),
+        str(cert),
+        str(key),
+    )
     assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(both)}).tls_key is None  # key in the file
-    assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path)}).tls_ca == str(tmp_path)  # a CA dir
+    assert load({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path)}).tls_ca == str(
+        tmp_path
+    )  # a CA dir
 
-    assert "SHAZBOT_TLS_CA: no such file" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path / "nope")})
+    assert "SHAZBOT_TLS_CA: no such file" in config_error(
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(tmp_path / "nope")}
+    )
     assert "SHAZBOT_TLS_CA" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CA": str(key)})
     assert "SHAZBOT_TLS_KEY is set without SHAZBOT_TLS_CERT" in config_error(
-        {**HTTP_REQUIRED, "SHAZBOT_TLS_KEY": str(key)})
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_KEY": str(key)}
+    )
     assert "SHAZBOT_TLS_CERT and SHAZBOT_TLS_KEY" in config_error(
-        {**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert), "SHAZBOT_TLS_KEY": str(other_key)})
+        {**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert), "SHAZBOT_TLS_KEY": str(other_key)}
+    )
     assert "SHAZBOT_TLS_CERT" in config_error({**HTTP_REQUIRED, "SHAZBOT_TLS_CERT": str(cert)})
 
 
@@ -314,19 +357,30 @@ def test_tls_files_are_loaded_at_init_and_bad_ones_name_the_setting(tmp_path: Pa
 
 
 def test_a_secret_takes_older_ones_still_accepted_the_first_is_sent() -> None:
-    config = {**HTTP_REQUIRED, "SHAZBOT_SECRET": ["new-gossip-secret-1111", "old-gossip-secret-2222"]}
+    config = {
+        **HTTP_REQUIRED,
+        "SHAZBOT_SECRET": ["new-gossip-secret-1111", "old-gossip-secret-2222"],
+    }
     env = {"SHAZBOT_CONTROL_SECRET": "new-control-secret-3333, old-control-secret-4444"}
     del config["SHAZBOT_CONTROL_SECRET"]
     settings = load(config, env)
     assert settings.secret == "new-gossip-secret-1111"
     assert settings.accepted_secrets == ("new-gossip-secret-1111", "old-gossip-secret-2222")
     assert settings.control_secret == "new-control-secret-3333"
-    assert settings.accepted_control_secrets == ("new-control-secret-3333", "old-control-secret-4444")
-    assert config["SHAZBOT_CONTROL_SECRET"] == ["new-control-secret-3333", "old-control-secret-4444"]
+    assert settings.accepted_control_secrets == (
+        "new-control-secret-3333",
+        "old-control-secret-4444",
+    )
+    assert config["SHAZBOT_CONTROL_SECRET"] == [
+        "new-control-secret-3333",
+        "old-control-secret-4444",
+    ]
     assert "secret-" not in repr(settings)
     single = load()
     assert single.accepted_secrets == (SECRETS["SHAZBOT_SECRET"],)
-    assert "SHAZBOT_SECRET" in config_error({**HTTP_REQUIRED, "SHAZBOT_SECRET": "a-long-secret-value,,b"})
+    assert "SHAZBOT_SECRET" in config_error(
+        {**HTTP_REQUIRED, "SHAZBOT_SECRET": "a-long-secret-value,,b"}
+    )
     assert "SHAZBOT_SECRET" in config_error({**HTTP_REQUIRED, "SHAZBOT_SECRET": []})
 
 
@@ -353,16 +407,26 @@ def test_an_unknown_key_warns_with_the_closest_known_one(caplog: pytest.LogCaptu
         "unknown setting SHAZBOT_GOSIP_INTERVAL in app.config is ignored; "
         "did you mean SHAZBOT_GOSSIP_INTERVAL?" in messages
     )
-    assert "unknown setting SHAZBOT_MONITR in the environment is ignored; did you mean SHAZBOT_MONITOR?" in messages
+    assert (
+        "unknown setting SHAZBOT_MONITR in the environment is ignored; did you mean SHAZBOT_MONITOR?"
+        in messages
+    )
     assert "unknown setting SHAZBOT_ZZZZZZZZZZZZ in the environment is ignored" in messages
     assert len(messages) == 3  # known keys and other prefixes: no word
     assert settings.gossip_interval == 30
 
 
-@pytest.mark.parametrize("url", [
-    "http://0.0.0.0:5999/", "http://[::]:5999/", "http://0.1.2.3:5999/",
-    "http://224.0.0.1:5999/", "http://255.255.255.255:5999/", "http://[ff02::1]:5999/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://0.0.0.0:5999/",
+        "http://[::]:5999/",
+        "http://0.1.2.3:5999/",
+        "http://224.0.0.1:5999/",
+        "http://255.255.255.255:5999/",
+        "http://[ff02::1]:5999/",
+    ],
+)
 def test_a_base_url_peers_cannot_reach_is_refused(url: str) -> None:
     text = config_error({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url})
     assert text.startswith("SHAZBOT_BASE_URL names ") and "address peers cannot reach" in text
@@ -375,7 +439,14 @@ def test_a_base_url_with_a_path_is_refused(url: str) -> None:
     assert "/clustershazbot/ at the root of the app" in text
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:5000/", "https://node-1.example:443",
-                                 "http://[::1]:5000/", "http://10.0.0.5:3000/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5000/",
+        "https://node-1.example:443",
+        "http://[::1]:5000/",
+        "http://10.0.0.5:3000/",
+    ],
+)
 def test_reachable_base_urls_are_taken(url: str) -> None:
     assert load({**HTTP_REQUIRED, "SHAZBOT_BASE_URL": url}).base_url.rstrip("/") == url.rstrip("/")

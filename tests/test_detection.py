@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-from cluster import CONTROL, SECRET, wait_until
-from proxy import ProxiedCluster, Recorder, source_ip
 
+from cluster import CONTROL, SECRET, wait_until
 from flask_clustershazbot.demo import start_node, view
+from proxy import ProxiedCluster, Recorder, source_ip
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
 
@@ -38,9 +38,12 @@ def processes(tmp_path: Path) -> Iterator[Any]:
         started = []
         for i in range(n):
             proc, port = start_node(
-                str(tmp_path / "master.json"), 0.2, monitor=(i == 0),
+                str(tmp_path / "master.json"),
+                0.2,
+                monitor=(i == 0),
                 env={"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL},
-                options=options, log_path=str(tmp_path / "nodes.log"),
+                options=options,
+                log_path=str(tmp_path / "nodes.log"),
             )
             procs.append(proc)
             started.append((proc, port))
@@ -73,8 +76,11 @@ def test_a_killed_node_confirmed_by_helpers_goes_offline_without_retries(process
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     # A refused connection that the helpers confirm is enough: no retry (60 s away) is needed.
-    wait_until(lambda: offline_at_all(live, f"http://127.0.0.1:{port}/"), timeout=20,
-               what="every live node lists the killed node offline")
+    wait_until(
+        lambda: offline_at_all(live, f"http://127.0.0.1:{port}/"),
+        timeout=20,
+        what="every live node lists the killed node offline",
+    )
     assert all(online(p) == {f"http://127.0.0.1:{q}/" for q in live} for p in live)
 
 
@@ -85,14 +91,20 @@ def test_a_hung_node_is_found_within_the_adaptive_timeout(processes, tmp_path):
     (victim, port), live = nodes[2], [p for i, (_, p) in enumerate(nodes) if i != 2]
     os.kill(victim.pid, signal.SIGSTOP)
     try:
-        wait_until(lambda: offline_at_all(live, f"http://127.0.0.1:{port}/"), timeout=25,
-                   what="every live node lists the paused node offline")
+        wait_until(
+            lambda: offline_at_all(live, f"http://127.0.0.1:{port}/"),
+            timeout=25,
+            what="every live node lists the paused node offline",
+        )
     finally:
         os.kill(victim.pid, signal.SIGCONT)
     # Awake again, it refutes: everyone lists everyone online.
     everyone = {f"http://127.0.0.1:{p}/" for _, p in nodes}
-    wait_until(lambda: all(online(p) == everyone for _, p in nodes), timeout=20,
-               what="the woken node is back everywhere")
+    wait_until(
+        lambda: all(online(p) == everyone for _, p in nodes),
+        timeout=20,
+        what="the woken node is back everywhere",
+    )
 
 
 @pytest.fixture
@@ -110,15 +122,19 @@ def test_one_broken_direction_raises_no_false_alarm(cluster, mode):
     try:
         for node in nodes:
             recorder.watch(node)
-        wait_until(lambda: all(set(n.view(False)) == set(cluster.urls) for n in nodes),
-                   what="convergence")
+        wait_until(
+            lambda: all(set(n.view(False)) == set(cluster.urls) for n in nodes), what="convergence"
+        )
         a, b = nodes[0], nodes[1]
         # a's requests to b fail (closed at once, or never answered); b reaches a; everyone
         # else reaches both.
         cluster.proxies[1].set(mode, sources=[source_ip(0)], direction="in")
         failures = a.engine.stats.gossip_failures
-        wait_until(lambda: a.engine.stats.gossip_failures >= failures + 8, timeout=60,
-                   what="a fails to reach b again and again")
+        wait_until(
+            lambda: a.engine.stats.gossip_failures >= failures + 8,
+            timeout=60,
+            what="a fails to reach b again and again",
+        )
         assert recorder.left() == [], "a healthy node was reported offline"
         assert all(n.view().get(b.base_url) is True for n in nodes)
         assert requests.get(b.base_url + "hello", timeout=5).text == "hello"

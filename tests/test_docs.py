@@ -72,5 +72,7 @@ def test_readme_links_are_absolute_urls_under_the_project_homepage() -> None:
     targets = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text(encoding="utf-8"))
     assert targets, "the README has no links"
     for target in targets:
-        assert target.startswith(("https://github.com/", "https://raw.githubusercontent.com/")), target
+        assert target.startswith(("https://github.com/", "https://raw.githubusercontent.com/")), (
+            target
+        )
         assert f"/{repo}/" in target, f"{target} is not under {homepage[1]}"

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import requests
-from cluster import CONTROL, SECRET, Server, wait_until
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
 import flask_clustershazbot
+from cluster import CONTROL, SECRET, Server, wait_until
 from flask_clustershazbot import ClusterShazbot
 
 
@@ -29,7 +29,9 @@ class GuardedNode:
         self.server = Server()
         self.base_url = self.server.url
         self.app = Flask(f"guarded{self.server.port}")
-        self.app.config.update(config, SECRET_KEY="test-session-key", SHAZBOT_BASE_URL=self.base_url)
+        self.app.config.update(
+            config, SECRET_KEY="test-session-key", SHAZBOT_BASE_URL=self.base_url
+        )
 
         @self.app.get("/hello")
         def hello() -> str:
@@ -41,8 +43,12 @@ class GuardedNode:
 
         def extensions() -> None:
             CSRFProtect(self.app)
-            Limiter(get_remote_address, app=self.app, default_limits=["5 per minute"],
-                    storage_uri="memory://")
+            Limiter(
+                get_remote_address,
+                app=self.app,
+                default_limits=["5 per minute"],
+                storage_uri="memory://",
+            )
 
         if extensions_first:
             extensions()
@@ -81,8 +87,10 @@ def test_gossip_list_and_control_pass_csrf_protection_and_default_rate_limits(gu
     wait_until(lambda: online(a) == both and online(b) == both, what="both nodes see each other")
     start = {n: n.engine.stats.rounds for n in (a, b)}
     # Many more gossip exchanges than 5 a minute from 127.0.0.1, in both directions.
-    wait_until(lambda: all(n.engine.stats.rounds >= start[n] + 12 for n in (a, b)),
-               what="12 more gossip rounds on each node")
+    wait_until(
+        lambda: all(n.engine.stats.rounds >= start[n] + 12 for n in (a, b)),
+        what="12 more gossip rounds on each node",
+    )
     assert a.engine.stats.gossip_failures == 0
     assert b.engine.stats.gossip_failures == 0
     assert online(a) == both and online(b) == both
@@ -92,13 +100,20 @@ def test_gossip_list_and_control_pass_csrf_protection_and_default_rate_limits(gu
             listed = requests.get(node.base_url + "clustershazbot/list", timeout=5)
             assert listed.status_code == 200, listed.text
         control = requests.post(  # control: a POST without a CSRF token
-            node.base_url + "clustershazbot/control", json={"message": "control", "online": True},
-            headers={"Authorization": CONTROL}, timeout=5)
+            node.base_url + "clustershazbot/control",
+            json={"message": "control", "online": True},
+            headers={"Authorization": CONTROL},
+            timeout=5,
+        )
         assert control.status_code == 200, control.text
         assert control.json() == {"success": True}
         # Still authenticated by the secret: exempt from the extensions, not from the check.
-        wrong = requests.post(node.base_url + "clustershazbot/gossip", json={}, timeout=5,
-                              headers={"Authorization": SECRET + "x"})
+        wrong = requests.post(
+            node.base_url + "clustershazbot/gossip",
+            json={},
+            timeout=5,
+            headers={"Authorization": SECRET + "x"},
+        )
         assert wrong.status_code == 401
 
         # The extensions still guard the app's own routes.

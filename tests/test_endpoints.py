@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from cluster import CONTROL, SECRET, wait_until
 from flask import Flask
 from werkzeug.test import TestResponse
 
+from cluster import CONTROL, SECRET, wait_until
 from flask_clustershazbot import ClusterShazbot, ConfigError, GossipServer, peer_joined, peer_left
 from flask_clustershazbot.engine import Engine, wall_clock_ms
 from flask_clustershazbot.scheduling import BackgroundJobs
@@ -32,8 +32,11 @@ ME = "http://127.0.0.1:1/"
 # Peers nobody listens on: the only traffic they cause is a refused loopback connection.
 P1, P2, P3 = "http://127.0.0.1:9/", "http://127.0.0.1:11/", "http://127.0.0.1:13/"
 # Served by the test client, not at their base URL: no self-check.
-QUIET = {"SHAZBOT_GOSSIP_INTERVAL": 3600, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 3600,
-         "SHAZBOT_SELF_CHECK": False}
+QUIET = {
+    "SHAZBOT_GOSSIP_INTERVAL": 3600,
+    "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 3600,
+    "SHAZBOT_SELF_CHECK": False,
+}
 
 
 @pytest.fixture
@@ -79,16 +82,26 @@ def record(url: str, stamp: int, monitor: bool = False) -> dict[str, Any]:
     return {"baseUrl": url, "monitor": monitor, "lastUpdate": stamp}
 
 
-def gossip_body(online: Sequence[dict[str, Any]] = (), offline: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def gossip_body(
+    online: Sequence[dict[str, Any]] = (), offline: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
     return {"message": "gossip", "online": list(online), "offline": list(offline)}
 
 
-def post(app: Flask, path: str, body: Any, auth: str | None = SECRET, raw: bytes | None = None,
-         **headers: str) -> TestResponse:
+def post(
+    app: Flask,
+    path: str,
+    body: Any,
+    auth: str | None = SECRET,
+    raw: bytes | None = None,
+    **headers: str,
+) -> TestResponse:
     if auth is not None:
         headers["Authorization"] = auth
     data = raw if raw is not None else json.dumps(body).encode()
-    return app.test_client().post(path, data=data, headers={"Content-Type": "application/json", **headers})
+    return app.test_client().post(
+        path, data=data, headers={"Content-Type": "application/json", **headers}
+    )
 
 
 def error_of(response: TestResponse, status: int) -> str:
@@ -130,9 +143,12 @@ def test_503_again_after_shutdown(make_app: Callable[..., Flask]) -> None:
 
 
 @pytest.mark.parametrize(
-    "auth", [None, "", "wrong", SECRET + "x", SECRET[:-1], CONTROL, "Bearer wrong", "Basic " + SECRET]
+    "auth",
+    [None, "", "wrong", SECRET + "x", SECRET[:-1], CONTROL, "Bearer wrong", "Basic " + SECRET],
 )
-def test_gossip_with_a_wrong_or_missing_secret_is_401(make_app: Callable[..., Flask], auth: str | None) -> None:
+def test_gossip_with_a_wrong_or_missing_secret_is_401(
+    make_app: Callable[..., Flask], auth: str | None
+) -> None:
     app, engine = started(make_app)
     before = snapshot(engine)
     text = error_of(post(app, GOSSIP, gossip_body([record(P1, engine.clock())]), auth=auth), 401)
@@ -141,16 +157,24 @@ def test_gossip_with_a_wrong_or_missing_secret_is_401(make_app: Callable[..., Fl
 
 
 @pytest.mark.parametrize("auth", [None, "wrong", SECRET, "Bearer " + SECRET])
-def test_control_with_a_wrong_or_missing_secret_is_401(make_app: Callable[..., Flask], auth: str | None) -> None:
+def test_control_with_a_wrong_or_missing_secret_is_401(
+    make_app: Callable[..., Flask], auth: str | None
+) -> None:
     app, engine = started(make_app)
     before = snapshot(engine)
-    text = error_of(post(app, CONTROL_PATH, {"message": "control", "online": False}, auth=auth), 401)
+    text = error_of(
+        post(app, CONTROL_PATH, {"message": "control", "online": False}, auth=auth), 401
+    )
     assert SECRET not in text and CONTROL not in text
     assert snapshot(engine) == before
 
 
-@pytest.mark.parametrize("auth", [SECRET, "Bearer " + SECRET, "bearer " + SECRET, f"  Bearer   {SECRET} "])
-def test_gossip_secret_is_accepted_bare_or_as_bearer(make_app: Callable[..., Flask], auth: str) -> None:
+@pytest.mark.parametrize(
+    "auth", [SECRET, "Bearer " + SECRET, "bearer " + SECRET, f"  Bearer   {SECRET} "]
+)
+def test_gossip_secret_is_accepted_bare_or_as_bearer(
+    make_app: Callable[..., Flask], auth: str
+) -> None:
     app, engine = started(make_app)
     now = engine.clock()
     response = post(app, GOSSIP, gossip_body([record(P1, now - 5)]), auth=auth)
@@ -162,7 +186,9 @@ def test_gossip_secret_is_accepted_bare_or_as_bearer(make_app: Callable[..., Fla
 
 
 @pytest.mark.parametrize("auth", [CONTROL, "Bearer " + CONTROL])
-def test_control_secret_is_accepted_bare_or_as_bearer(make_app: Callable[..., Flask], auth: str) -> None:
+def test_control_secret_is_accepted_bare_or_as_bearer(
+    make_app: Callable[..., Flask], auth: str
+) -> None:
     app, engine = started(make_app)
     response = post(app, CONTROL_PATH, {"message": "control", "online": False}, auth=auth)
     assert response.status_code == 200 and response.get_json() == {"success": True}
@@ -182,15 +208,21 @@ BAD_GOSSIP = [
     (b'{"message": "gossip"}', "missing 'online'"),
     (b'{"message": "gossip", "online": {}}', "online must be a list"),
     (b'{"message": "gossip", "online": [], "offline": 5}', "offline must be a list"),
-    (b'{"message": "gossip", "online": [{"baseUrl": "http://127.0.0.1:9/", "monitor": 1, "lastUpdate": 5}]}',
-     "online[0].monitor"),
-    (b'{"message": "gossip", "online": [], "offline": [{"baseUrl": "ftp://x/", "monitor": true, "lastUpdate": 5}]}',
-     "offline[0].baseUrl"),
+    (
+        b'{"message": "gossip", "online": [{"baseUrl": "http://127.0.0.1:9/", "monitor": 1, "lastUpdate": 5}]}',
+        "online[0].monitor",
+    ),
+    (
+        b'{"message": "gossip", "online": [], "offline": [{"baseUrl": "ftp://x/", "monitor": true, "lastUpdate": 5}]}',
+        "offline[0].baseUrl",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("raw", "why"), BAD_GOSSIP)
-def test_malformed_gossip_is_400_and_says_why(make_app: Callable[..., Flask], raw: bytes, why: str) -> None:
+def test_malformed_gossip_is_400_and_says_why(
+    make_app: Callable[..., Flask], raw: bytes, why: str
+) -> None:
     app, engine = started(make_app)
     before = snapshot(engine)
     assert why in error_of(post(app, GOSSIP, None, raw=raw), 400)
@@ -201,15 +233,23 @@ def test_one_bad_record_rejects_the_whole_gossip_message(make_app: Callable[...,
     app, engine = started(make_app)
     now = engine.clock()
     before = snapshot(engine)
-    body = gossip_body([record(P1, now), record(P2, now), {"baseUrl": P3, "monitor": False, "lastUpdate": -1}])
+    body = gossip_body(
+        [record(P1, now), record(P2, now), {"baseUrl": P3, "monitor": False, "lastUpdate": -1}]
+    )
     assert "online[2].lastUpdate" in error_of(post(app, GOSSIP, body), 400)
     assert snapshot(engine) == before
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"message": "control", "online": "false"}, {"message": "control", "online": 0}, {"message": "control"},
-     {"message": "gossip", "online": False}, [], "off"],
+    [
+        {"message": "control", "online": "false"},
+        {"message": "control", "online": 0},
+        {"message": "control"},
+        {"message": "gossip", "online": False},
+        [],
+        "off",
+    ],
 )
 def test_malformed_control_is_400(make_app: Callable[..., Flask], body: Any) -> None:
     app, engine = started(make_app)
@@ -256,7 +296,11 @@ def test_a_body_without_length_over_the_limit_is_413(make_app: Callable[..., Fla
     response = app.test_client().post(
         GOSSIP,
         input_stream=io.BytesIO(padded(LIMIT * 4, engine)),
-        headers={"Authorization": SECRET, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        headers={
+            "Authorization": SECRET,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
         environ_overrides={"wsgi.input_terminated": True},  # as a WSGI server that de-chunks says
     )
     assert response.request.content_length is None
@@ -277,7 +321,9 @@ def test_a_gzip_body_that_inflates_past_the_limit_is_413(make_app: Callable[...,
     before = snapshot(engine)
     bomb = gzip.compress(padded(LIMIT * 100, engine))
     assert len(bomb) < LIMIT  # small on the wire, large inflated
-    assert "decompression" in error_of(post(app, GOSSIP, None, raw=bomb, **{"Content-Encoding": "gzip"}), 413)
+    assert "decompression" in error_of(
+        post(app, GOSSIP, None, raw=bomb, **{"Content-Encoding": "gzip"}), 413
+    )
     assert snapshot(engine) == before
 
 
@@ -292,10 +338,15 @@ def test_a_body_that_is_not_gzip_is_400(make_app: Callable[..., Flask]) -> None:
 # -- list ------------------------------------------------------------------------
 
 
-def test_list_shows_offline_members_only_with_the_control_secret(make_app: Callable[..., Flask]) -> None:
+def test_list_shows_offline_members_only_with_the_control_secret(
+    make_app: Callable[..., Flask],
+) -> None:
     app, engine = started(make_app)
     now = engine.clock()
-    assert post(app, GOSSIP, gossip_body([record(P1, now - 5)], [record(P2, now - 5)])).status_code == 200
+    assert (
+        post(app, GOSSIP, gossip_body([record(P1, now - 5)], [record(P2, now - 5)])).status_code
+        == 200
+    )
     client = app.test_client()
     for headers in ({}, {"Authorization": "wrong"}, {"Authorization": SECRET}):
         data = client.get(LIST, headers=headers).get_json()
@@ -398,7 +449,9 @@ def test_start_and_shutdown_twice_and_shutdown_without_start_are_no_ops(
     assert own(engine)[0] is True and len(jobs.schedulers) == 2
 
 
-def test_extension_methods_find_the_only_app_they_were_given(make_app: Callable[..., Flask]) -> None:
+def test_extension_methods_find_the_only_app_they_were_given(
+    make_app: Callable[..., Flask],
+) -> None:
     app = make_app(SHAZBOT_AUTOSTART=False)
     shazbot = ClusterShazbot()
     other = Flask("second")
@@ -439,7 +492,9 @@ def test_health_shapes(make_app: Callable[..., Flask]) -> None:
 # -- signals ---------------------------------------------------------------------
 
 
-def test_signals_fire_once_per_transition_with_the_app_and_the_server(make_app: Callable[..., Flask]) -> None:
+def test_signals_fire_once_per_transition_with_the_app_and_the_server(
+    make_app: Callable[..., Flask],
+) -> None:
     app, engine = started(make_app)
     now = engine.clock()
     events: list[tuple[str, Any, GossipServer]] = []
@@ -479,7 +534,9 @@ def test_signals_of_another_app_are_not_received(make_app: Callable[..., Flask])
     assert seen == []
 
 
-def test_a_receiver_may_read_the_server_list_without_deadlock(make_app: Callable[..., Flask]) -> None:
+def test_a_receiver_may_read_the_server_list_without_deadlock(
+    make_app: Callable[..., Flask],
+) -> None:
     """Signals are sent after the state lock is released."""
     app, engine = started(make_app)
     shazbot = ClusterShazbot()  # an object that only reads
@@ -492,7 +549,9 @@ def test_a_receiver_may_read_the_server_list_without_deadlock(make_app: Callable
     results: list[int] = []
     with peer_joined.connected_to(joined, sender=app):
         worker = threading.Thread(
-            target=lambda: results.append(post(app, GOSSIP, gossip_body([record(P1, engine.clock())])).status_code),
+            target=lambda: results.append(
+                post(app, GOSSIP, gossip_body([record(P1, engine.clock())])).status_code
+            ),
             daemon=True,
         )
         worker.start()
@@ -516,7 +575,10 @@ def test_a_raising_receiver_is_logged_and_others_still_run(
         seen.append(server.base_url)
 
     with caplog.at_level(logging.ERROR, "flask_clustershazbot"):
-        with peer_joined.connected_to(broken, sender=app), peer_joined.connected_to(working, sender=app):
+        with (
+            peer_joined.connected_to(broken, sender=app),
+            peer_joined.connected_to(working, sender=app),
+        ):
             response = post(app, GOSSIP, gossip_body([record(P1, now), record(P2, now)]))
     assert response.status_code == 200
     assert sorted(seen) == sorted([P1, P2])

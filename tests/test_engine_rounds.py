@@ -1,6 +1,6 @@
 """Round logic driven with an injected clock and scheduler (no threads, no network).
 
-The stall check: 
+The stall check:
 A node that was paused (SIGSTOP, a long GC) must not blame peers for its own
 silence: the integration test in test_fault_process.py shows the end result,
 but there one exchange on waking refreshes every peer anyway. Here the peer
@@ -44,7 +44,9 @@ class AnswersAboutItself:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
         return ServerList((GossipServer(base_url, False, self.clock.wall()),))
 
     def gossip_many(self, urls: Any, message: Any) -> dict[str, Any]:
@@ -52,13 +54,27 @@ class AnswersAboutItself:
 
 
 def make_engine(clock: Clock, transport: Any, scheduler: Any, **options: Any) -> Engine:
-    settings = load_settings({}, {}, {
-        "secret": "s" * 20, "control_secret": "c" * 20, "base_url": ME,
-        "master_list": "/nonexistent/master.json", "gossip_interval": 1, "failure_timeout": 10,
-        **options,
-    })
-    return Engine(settings, transport=transport, scheduler=scheduler,
-                  clock=clock.wall, monotonic=lambda: clock.mono, rng=random.Random(1))
+    settings = load_settings(
+        {},
+        {},
+        {
+            "secret": "s" * 20,
+            "control_secret": "c" * 20,
+            "base_url": ME,
+            "master_list": "/nonexistent/master.json",
+            "gossip_interval": 1,
+            "failure_timeout": 10,
+            **options,
+        },
+    )
+    return Engine(
+        settings,
+        transport=transport,
+        scheduler=scheduler,
+        clock=clock.wall,
+        monotonic=lambda: clock.mono,
+        rng=random.Random(1),
+    )
 
 
 @pytest.fixture
@@ -98,7 +114,9 @@ class Refuses:
     def __init__(self) -> None:
         self.attempts = 0
 
-    def gossip(self, base_url: str, message: dict[str, Any], timeout: float | None = None) -> ServerList:
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
         self.attempts += 1
         raise TransportError(f"gossip with {base_url}: ConnectionRefusedError")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -43,7 +42,9 @@ def test_basic_app_serves_its_peers_and_the_cluster_endpoints(env):
 
 def test_factory_app_config_wins_over_the_environment(env):
     module = load("factory_app")
-    app = module.create_app({"SHAZBOT_BASE_URL": "http://127.0.0.1:3001/", "SHAZBOT_AUTOSTART": False})
+    app = module.create_app(
+        {"SHAZBOT_BASE_URL": "http://127.0.0.1:3001/", "SHAZBOT_AUTOSTART": False}
+    )
     assert app.config["SHAZBOT_BASE_URL"] == "http://127.0.0.1:3001/"
     assert app.test_client().get("/peers").json["status"] == "error"
     module.shazbot.start(app)
@@ -65,7 +66,10 @@ def test_singleton_job_example_names_owners_and_claims_each_tick_once(env, monke
     try:
         client = module.app.test_client()
         assert client.get("/users/42").json == {"owner": "http://127.0.0.1:3000/", "here": True}
-        assert [name for name, _, _ in module.shazbot._singleton_jobs] == ["nightly-report", "refresh-cache"]
+        assert [name for name, _, _ in module.shazbot._singleton_jobs] == [
+            "nightly-report",
+            "refresh-cache",
+        ]
         tick = datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)
         with module.app.app_context():
             g.shazbot_tick = tick

@@ -29,10 +29,14 @@ def spawn(config: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
     def start(log_name: str = "node.log") -> tuple[subprocess.Popen[str], str, Path]:
         log = tmp_path / log_name
         proc, port = start_node(
-            config["SHAZBOT_MASTER_LIST"], 0.2,
+            config["SHAZBOT_MASTER_LIST"],
+            0.2,
             env={"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL},
-            options={"SHAZBOT_RETRY_DELAY": 0.2, "SHAZBOT_REQUEST_TIMEOUT": 1.0,
-                     "SHAZBOT_FAILURE_TIMEOUT": FAILURE_TIMEOUT},
+            options={
+                "SHAZBOT_RETRY_DELAY": 0.2,
+                "SHAZBOT_REQUEST_TIMEOUT": 1.0,
+                "SHAZBOT_FAILURE_TIMEOUT": FAILURE_TIMEOUT,
+            },
             log_path=str(log),
         )
         procs.append(proc)
@@ -62,10 +66,14 @@ def test_sigkill_during_gossip_is_detected_and_nobody_hangs(make_node, spawn):
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     killed_at = a.engine.clock()
-    wait_until(lambda: a.view().get(url) is False and b.view().get(url) is False,
-               what="both mark the killed node offline")
-    wait_until(lambda: min(a.engine.last_round or 0, b.engine.last_round or 0) > killed_at + 1000,
-               what="rounds go on")
+    wait_until(
+        lambda: a.view().get(url) is False and b.view().get(url) is False,
+        what="both mark the killed node offline",
+    )
+    wait_until(
+        lambda: min(a.engine.last_round or 0, b.engine.last_round or 0) > killed_at + 1000,
+        what="rounds go on",
+    )
     assert a.view().get(b.base_url) and b.view().get(a.base_url)
     assert requests.get(a.base_url + "hello", timeout=5).text == "hello"
 
@@ -76,18 +84,24 @@ def test_paused_node_blames_nobody_and_refutes_its_offline_record(make_node, spa
     proc, url, log = spawn()
     port = port_of(url)
     wait_until(lambda: a.view().get(url) and b.view().get(url), what="the process joins")
-    wait_until(lambda: (v := view(port, CONTROL)) and v.get(a.base_url) and v.get(b.base_url),
-               what="it knows both peers")
+    wait_until(
+        lambda: (v := view(port, CONTROL)) and v.get(a.base_url) and v.get(b.base_url),
+        what="it knows both peers",
+    )
 
     os.kill(proc.pid, signal.SIGSTOP)
     stopped = time.monotonic()
-    wait_until(lambda: a.view().get(url) is False and b.view().get(url) is False,
-               what="the peers mark the paused node offline")
+    wait_until(
+        lambda: a.view().get(url) is False and b.view().get(url) is False,
+        what="the peers mark the paused node offline",
+    )
     wait_until(lambda: time.monotonic() - stopped > FAILURE_TIMEOUT + 1.5, what="a long pause")
     mark = log.stat().st_size
     os.kill(proc.pid, signal.SIGCONT)
 
-    wait_until(lambda: a.view().get(url) and b.view().get(url), what="it refutes its offline record")
+    wait_until(
+        lambda: a.view().get(url) and b.view().get(url), what="it refutes its offline record"
+    )
     woke = time.monotonic()
     wait_until(lambda: time.monotonic() - woke > FAILURE_TIMEOUT + 1, what="rounds after waking")
     after = log.read_bytes()[mark:].decode()

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from flask import Flask
 
 from cluster import CONTROL, MASTER_AUTH, SECRET, wait_until
@@ -28,17 +27,37 @@ def policy(value: Any, own: str = "http://10.1.2.3:3000/") -> PeerPolicy:
 @pytest.mark.parametrize(
     "entry, allowed, refused",
     [
-        ("10.1.0.0/16", ["http://10.1.9.9:80/", "https://10.1.0.1/"],
-         ["http://10.2.0.1/", "http://10.1.0.1.evil.net/", "http://2130706433/", "http://0x0a010001/"]),
+        (
+            "10.1.0.0/16",
+            ["http://10.1.9.9:80/", "https://10.1.0.1/"],
+            [
+                "http://10.2.0.1/",
+                "http://10.1.0.1.evil.net/",
+                "http://2130706433/",
+                "http://0x0a010001/",
+            ],
+        ),
         ("10.1.2.3", ["http://10.1.2.3:3000/", "https://10.1.2.3/"], ["http://10.1.2.4/"]),
         ("fd00::/8", ["http://[fd00::5]:80/"], ["http://[fe80::1]/"]),
-        ("node1.example.com", ["https://NODE1.example.com:8443/", "http://node1.example.com/"],
-         ["http://node2.example.com/", "http://node1.example.com.evil.net/"]),
-        ("*.svc.local", ["http://a.svc.local:80/", "http://b.c.svc.local/"],
-         ["http://svc.local/", "http://evilsvc.local/"]),
-        ("https://node.example.com:8443", ["https://node.example.com:8443/", "HTTPS://Node.Example.com:8443/x/"],
-         ["https://node.example.com:8443.evil.net/", "http://node.example.com:8443/",
-          "https://node.example.com/"]),
+        (
+            "node1.example.com",
+            ["https://NODE1.example.com:8443/", "http://node1.example.com/"],
+            ["http://node2.example.com/", "http://node1.example.com.evil.net/"],
+        ),
+        (
+            "*.svc.local",
+            ["http://a.svc.local:80/", "http://b.c.svc.local/"],
+            ["http://svc.local/", "http://evilsvc.local/"],
+        ),
+        (
+            "https://node.example.com:8443",
+            ["https://node.example.com:8443/", "HTTPS://Node.Example.com:8443/x/"],
+            [
+                "https://node.example.com:8443.evil.net/",
+                "http://node.example.com:8443/",
+                "https://node.example.com/",
+            ],
+        ),
     ],
 )
 def test_allow_list_entries_match_hosts_networks_and_prefixes(entry, allowed, refused):
@@ -74,18 +93,27 @@ def test_disallowed_records_are_dropped_never_contacted(config, make_node, caplo
         b = make_node(**{KEY: "127.0.0.1/32"})
         wait_until(lambda: a.view().get(b.base_url), what="allowed peers still gossip")
         now = a.engine.clock()
-        hostile = "http://localhost:%d/" % trap.port  # same socket, but not an allowed host
-        message = {"message": "gossip", "online": [
-            {"baseUrl": hostile, "monitor": True, "lastUpdate": now},
-            {"baseUrl": trap.url, "monitor": False, "lastUpdate": now - 10_000},  # allowed
-        ]}
-        r = requests.post(a.base_url + "clustershazbot/gossip", json=message,
-                          headers={"Authorization": SECRET}, timeout=5)
+        hostile = f"http://localhost:{trap.port}/"  # same socket, but not an allowed host
+        message = {
+            "message": "gossip",
+            "online": [
+                {"baseUrl": hostile, "monitor": True, "lastUpdate": now},
+                {"baseUrl": trap.url, "monitor": False, "lastUpdate": now - 10_000},  # allowed
+            ],
+        }
+        r = requests.post(
+            a.base_url + "clustershazbot/gossip",
+            json=message,
+            headers={"Authorization": SECRET},
+            timeout=5,
+        )
         assert r.status_code == 200  # the rest of the message is merged
         assert hostile not in a.view() and hostile not in r.text
         assert a.view().get(trap.url) is not None
-        wait_until(lambda: a.view().get(trap.url) is False and b.view().get(trap.url) is False,
-                   what="the allowed dead record is probed and marked offline")
+        wait_until(
+            lambda: a.view().get(trap.url) is False and b.view().get(trap.url) is False,
+            what="the allowed dead record is probed and marked offline",
+        )
         assert trap.accepted.get("127.0.0.1", 0) > 0  # allowed URLs are contacted ...
         assert hostile not in b.view()  # ... the refused one is neither stored nor forwarded
         assert sum(1 for r in caplog.records if hostile in r.getMessage()) == 1
@@ -117,8 +145,15 @@ def all_logs() -> Iterator[list[str]]:
 
     handler = Collect(logging.DEBUG)
     root = logging.getLogger()
-    names = ["", "flask_clustershazbot", "werkzeug", "urllib3", "requests", "apscheduler",
-             "flask_clustershazbot.apscheduler"]
+    names = [
+        "",
+        "flask_clustershazbot",
+        "werkzeug",
+        "urllib3",
+        "requests",
+        "apscheduler",
+        "flask_clustershazbot.apscheduler",
+    ]
     saved = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.DEBUG)
@@ -129,22 +164,41 @@ def all_logs() -> Iterator[list[str]]:
         logging.getLogger(n).setLevel(level)
 
 
-def test_no_secret_reaches_any_log_during_a_cluster_run(http_config, master_server, make_node, all_logs):
-    settings = {**http_config, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.2,
-                "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 0.3}
+def test_no_secret_reaches_any_log_during_a_cluster_run(
+    http_config, master_server, make_node, all_logs
+):
+    settings = {
+        **http_config,
+        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.2,
+        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 0.3,
+    }
     a = make_node(base=settings)
     b = make_node(base=settings)
-    wait_until(lambda: a.view().get(b.base_url) and master_server.puts > 1, what="a running cluster")
+    wait_until(
+        lambda: a.view().get(b.base_url) and master_server.puts > 1, what="a running cluster"
+    )
     base = a.base_url + "clustershazbot/"
     # Wrong secrets, close misses, bad bodies, control, a refused master-list upload, a crash.
     for auth in (SECRET[:-1], SECRET + "x", "Bearer " + CONTROL, CONTROL, MASTER_AUTH):
-        requests.post(base + "gossip", json={"message": "gossip", "online": []},
-                      headers={"Authorization": auth}, timeout=5)
-        requests.post(base + "control", json={"message": "control", "online": True},
-                      headers={"Authorization": auth}, timeout=5)
+        requests.post(
+            base + "gossip",
+            json={"message": "gossip", "online": []},
+            headers={"Authorization": auth},
+            timeout=5,
+        )
+        requests.post(
+            base + "control",
+            json={"message": "control", "online": True},
+            headers={"Authorization": auth},
+            timeout=5,
+        )
     requests.post(base + "gossip", data=b"{not json", headers={"Authorization": SECRET}, timeout=5)
-    requests.post(base + "control", json={"message": "control", "online": "no"},
-                  headers={"Authorization": CONTROL}, timeout=5)
+    requests.post(
+        base + "control",
+        json={"message": "control", "online": "no"},
+        headers={"Authorization": CONTROL},
+        timeout=5,
+    )
     requests.get(base + "list", headers={"Authorization": CONTROL}, timeout=5)
     master_server.fail_puts_with = 500
     puts = master_server.rejected_puts

@@ -48,11 +48,15 @@ def test_hung_peer_is_marked_offline_without_stalling_rounds_or_requests(cluster
 
     cluster.proxies[2].set("hang")  # accepts connections, never answers
     hung_at = a.engine.clock()
-    wait_until(lambda: sees(a, c.base_url, False) and sees(b, c.base_url, False),
-               what="the hung peer marked offline")
+    wait_until(
+        lambda: sees(a, c.base_url, False) and sees(b, c.base_url, False),
+        what="the hung peer marked offline",
+    )
     # Rounds keep running on schedule: every completed round stamps last_round.
-    wait_until(lambda: min(a.engine.last_round or 0, b.engine.last_round or 0) > hung_at + 1000,
-               what="rounds after the hang")
+    wait_until(
+        lambda: min(a.engine.last_round or 0, b.engine.last_round or 0) > hung_at + 1000,
+        what="rounds after the hang",
+    )
     # The host app's own requests are answered while rounds wait on the hung peer.
     for _ in range(10):
         assert requests.get(a.server.url + "hello", timeout=5).text == "hello"
@@ -80,8 +84,7 @@ def test_partition_each_side_marks_the_other_offline_and_heals(cluster, recorder
 
     wait_until(split, timeout=20, what="each side marks the other offline")
     same_side_alarms = [
-        e for e in recorder.left()
-        if side[urls.index(e[1])] == side[urls.index(e[2])]
+        e for e in recorder.left() if side[urls.index(e[1])] == side[urls.index(e[2])]
     ]
     assert same_side_alarms == []
 
@@ -115,8 +118,9 @@ def test_restarted_node_rejoins_with_the_same_base_url(make_node):
     wait_until(lambda: sees(a, b.base_url, False), what="crash detected")
     again = make_node(port=port)  # same port, same base URL
     assert again.base_url == b.base_url
-    wait_until(lambda: sees(a, again.base_url, True) and sees(again, a.base_url, True),
-               what="rejoined")
+    wait_until(
+        lambda: sees(a, again.base_url, True) and sees(again, a.base_url, True), what="rejoined"
+    )
 
 
 def skewed(offset_ms: int) -> Any:
@@ -149,8 +153,12 @@ def test_records_far_in_the_future_are_ignored_and_warned_once(make_node, caplog
         "offline": [{"baseUrl": b.base_url, "monitor": False, "lastUpdate": future}],
     }
     for _ in range(3):
-        r = requests.post(a.base_url + "clustershazbot/gossip", json=message,
-                          headers={"Authorization": SECRET}, timeout=5)
+        r = requests.post(
+            a.base_url + "clustershazbot/gossip",
+            json=message,
+            headers={"Authorization": SECRET},
+            timeout=5,
+        )
         assert r.status_code == 200
     # Neither pinned: b stays online, the liar never enters.
     assert sees(a, b.base_url, True)
@@ -163,11 +171,15 @@ def test_a_node_with_a_clock_hours_ahead_cannot_pin_its_records(cluster):
     a, b = cluster.add(), cluster.add()
     ahead = cluster.add(clock=skewed(2 * 3600_000))
     # It hears from the others (their records are in its past); they ignore all it says.
-    wait_until(lambda: sees(ahead, a.base_url, True) and sees(ahead, b.base_url, True),
-               what="the skewed node learns the cluster")
+    wait_until(
+        lambda: sees(ahead, a.base_url, True) and sees(ahead, b.base_url, True),
+        what="the skewed node learns the cluster",
+    )
     since = a.engine.clock()
-    wait_until(lambda: min(a.engine.last_round or 0, b.engine.last_round or 0) > since + 2000,
-               what="2 s of rounds with the skewed node around")
+    wait_until(
+        lambda: min(a.engine.last_round or 0, b.engine.last_round or 0) > since + 2000,
+        what="2 s of rounds with the skewed node around",
+    )
     assert ahead.base_url not in a.view() and ahead.base_url not in b.view()
     assert all_online([a, b], cluster.urls[:2])
 
@@ -189,8 +201,12 @@ def test_purged_record_is_not_brought_back_by_a_peer_that_still_holds_it(cluster
     # b still holds it and gossips it to a, in rounds and explicitly.
     assert sees(b, gone, False)
     held = b.engine.server_list().gossip_message()
-    r = requests.post(a.base_url + "clustershazbot/gossip", json=held,
-                      headers={"Authorization": SECRET}, timeout=5)
+    r = requests.post(
+        a.base_url + "clustershazbot/gossip",
+        json=held,
+        headers={"Authorization": SECRET},
+        timeout=5,
+    )
     assert r.status_code == 200
     rounds = a.engine.last_round
     wait_until(lambda: a.engine.last_round > rounds + 1000, what="a few rounds of a")
@@ -214,12 +230,17 @@ def test_unreachable_master_list_at_start_node_serves_retries_and_joins(
         # It serves at once, alone.
         assert requests.get(a.base_url + "hello", timeout=5).text == "hello"
         assert requests.get(a.base_url + "clustershazbot/list", timeout=5).status_code == 200
-        wait_until(lambda: any("retrying in" in r.getMessage() for r in caplog.records),
-                   what="a logged download failure with its retry delay")
+        wait_until(
+            lambda: any("retrying in" in r.getMessage() for r in caplog.records),
+            what="a logged download failure with its retry delay",
+        )
         assert b.base_url not in a.view()
         gate.heal()
-        wait_until(lambda: sees(a, b.base_url, True) and sees(b, a.base_url, True),
-                   timeout=20, what="a joins once the master list is back")
+        wait_until(
+            lambda: sees(a, b.base_url, True) and sees(b, a.base_url, True),
+            timeout=20,
+            what="a joins once the master list is back",
+        )
     finally:
         gate.stop()
 
@@ -231,16 +252,24 @@ BAD_MASTER_LISTS = [
     ("huge", 200, b'{"online": [], "pad": "' + b"x" * 8000 + b'"}', "larger than 4096 bytes"),
     ("array", 200, b"[]", "must be a JSON object"),
     ("online not a list", 200, b'{"online": {"a": 1}}', "online must be a list"),
-    ("one bad record", 200,
-     b'{"online": [{"baseUrl": "http://127.0.0.1:7/", "monitor": false, "lastUpdate": 1},'
-     b' {"baseUrl": "http://127.0.0.1:8/", "monitor": false, "lastUpdate": "soon"}]}',
-     "online[1].lastUpdate"),
+    (
+        "one bad record",
+        200,
+        b'{"online": [{"baseUrl": "http://127.0.0.1:7/", "monitor": false, "lastUpdate": 1},'
+        b' {"baseUrl": "http://127.0.0.1:8/", "monitor": false, "lastUpdate": "soon"}]}',
+        "online[1].lastUpdate",
+    ),
 ]
 
 
-def test_bad_master_lists_are_logged_and_change_nothing(http_config, master_server, make_node, caplog):
-    settings = {**http_config, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600,
-                "SHAZBOT_MAX_BODY_BYTES": 4096}
+def test_bad_master_lists_are_logged_and_change_nothing(
+    http_config, master_server, make_node, caplog
+):
+    settings = {
+        **http_config,
+        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600,
+        "SHAZBOT_MAX_BODY_BYTES": 4096,
+    }
     b = make_node(base=settings)
     b.engine.announce()
     a = make_node(base=settings)
@@ -267,7 +296,11 @@ def test_bad_master_lists_are_logged_and_change_nothing(http_config, master_serv
 
 def test_concurrent_writers_never_leave_a_torn_master_list(config, make_node, tmp_path):
     path = tmp_path / "master.json"
-    busy = {**config, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.0, "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 0.05}
+    busy = {
+        **config,
+        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.0,
+        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 0.05,
+    }
     nodes = [make_node(base=busy) for _ in range(6)]
     contents: set[bytes] = set()
     for _ in range(2000):  # bounded: about 10 s at most
@@ -287,7 +320,9 @@ def test_concurrent_writers_never_leave_a_torn_master_list(config, make_node, tm
     # its temp file must be gone, renamed over the list, not left behind.
     wait_until(
         lambda: not [p for p in tmp_path.iterdir() if p.name.startswith(".master.json")],
-        timeout=5, what="no temp files left")
+        timeout=5,
+        what="no temp files left",
+    )
     ServerList.from_dict(json.loads(path.read_bytes()))
 
 
@@ -296,14 +331,19 @@ def test_rejected_master_list_upload_is_logged_and_retried(
     http_config, master_server, make_node, caplog, failure
 ):
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
-    settings = {**http_config, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.2,
-                "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 0.2}
+    settings = {
+        **http_config,
+        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.2,
+        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 0.2,
+    }
     if failure == "401":
         settings["SHAZBOT_MASTER_LIST_UPDATE_AUTH"] = "wrong-token-that-must-not-be-logged"
     else:
         master_server.fail_puts_with = 500
     a = make_node(base=settings)
-    wait_until(lambda: master_server.rejected_puts >= 3, what="the upload retried on later announcements")
+    wait_until(
+        lambda: master_server.rejected_puts >= 3, what="the upload retried on later announcements"
+    )
     lines = [r.getMessage() for r in caplog.records]
     expected = f"SHAZBOT_MASTER_LIST_UPDATE {master_server.url}: PUT answered HTTP {failure}"
     assert any(expected in line for line in lines)
@@ -318,9 +358,12 @@ def test_rejected_master_list_upload_is_logged_and_retried(
 def test_hung_master_list_does_not_stop_gossip(http_config, master_server, make_node):
     gate = Proxy(master_server.server.port)
     try:
-        settings = {**http_config, "SHAZBOT_MASTER_LIST": gate.url + "master.json",
-                    "SHAZBOT_MASTER_LIST_UPDATE": gate.url + "master.json",
-                    "SHAZBOT_MASTER_LIST_TIMEOUT": 1.0}
+        settings = {
+            **http_config,
+            "SHAZBOT_MASTER_LIST": gate.url + "master.json",
+            "SHAZBOT_MASTER_LIST_UPDATE": gate.url + "master.json",
+            "SHAZBOT_MASTER_LIST_TIMEOUT": 1.0,
+        }
         a, b = make_node(base=settings), make_node(base=settings)
         wait_until(lambda: sees(a, b.base_url, True) and sees(b, a.base_url, True), what="join")
         gate.set("hang")

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from cluster import CONTROL, SECRET, Node, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,11 @@ class Host:
     """One gunicorn master and its workers, in a session of their own."""
 
     def __init__(
-        self, name: str, root: Path, master_list: Path, args: list[str],
+        self,
+        name: str,
+        root: Path,
+        master_list: Path,
+        args: list[str],
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
@@ -69,25 +74,40 @@ class Host:
             "TEST_SIGNAL_LOG": str(self.signal_log),
             "TEST_ROUND_LOG": str(self.round_log),
         }
-        for key in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS",
-                    "RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):  # these would beat TMPDIR
+        for key in (
+            "SHAZBOT_STATE_PATH",
+            "WEB_CONCURRENCY",
+            "GUNICORN_CMD_ARGS",
+            "RUNTIME_DIRECTORY",
+            "XDG_RUNTIME_DIR",
+        ):  # these would beat TMPDIR
             env.pop(key, None)
         env.update(extra_env or {})
         # This checkout's package, not whichever one the interpreter has installed.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         command = [
-            sys.executable, "-m", "gunicorn",
-            "-c", str(ROOT / "examples" / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "examples" / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
             "--no-control-socket",
-            "--graceful-timeout", "5",
-            "--pythonpath", str(ROOT / "tests"),
+            "--graceful-timeout",
+            "5",
+            "--pythonpath",
+            str(ROOT / "tests"),
             *args,
             "gunicorn_app:create_app()",
         ]
         self.stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(
-            command, env=env, cwd=self.dir, stdout=self.stderr, stderr=self.stderr,
+            command,
+            env=env,
+            cwd=self.dir,
+            stdout=self.stderr,
+            stderr=self.stderr,
             start_new_session=True,
         )
 
@@ -108,8 +128,10 @@ class Host:
 
     def control(self, online: bool) -> None:
         response = requests.post(
-            self.base_url + "clustershazbot/control", json={"message": "control", "online": online},
-            headers={"Authorization": CONTROL, "Connection": "close"}, timeout=10,
+            self.base_url + "clustershazbot/control",
+            json={"message": "control", "online": online},
+            headers={"Authorization": CONTROL, "Connection": "close"},
+            timeout=10,
         )
         assert response.json() == {"success": True}
 
@@ -121,8 +143,10 @@ class Host:
     def rounds(self) -> list[tuple[int, float]]:
         if not self.round_log.exists():
             return []
-        return [(int(p), float(t)) for p, t in
-                (line.split() for line in self.round_log.read_text().splitlines())]
+        return [
+            (int(p), float(t))
+            for p, t in (line.split() for line in self.round_log.read_text().splitlines())
+        ]
 
     def log_lines(self) -> list[str]:
         return self.stderr_path.read_text(errors="replace").splitlines()
@@ -147,23 +171,46 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     root = tmp_path_factory.mktemp("gunicorn")
     master_list = root / "master.json"
     hosts = {
-        "A": Host("A", root, master_list, ["--workers", "1", "--threads", "8",
-                                           "--max-requests", "60", "--max-requests-jitter", "10"]),
-        "B": Host("B", root, master_list, ["--workers", "4", "--worker-class", "sync",
-                                           "--threads", "1", "--max-requests", "0"]),
-        "C": Host("C", root, master_list, ["--workers", "4", "--threads", "2", "--preload",
-                                           "--max-requests", "0"]),
+        "A": Host(
+            "A",
+            root,
+            master_list,
+            [
+                "--workers",
+                "1",
+                "--threads",
+                "8",
+                "--max-requests",
+                "60",
+                "--max-requests-jitter",
+                "10",
+            ],
+        ),
+        "B": Host(
+            "B",
+            root,
+            master_list,
+            ["--workers", "4", "--worker-class", "sync", "--threads", "1", "--max-requests", "0"],
+        ),
+        "C": Host(
+            "C",
+            root,
+            master_list,
+            ["--workers", "4", "--threads", "2", "--preload", "--max-requests", "0"],
+        ),
     }
-    observer = Node({
-        "SHAZBOT_SECRET": SECRET,
-        "SHAZBOT_CONTROL_SECRET": CONTROL,
-        "SHAZBOT_MASTER_LIST": str(master_list),
-        "SHAZBOT_GOSSIP_INTERVAL": INTERVAL,
-        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.5,
-        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 1.0,
-        "SHAZBOT_RETRY_DELAY": 0.5,
-        "SHAZBOT_FAILURE_TIMEOUT": FAILURE_TIMEOUT,
-    })
+    observer = Node(
+        {
+            "SHAZBOT_SECRET": SECRET,
+            "SHAZBOT_CONTROL_SECRET": CONTROL,
+            "SHAZBOT_MASTER_LIST": str(master_list),
+            "SHAZBOT_GOSSIP_INTERVAL": INTERVAL,
+            "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.5,
+            "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 1.0,
+            "SHAZBOT_RETRY_DELAY": 0.5,
+            "SHAZBOT_FAILURE_TIMEOUT": FAILURE_TIMEOUT,
+        }
+    )
     seen: Counter[str] = Counter()
     from flask_clustershazbot import peer_joined, peer_left
 
@@ -178,13 +225,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     everyone = {h.base_url for h in hosts.values()} | {observer.base_url}
     try:
         for host in hosts.values():
-            wait_until(lambda: host.process.poll() is not None or host.view() is not None,
-                       timeout=30, what=f"host {host.name} serving")
+            wait_until(
+                lambda: host.process.poll() is not None or host.view() is not None,
+                timeout=30,
+                what=f"host {host.name} serving",
+            )
             assert host.process.poll() is None, host.stderr_path.read_text()
         wait_until(
-            lambda: set(observer.view(False)) == everyone
-            and all(set(h.view() or ()) == everyone for h in hosts.values()),
-            timeout=30, what="the cluster to converge",
+            lambda: (
+                set(observer.view(False)) == everyone
+                and all(set(h.view() or ()) == everyone for h in hosts.values())
+            ),
+            timeout=30,
+            what="the cluster to converge",
         )
         yield {"hosts": hosts, "observer": observer, "seen": seen, "everyone": everyone}
     finally:
@@ -215,31 +268,47 @@ def test_each_host_acts_as_one_node(cluster: dict[str, Any]) -> None:
     for _ in range(40):
         listed = b.get("clustershazbot/list", control=True).json()
         assert b.base_url in {s["baseUrl"] for s in listed["offline"]}
-    wait_until(lambda: all((h.view() or {}).get(b.base_url) is False for h in (a, c)) and
-               observer.view().get(b.base_url) is False, what="B offline everywhere")
+    wait_until(
+        lambda: (
+            all((h.view() or {}).get(b.base_url) is False for h in (a, c))
+            and observer.view().get(b.base_url) is False
+        ),
+        what="B offline everywhere",
+    )
     b.control(True)
     for _ in range(40):
         listed = b.get("clustershazbot/list").json()
         assert b.base_url in {s["baseUrl"] for s in listed["online"]}
-    wait_until(lambda: all((h.view() or {}).get(b.base_url) for h in (a, c)) and
-               observer.view().get(b.base_url), what="B back online everywhere")
+    wait_until(
+        lambda: (
+            all((h.view() or {}).get(b.base_url) for h in (a, c))
+            and observer.view().get(b.base_url)
+        ),
+        what="B back online everywhere",
+    )
 
     # Gossip rounds: each host runs one node's schedule, from one worker at a time. Counted
     # against the in-process observer, which has the same interval: over the same window a
     # host completes about as many rounds (two schedule runners would double them).
     observed_from = observer.engine.stats.rounds
     started = time.time()
-    wait_until(lambda: observer.engine.stats.rounds >= observed_from + 24, timeout=60,
-               what="24 rounds of the observer")
+    wait_until(
+        lambda: observer.engine.stats.rounds >= observed_from + 24,
+        timeout=60,
+        what="24 rounds of the observer",
+    )
     ended = time.time()
     observed = observer.engine.stats.rounds - observed_from
     for host in hosts.values():
         rounds = host.rounds()
         window = [r for r in rounds if started <= r[1] <= ended]
-        print(f"\n{host.name}: {len(window)} rounds while the observer ran {observed}, "
-              f"{len({p for p, _ in window})} worker(s) in the window")
+        print(
+            f"\n{host.name}: {len(window)} rounds while the observer ran {observed}, "
+            f"{len({p for p, _ in window})} worker(s) in the window"
+        )
         assert observed / 2 <= len(window) <= observed * 3 / 2, (
-            f"{host.name}: {len(window)} rounds while the observer ran {observed}")
+            f"{host.name}: {len(window)} rounds while the observer ran {observed}"
+        )
         leaders = [p for i, (p, _) in enumerate(rounds) if i == 0 or rounds[i - 1][0] != p]
         assert len(leaders) == len(set(leaders)), f"{host.name}: leaders interleaved {leaders}"
 
@@ -251,7 +320,9 @@ def test_each_host_acts_as_one_node(cluster: dict[str, Any]) -> None:
             expected_signals.update({f"joined {b.base_url}": 1, f"left {b.base_url}": 1})
         assert host.signals() == expected_signals, name
     for host in hosts.values():
-        assert counted(seen, host.base_url, joined=2 if host is b else 1, left=1 if host is b else 0)
+        assert counted(
+            seen, host.base_url, joined=2 if host is b else 1, left=1 if host is b else 0
+        )
 
 
 def test_killing_the_schedule_runner_hands_over(cluster: dict[str, Any]) -> None:
@@ -271,8 +342,10 @@ def test_killing_the_schedule_runner_hands_over(cluster: dict[str, Any]) -> None
         lambda: next((t for p, t in b.rounds() if p != leader and t > killed_at), None),
         what="another worker of B running rounds",
     )
-    print(f"\ntakeover after SIGKILL of the leader: {first - killed_at:.2f} s "
-          f"({(first - killed_at) / INTERVAL:.1f} gossip intervals)")
+    print(
+        f"\ntakeover after SIGKILL of the leader: {first - killed_at:.2f} s "
+        f"({(first - killed_at) / INTERVAL:.1f} gossip intervals)"
+    )
     # B keeps beating: its heartbeat advances at the peers, and nobody saw it leave.
     stamp = b_stamp()
     wait_until(lambda: b_stamp() > stamp, what="B's heartbeat advancing after the takeover")
@@ -301,16 +374,25 @@ def test_sigterm_to_the_master_announces_the_shutdown_once(cluster: dict[str, An
             left_expected[other.name, left] = other.signals()[left] + 1
         host.process.send_signal(signal.SIGTERM)
         stopped_at = time.time()
-        wait_until(lambda: observer.view().get(host.base_url) is False,
-                   timeout=FAILURE_TIMEOUT / 3, what=f"{name} offline at the observer")
+        wait_until(
+            lambda: observer.view().get(host.base_url) is False,
+            timeout=FAILURE_TIMEOUT / 3,
+            what=f"{name} offline at the observer",
+        )
         print(f"\n{name} seen offline {time.time() - stopped_at:.2f} s after SIGTERM")
         for other in running:
-            wait_until(lambda: other.signals()[left] == left_expected[other.name, left],
-                       timeout=FAILURE_TIMEOUT / 3, what=f"{other.name} sees {name} leave")
+            wait_until(
+                lambda: other.signals()[left] == left_expected[other.name, left],
+                timeout=FAILURE_TIMEOUT / 3,
+                what=f"{other.name} sees {name} leave",
+            )
         host.process.wait(20)
         stopped.append(host)
-        shutdowns = [line for line in host.log_lines()
-                     if line.startswith("flask_clustershazbot.engine ") and line.endswith(" shut down")]
+        shutdowns = [
+            line
+            for line in host.log_lines()
+            if line.startswith("flask_clustershazbot.engine ") and line.endswith(" shut down")
+        ]
         assert shutdowns == [f"flask_clustershazbot.engine {host.process.pid} shut down"], name
     # Once: every peer saw every host leave exactly once, whichever worker took the news.
     assert {key: hosts[key[0]].signals()[key[1]] for key in left_expected} == left_expected

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cluster import CONTROL, SECRET, Node, wait_until
 from test_gunicorn import INTERVAL, Host
 
@@ -30,23 +31,28 @@ def hosts() -> Iterator[list[Host]]:
 
 @pytest.fixture
 def observer(root: Path) -> Iterator[Node]:
-    node = Node({
-        "SHAZBOT_SECRET": SECRET,
-        "SHAZBOT_CONTROL_SECRET": CONTROL,
-        "SHAZBOT_MASTER_LIST": str(root / "master.json"),
-        "SHAZBOT_GOSSIP_INTERVAL": INTERVAL,
-        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.5,
-        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 1.0,
-        "SHAZBOT_RETRY_DELAY": 0.5,
-        "SHAZBOT_FAILURE_TIMEOUT": 30.0,
-    })
+    node = Node(
+        {
+            "SHAZBOT_SECRET": SECRET,
+            "SHAZBOT_CONTROL_SECRET": CONTROL,
+            "SHAZBOT_MASTER_LIST": str(root / "master.json"),
+            "SHAZBOT_GOSSIP_INTERVAL": INTERVAL,
+            "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.5,
+            "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 1.0,
+            "SHAZBOT_RETRY_DELAY": 0.5,
+            "SHAZBOT_FAILURE_TIMEOUT": 30.0,
+        }
+    )
     yield node
     node.stop()
 
 
 def serving(host: Host) -> None:
-    wait_until(lambda: host.process.poll() is not None or host.view() is not None,
-               timeout=60, what=f"host {host.name} serving")
+    wait_until(
+        lambda: host.process.poll() is not None or host.view() is not None,
+        timeout=60,
+        what=f"host {host.name} serving",
+    )
     assert host.process.poll() is None, host.stderr_path.read_text()
 
 
@@ -94,12 +100,20 @@ def listed(host: Host, online: bool) -> bool:
 def start_host(root: Path, hosts: list[Host], observer: Node) -> tuple[Host, Path]:
     path = root / "host" / "state.sqlite3"
     (root / "host").mkdir()
-    host = Host("A", root, root / "master.json", ["--workers", "3", "--threads", "2"],
-                {"SHAZBOT_STATE_PATH": str(path)})
+    host = Host(
+        "A",
+        root,
+        root / "master.json",
+        ["--workers", "3", "--threads", "2"],
+        {"SHAZBOT_STATE_PATH": str(path)},
+    )
     hosts.append(host)
     serving(host)
-    wait_until(lambda: observer.view().get(host.base_url) and len(host.rounds()) > 4,
-               timeout=30, what="the host online, running rounds")
+    wait_until(
+        lambda: observer.view().get(host.base_url) and len(host.rounds()) > 4,
+        timeout=30,
+        what="the host online, running rounds",
+    )
     return host, path
 
 
@@ -111,10 +125,16 @@ def delete_and_recycle(host: Host, path: Path, suffixes: tuple[str, ...]) -> Non
     leader = host.rounds()[-1][0]
     others = sorted(workers(host.process.pid) - {leader})
     os.kill(others[0], signal.SIGTERM)
-    wait_until(lambda: len(workers(host.process.pid) - {leader} - set(others)) == 1,
-               timeout=30, what="the replacement worker")
-    wait_until(lambda: all(Path(f"{path}{s}").exists() for s in suffixes if s in ("", ".lock")),
-               timeout=30, what="the files recreated")
+    wait_until(
+        lambda: len(workers(host.process.pid) - {leader} - set(others)) == 1,
+        timeout=30,
+        what="the replacement worker",
+    )
+    wait_until(
+        lambda: all(Path(f"{path}{s}").exists() for s in suffixes if s in ("", ".lock")),
+        timeout=30,
+        what="the files recreated",
+    )
     time.sleep(2)  # let every worker notice (each checks within one poll or transaction)
 
 
@@ -124,8 +144,7 @@ def test_deleting_the_lock_file_mid_run_leaves_one_schedule_runner(
     host, path = start_host(root, hosts, observer)
     delete_and_recycle(host, path, (".lock",))
     since = time.time()
-    wait_until(lambda: sum(t > since for _, t in host.rounds()) >= 16, timeout=30,
-               what="16 rounds")
+    wait_until(lambda: sum(t > since for _, t in host.rounds()) >= 16, timeout=30, what="16 rounds")
     runners = {pid for pid, t in host.rounds() if t > since}
     assert len(runners) == 1, f"rounds ran in {len(runners)} processes: {runners}"
 
@@ -144,7 +163,6 @@ def test_deleting_every_state_file_mid_run_keeps_one_table(
     assert all(answers), f"online in {sum(answers)} of 24 answers"
     # One process runs the schedules, and peers see the host online.
     since = time.time()
-    wait_until(lambda: sum(t > since for _, t in host.rounds()) >= 16, timeout=30,
-               what="16 rounds")
+    wait_until(lambda: sum(t > since for _, t in host.rounds()) >= 16, timeout=30, what="16 rounds")
     assert len({pid for pid, t in host.rounds() if t > since}) == 1
     wait_until(lambda: observer.view().get(host.base_url), timeout=30, what="online for peers")

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 import requests
-from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, Server, wait_until
 from flask import Flask, Response, request
-from test_cli import APP, run
-from test_gunicorn import ROOT, Host, free_port
 
+from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, Server, wait_until
 from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.config import load_settings, mask
 from flask_clustershazbot.errors import BadMessage, ConfigError
 from flask_clustershazbot.membership import Changes
 from flask_clustershazbot.records import GossipServer, ServerList, canonical_base_url
 from flask_clustershazbot.transport import HttpTransport, TransportError
+from test_cli import APP, run
+from test_gunicorn import ROOT, Host, free_port
 
 SURROGATE_URL = "http://p\ud800.example/"
 # Forms the HTTP client cannot use (urllib3 raised LocationParseError, requests InvalidURL).
@@ -42,12 +42,16 @@ UNUSABLE_URLS = [
 def gossip(url: str, body: bytes | dict[str, Any], secret: str = SECRET) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return requests.post(
-        url + "clustershazbot/gossip", data=data, timeout=10,
+        url + "clustershazbot/gossip",
+        data=data,
+        timeout=10,
         headers={"Authorization": secret, "Content-Type": "application/json"},
     )
 
 
-def message(*records: tuple[str, bool, int], offline: tuple[tuple[str, bool, int], ...] = ()) -> dict[str, Any]:
+def message(
+    *records: tuple[str, bool, int], offline: tuple[tuple[str, bool, int], ...] = ()
+) -> dict[str, Any]:
     def rows(items: tuple[tuple[str, bool, int], ...]) -> list[dict[str, Any]]:
         return [{"baseUrl": u, "monitor": m, "lastUpdate": t} for u, m, t in items]
 
@@ -65,14 +69,22 @@ def test_lone_surrogate_is_refused_with_400_json_by_a_gunicorn_host(
     master = tmp_path / "master.json"
     host = Host("S", tmp_path, master, ["--workers", "2", "--threads", "2", "--max-requests", "0"])
     try:
-        wait_until(lambda: host.process.poll() is not None or host.view() is not None,
-                   timeout=30, what="the gunicorn host serving")
+        wait_until(
+            lambda: host.process.poll() is not None or host.view() is not None,
+            timeout=30,
+            what="the gunicorn host serving",
+        )
         assert host.process.poll() is None, host.stderr_path.read_text()
-        now = int(requests.get(host.base_url + "clustershazbot/list", timeout=10)
-                  .json()["online"][0]["lastUpdate"])
+        now = int(
+            requests.get(host.base_url + "clustershazbot/list", timeout=10).json()["online"][0][
+                "lastUpdate"
+            ]
+        )
         # JSON may spell a lone surrogate as an escape: valid JSON, not encodable as UTF-8.
-        raw = ('{"message": "gossip", "online": [{"baseUrl": "http://p\\ud800.example/", '
-               f'"monitor": false, "lastUpdate": {now}}}]}}').encode()
+        raw = (
+            '{"message": "gossip", "online": [{"baseUrl": "http://p\\ud800.example/", '
+            f'"monitor": false, "lastUpdate": {now}}}]}}'
+        ).encode()
         for _ in range(4):  # each worker may answer; every one refuses it
             reply = gossip(host.base_url, raw)
             assert reply.status_code == 400, reply.text
@@ -119,7 +131,9 @@ def test_unusable_urls_are_refused_by_validation(config: dict[str, Any], url: st
 
 
 @pytest.mark.parametrize("url", UNUSABLE_URLS)
-def test_transport_maps_every_client_error_to_transport_error(config: dict[str, Any], url: str) -> None:
+def test_transport_maps_every_client_error_to_transport_error(
+    config: dict[str, Any], url: str
+) -> None:
     transport = HttpTransport(load_settings(dict(config)))
     try:
         with pytest.raises(TransportError):
@@ -131,16 +145,24 @@ def test_transport_maps_every_client_error_to_transport_error(config: dict[str, 
 def _plant(node: Node, url: str) -> None:
     """Put a record into the table behind validation's back (as a state file of an older version could)."""
     now, mono = node.engine.clock(), node.engine.monotonic()
-    node.engine.store.transact(lambda m: m._put(GossipServer(url, True, now), True, mono, Changes()))
+    node.engine.store.transact(
+        lambda m: m._put(GossipServer(url, True, now), True, mono, Changes())
+    )
 
 
 def test_an_unusable_stored_record_never_ends_a_round_or_a_shutdown(
-    make_node: Any, http_config: dict[str, Any], master_server: MasterListServer,
+    make_node: Any,
+    http_config: dict[str, Any],
+    master_server: MasterListServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
-    a = make_node(base=http_config, SHAZBOT_UPDATE_MASTER_LIST_ON_SHUTDOWN=True,
-                  SHAZBOT_RETRY_DELAY=0.05, SHAZBOT_RETRIES=2)
+    a = make_node(
+        base=http_config,
+        SHAZBOT_UPDATE_MASTER_LIST_ON_SHUTDOWN=True,
+        SHAZBOT_RETRY_DELAY=0.05,
+        SHAZBOT_RETRIES=2,
+    )
     bad = UNUSABLE_URLS[0]
     _plant(a, bad)
     # Rounds carry on: the record fails like an unreachable peer and goes offline after the retries.
@@ -218,8 +240,10 @@ def test_gossip_never_follows_a_redirect_to_a_disallowed_host(
         master = tmp_path / "redirect-master.json"
         master.write_text(json.dumps(message((redirector.url, True, int(time.time() * 1000)))))
         a = make_node(SHAZBOT_MASTER_LIST=str(master), SHAZBOT_ALLOWED_PEERS="127.0.0.1/32")
-        wait_until(lambda: f"gossip with {redirector.url} failed" in caplog.text or trap.hits,
-                   what="an exchange with the redirecting peer")
+        wait_until(
+            lambda: f"gossip with {redirector.url} failed" in caplog.text or trap.hits,
+            what="an exchange with the redirecting peer",
+        )
         assert trap.hits == []  # before: the table and the secret went to the trap
         assert "HTTP 307" in caplog.text
         assert a.engine.stats.gossip_failures >= 1
@@ -243,8 +267,10 @@ def test_master_list_put_answered_with_a_redirect_is_a_failed_upload(
     try:
         url = server.url + "master.json"
         a = make_node(base=http_config, SHAZBOT_MASTER_LIST=url, SHAZBOT_MASTER_LIST_UPDATE=url)
-        wait_until(lambda: "master list update failed" in caplog.text or trap.hits,
-                   what="an upload attempt")
+        wait_until(
+            lambda: "master list update failed" in caplog.text or trap.hits,
+            what="an upload attempt",
+        )
         assert trap.hits == []  # before: requests turned the PUT into a GET of the Location
         assert "HTTP 302" in caplog.text
         assert a.engine.stats.master_list_failures >= 1
@@ -265,8 +291,10 @@ def test_master_list_get_never_follows_a_redirect(
     server = Server(app).start()
     try:
         a = make_node(base=http_config, SHAZBOT_MASTER_LIST=server.url + "master.json")
-        wait_until(lambda: "master list download failed" in caplog.text or trap.hits,
-                   what="a download attempt")
+        wait_until(
+            lambda: "master list download failed" in caplog.text or trap.hits,
+            what="a download attempt",
+        )
         assert trap.hits == []
         assert "HTTP 301" in caplog.text
         assert a.engine.stats.master_list_failures >= 1
@@ -304,7 +332,11 @@ def test_secrets_that_cannot_work_are_refused_at_init_app(
 
 @pytest.mark.parametrize(
     "value, what",
-    [(" Bearer abcdef", "whitespace"), ("Bearer abc\r\nX-Evil: 1", "ASCII"), ("Bearer t\u00f6ken", "ASCII")],
+    [
+        (" Bearer abcdef", "whitespace"),
+        ("Bearer abc\r\nX-Evil: 1", "ASCII"),
+        ("Bearer t\u00f6ken", "ASCII"),
+    ],
 )
 def test_master_list_update_auth_that_cannot_be_sent_is_refused(
     http_config: dict[str, Any], value: str, what: str
@@ -316,9 +348,13 @@ def test_master_list_update_auth_that_cannot_be_sent_is_refused(
     assert what in str(info.value) and "abc" not in str(info.value)
 
 
-def test_master_list_update_auth_may_be_a_bearer_header(make_node: Any, http_config: dict[str, Any]) -> None:
+def test_master_list_update_auth_may_be_a_bearer_header(
+    make_node: Any, http_config: dict[str, Any]
+) -> None:
     # A full header value: "Bearer <token>" is what it is for, and inner spaces are fine.
-    settings = load_settings({**http_config, "SHAZBOT_MASTER_LIST_UPDATE_AUTH": "Bearer " + MASTER_AUTH})
+    settings = load_settings(
+        {**http_config, "SHAZBOT_MASTER_LIST_UPDATE_AUTH": "Bearer " + MASTER_AUTH}
+    )
     assert settings.master_list_update_auth == "Bearer " + MASTER_AUTH
 
 
@@ -338,7 +374,11 @@ def test_404_and_405_under_the_prefix_are_json_elsewhere_the_apps_own(make_node:
     # Elsewhere, the app's own pages; the live page keeps answering at /clustershazbot/.
     elsewhere = requests.get(a.base_url + "nope", timeout=5)
     assert elsewhere.status_code == 404 and "text/html" in elsewhere.headers["Content-Type"]
-    assert requests.post(a.base_url + "hello", timeout=5).headers["Content-Type"].startswith("text/html")
+    assert (
+        requests.post(a.base_url + "hello", timeout=5)
+        .headers["Content-Type"]
+        .startswith("text/html")
+    )
     page = requests.get(a.base_url + "clustershazbot/", auth=("x", CONTROL), timeout=5)
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
     assert requests.get(a.base_url + "clustershazbot/", timeout=5).status_code == 401
@@ -372,8 +412,11 @@ def test_mask_hides_query_values_and_passwords() -> None:
 
 
 def test_a_token_in_the_master_list_url_is_never_printed(
-    make_node: Any, master_server: MasterListServer, http_config: dict[str, Any],
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    make_node: Any,
+    master_server: MasterListServer,
+    http_config: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = f"{master_server.url}?token={TOKEN}"
     caplog.set_level(logging.DEBUG)  # urllib3's debug lines included
@@ -383,12 +426,21 @@ def test_a_token_in_the_master_list_url_is_never_printed(
     assert TOKEN not in caplog.text
     # flask shazbot status prints the settings: the token masked.
     (tmp_path / "cliapp.py").write_text(APP)
-    env = {"PYTHONPATH": str(ROOT), "SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL,
-           "SHAZBOT_BASE_URL": a.base_url, "SHAZBOT_MASTER_LIST": url,
-           "SHAZBOT_MASTER_LIST_UPDATE": url, "SHAZBOT_MASTER_LIST_UPDATE_AUTH": MASTER_AUTH}
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "SHAZBOT_SECRET": SECRET,
+        "SHAZBOT_CONTROL_SECRET": CONTROL,
+        "SHAZBOT_BASE_URL": a.base_url,
+        "SHAZBOT_MASTER_LIST": url,
+        "SHAZBOT_MASTER_LIST_UPDATE": url,
+        "SHAZBOT_MASTER_LIST_UPDATE_AUTH": MASTER_AUTH,
+    }
     for args in ([], ["--json"]):
-        status = run([sys.executable, "-m", "flask", "--app", "cliapp", "shazbot", "status", *args],
-                     env=env, cwd=tmp_path)
+        status = run(
+            [sys.executable, "-m", "flask", "--app", "cliapp", "shazbot", "status", *args],
+            env=env,
+            cwd=tmp_path,
+        )
         assert status.returncode == 0, status.stderr
         assert "SHAZBOT_MASTER_LIST" in status.stdout
         assert TOKEN not in status.stdout + status.stderr
@@ -421,8 +473,18 @@ def test_canonical_base_url(alias: str, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["http://h/?x=1", "http://h/?", "http://h/#top", "http://h/a/../", "http://127.1/",
-            "http://127.000.0.1/", "http://2130706433/", "http://[fe80::1%25eth0]/", "http://h./"],
+    "bad",
+    [
+        "http://h/?x=1",
+        "http://h/?",
+        "http://h/#top",
+        "http://h/a/../",
+        "http://127.1/",
+        "http://127.000.0.1/",
+        "http://2130706433/",
+        "http://[fe80::1%25eth0]/",
+        "http://h./",
+    ],
 )
 def test_forms_that_cannot_be_canonical_are_refused(bad: str) -> None:
     with pytest.raises(BadMessage, match="baseUrl"):
@@ -440,8 +502,11 @@ def test_aliases_of_a_member_are_one_record_everywhere(
 
     def aliases(url: str) -> list[str]:
         port = url.rsplit(":", 1)[1].rstrip("/")
-        return [url.rstrip("/"), url.upper().replace(":" + port, ":0" + port),
-                url.replace("http://", "HTTP://")]
+        return [
+            url.rstrip("/"),
+            url.upper().replace(":" + port, ":0" + port),
+            url.replace("http://", "HTTP://"),
+        ]
 
     now = a.engine.clock()
     records = [(alias, False, now + 1) for alias in aliases(a.base_url) + aliases(b.base_url)]
@@ -452,19 +517,26 @@ def test_aliases_of_a_member_are_one_record_everywhere(
     master.write_text(json.dumps(message(*[(u, False, now + 2) for u in aliases(b.base_url)])))
     c = make_node(SHAZBOT_MASTER_LIST=str(master))
     wait_until(lambda: set(c.view()) == both | {c.base_url}, what="c to learn of a and b")
-    wait_until(lambda: master_lists_only(master, both | {c.base_url}), what="the master list rewritten")
+    wait_until(
+        lambda: master_lists_only(master, both | {c.base_url}), what="the master list rewritten"
+    )
     for node in (a, b, c):
         assert set(node.view()) <= both | {c.base_url}
     # A node configured with an alias of its address is known by the canonical form everywhere.
     port = free_port()
-    d = Node({**config, "SHAZBOT_MASTER_LIST": str(master)}, port=port,
-             base_url=f"HTTP://127.0.0.1:0{port}")
+    d = Node(
+        {**config, "SHAZBOT_MASTER_LIST": str(master)},
+        port=port,
+        base_url=f"HTTP://127.0.0.1:0{port}",
+    )
     try:
         canonical = f"http://127.0.0.1:{port}/"
         assert d.engine.settings.base_url == canonical
         everyone = both | {c.base_url, canonical}
-        wait_until(lambda: all(set(n.view()) == everyone for n in (a, b, c, d)),
-                   what="d to join under its canonical base URL")
+        wait_until(
+            lambda: all(set(n.view()) == everyone for n in (a, b, c, d)),
+            what="d to join under its canonical base URL",
+        )
     finally:
         d.stop()
 
@@ -482,18 +554,25 @@ def test_two_aliases_collapse_by_the_merge_rule_in_either_order(make_node: Any) 
     target, alias = "http://127.0.3.7:9/", "HTTP://127.0.3.7:09"
     a = make_node()
     now = a.engine.clock()
-    cases = [((target, now - 5000), (alias, now - 4000)), ((alias, now - 3000), (target, now - 2000)),
-             ((target, now - 1000), (alias, now - 1500))]
+    cases = [
+        ((target, now - 5000), (alias, now - 4000)),
+        ((alias, now - 3000), (target, now - 2000)),
+        ((target, now - 1000), (alias, now - 1500)),
+    ]
     for first, second in cases:
-        for body in (message(offline=((first[0], False, first[1]),)),
-                     message(offline=((second[0], True, second[1]),))):
+        for body in (
+            message(offline=((first[0], False, first[1]),)),
+            message(offline=((second[0], True, second[1]),)),
+        ):
             assert gossip(a.base_url, body).status_code == 200
         winner = max(first[1], second[1])
         offline = a.shazbot.server_list(True, app=a.app).offline
         assert [(s.base_url, s.last_update) for s in offline] == [(target, winner)]
     # Both aliases in one message, either order: one record, the newer.
-    for pair in ([(alias, False, now - 500), (target, False, now - 700)],
-                 [(target, False, now - 300), (alias, False, now - 400)]):
+    for pair in (
+        [(alias, False, now - 500), (target, False, now - 700)],
+        [(target, False, now - 300), (alias, False, now - 400)],
+    ):
         assert gossip(a.base_url, message(offline=tuple(pair))).status_code == 200
         offline = a.shazbot.server_list(True, app=a.app).offline
         assert [(s.base_url, s.last_update) for s in offline] == [(target, max(p[2] for p in pair))]
@@ -513,4 +592,3 @@ def test_an_empty_allow_list_with_a_remote_master_list_warns_once_at_start(
     make_node(base=http_config, SHAZBOT_ALLOWED_PEERS="127.0.0.1/32")
     make_node()  # a file master list
     assert not [r for r in caplog.records if "SHAZBOT_ALLOWED_PEERS" in r.getMessage()]
-

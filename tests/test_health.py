@@ -41,8 +41,10 @@ def served(config: dict[str, Any]) -> Iterator[Callable[..., tuple[Flask, Cluste
 
 
 def converged(shazbot: ClusterShazbot, app: Flask, urls: set[str]) -> None:
-    wait_until(lambda: {s.base_url for s in shazbot.server_list(app=app).online} == urls,
-               what="convergence")
+    wait_until(
+        lambda: {s.base_url for s in shazbot.server_list(app=app).online} == urls,
+        what="convergence",
+    )
 
 
 def test_py_healthcheck_gets_a_check_and_a_section(served: Any, make_node: Any) -> None:
@@ -60,7 +62,10 @@ def test_py_healthcheck_gets_a_check_and_a_section(served: Any, make_node: Any) 
     body = r.json()
     (check,) = body["results"]
     assert (check["checker"], check["passed"], check["output"]) == (
-        "clustershazbot", True, "2 online, 0 offline")
+        "clustershazbot",
+        True,
+        "2 online, 0 offline",
+    )
     section = body["clustershazbot"]
     assert section["status"] == "ok"
     assert {s["baseUrl"] for s in section["cluster"]["online"]} == {url, peer.base_url}
@@ -69,7 +74,10 @@ def test_py_healthcheck_gets_a_check_and_a_section(served: Any, make_node: Any) 
     r = requests.get(url + "healthcheck", timeout=5)
     assert r.status_code == 500
     assert r.json()["results"][0]["passed"] is False
-    assert r.json()["clustershazbot"] == {"status": "error", "error": "clustershazbot is not started"}
+    assert r.json()["clustershazbot"] == {
+        "status": "error",
+        "error": "clustershazbot is not started",
+    }
 
 
 def test_flask_healthz_check(served: Any) -> None:
@@ -111,7 +119,9 @@ def test_happy_endpoint_is_off_by_default_and_answers_the_seed_shape(
     assert r.status_code == 503
     assert r.json() == {
         "status": "error",
-        "extensions": {"clustershazbot": {"status": "error", "error": "clustershazbot is not started"}},
+        "extensions": {
+            "clustershazbot": {"status": "error", "error": "clustershazbot is not started"}
+        },
     }
 
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flask_clustershazbot import _json
+from flask_clustershazbot._json import decode_json, encode_json
 from flask_clustershazbot.errors import BadMessage
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot._json import decode_json, encode_json
 
 orjson = pytest.importorskip("orjson")
 assert _json.CODEC == "orjson"  # installed here, so the fast path is the one under test
@@ -24,13 +24,18 @@ scalars = (
 )
 documents = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 
 
 def message(n: int) -> dict:
-    servers = [GossipServer(f"http://10.0.{i // 250}.{i % 250}:8080/", i % 7 == 0, 1_700_000_000_000 + i) for i in range(n)]
+    servers = [
+        GossipServer(f"http://10.0.{i // 250}.{i % 250}:8080/", i % 7 == 0, 1_700_000_000_000 + i)
+        for i in range(n)
+    ]
     return ServerList(tuple(servers[::2]), tuple(servers[1::2])).gossip_message()
 
 
@@ -47,12 +52,18 @@ def test_a_gossip_message_is_byte_identical_and_round_trips():
     body = encode_json(msg)
     assert body == _json.std_dumps(msg)
     assert json.loads(body) == msg  # what any JSON peer (a seed node) reads
-    assert ServerList.from_dict(decode_json(body, "the body"), message="gossip") == ServerList.from_dict(msg)
+    assert ServerList.from_dict(
+        decode_json(body, "the body"), message="gossip"
+    ) == ServerList.from_dict(msg)
 
 
 def test_non_ascii_is_sent_as_utf8_by_both():
     doc = {"baseUrl": "http://bücher.example/", "error": "naïve ☃"}
-    assert _json.dumps(doc) == _json.std_dumps(doc) == json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    assert (
+        _json.dumps(doc)
+        == _json.std_dumps(doc)
+        == json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,7 +88,10 @@ def test_lone_surrogates_are_decided_like_the_standard_library():
 def test_a_lastupdate_beyond_the_exact_range_is_rejected_by_both(stamp):
     # orjson reads integers beyond 64 bits as floats, the standard library as ints:
     # either way the record is refused with the same message prefix.
-    body = b'{"message":"gossip","online":[{"baseUrl":"http://a/","monitor":false,"lastUpdate":%d}]}' % stamp
+    body = (
+        b'{"message":"gossip","online":[{"baseUrl":"http://a/","monitor":false,"lastUpdate":%d}]}'
+        % stamp
+    )
     for loads in (_json.loads, _json.std_loads):
         with pytest.raises(BadMessage, match=r"online\[0\]\.lastUpdate must be an integer"):
             ServerList.from_dict(loads(body), message="gossip")

@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 from cluster import wait_until
-
 from flask_clustershazbot.leader import LeaderJobs
 
 
@@ -51,15 +50,20 @@ def test_only_the_lock_holder_runs_jobs_and_another_takes_over(tmp_path: Path) -
 def test_a_killed_leader_process_is_replaced(tmp_path: Path) -> None:
     lock = str(tmp_path / "host.lock")
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"""
+        [
+            sys.executable,
+            "-c",
+            f"""
 import sys, time
 from flask_clustershazbot.leader import LeaderJobs
 jobs = LeaderJobs({lock!r}, poll=0.05)
 jobs.start()
 print("LEADER" if jobs.leader else "FOLLOWER", flush=True)
 time.sleep(60)
-"""],
-        stdout=subprocess.PIPE, text=True,
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     elected = threading.Event()
     jobs = LeaderJobs(lock, poll=0.05, on_elected=elected.set)

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 import requests
-from cluster import CONTROL, SECRET, Node, wait_until
 from flask import Flask
 
+from cluster import CONTROL, SECRET, Node, wait_until
 from flask_clustershazbot import ClusterShazbot, peer_joined, peer_left, testing
 
 TESTS = Path(__file__).resolve().parent
@@ -44,7 +44,11 @@ class App:
         self.url = f"http://127.0.0.1:{port}/"
         self.output = tmp / f"app-{port}-{len(list(tmp.iterdir()))}.log"
         environ = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_", "WERKZEUG_"))},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SHAZBOT_", "FLASK_", "WERKZEUG_"))
+            },
             "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent}",  # this checkout's package
             "PYTHONUNBUFFERED": "1",
             "SHAZBOT_SECRET": SECRET,
@@ -57,8 +61,14 @@ class App:
         with open(self.output, "wb") as out:
             # A session of its own: a signal to the group reaches the reloader's child too,
             # as Ctrl-C in a terminal does.
-            self.proc = subprocess.Popen(args, cwd=TESTS, env=environ, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args,
+                cwd=TESTS,
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self) -> str:
         return self.output.read_text(errors="replace")
@@ -100,26 +110,49 @@ def peer(make_node, config):
 def start_app(apps: list[App], tmp: Path, peer: Node, how: str, **env: Any) -> App:
     port = free_port()
     commands = {
-        "flask run": [sys.executable, "-m", "flask", "--app", "lifecycle_app", "run", "--port", str(port)],
-        "flask run --debug": [sys.executable, "-m", "flask", "--app", "lifecycle_app", "--debug",
-                              "run", "--port", str(port)],
+        "flask run": [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "lifecycle_app",
+            "run",
+            "--port",
+            str(port),
+        ],
+        "flask run --debug": [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "lifecycle_app",
+            "--debug",
+            "run",
+            "--port",
+            str(port),
+        ],
         "app.run()": [sys.executable, "lifecycle_app.py", "serve", str(port)],
         "app.run(debug=True)": [sys.executable, "lifecycle_app.py", "serve", str(port), "debug"],
         "script": [sys.executable, "lifecycle_app.py", "script", str(port), str(tmp / "stop")],
     }
-    app = App(tmp, commands[how], port,
-              SHAZBOT_MASTER_LIST=peer.app.config["SHAZBOT_MASTER_LIST"], **env)
+    app = App(
+        tmp, commands[how], port, SHAZBOT_MASTER_LIST=peer.app.config["SHAZBOT_MASTER_LIST"], **env
+    )
     apps.append(app)
-    wait_until(lambda: peer.view().get(app.url) is True, 30,
-               f"{how} to join the peer\n{app.log()[-3000:]}")
+    wait_until(
+        lambda: peer.view().get(app.url) is True, 30, f"{how} to join the peer\n{app.log()[-3000:]}"
+    )
     return app
 
 
 def announced_offline(peer: Node, app: App, what: str) -> float:
     """Seconds from now until ``peer`` lists ``app`` offline (only an announcement can)."""
     began = time.monotonic()
-    wait_until(lambda: peer.view().get(app.url) is False, 15,
-               f"the peer to list the app offline after {what}\n{app.log()[-3000:]}")
+    wait_until(
+        lambda: peer.view().get(app.url) is False,
+        15,
+        f"the peer to list the app offline after {what}\n{app.log()[-3000:]}",
+    )
     return time.monotonic() - began
 
 
@@ -130,8 +163,10 @@ def test_the_shutdown_is_announced_when_the_server_is_stopped(apps, peer, tmp_pa
     began = time.monotonic()
     app.signal(signum)
     announced_offline(peer, app, signal.Signals(signum).name)
-    print(f"{how}, {signal.Signals(signum).name}: offline at the peer after "
-          f"{time.monotonic() - began:.2f} s")
+    print(
+        f"{how}, {signal.Signals(signum).name}: offline at the peer after "
+        f"{time.monotonic() - began:.2f} s"
+    )
     app.wait()
     assert "Traceback" not in app.log()
 
@@ -148,15 +183,24 @@ def test_a_script_that_called_start_announces_its_shutdown_at_exit(apps, peer, t
 def test_under_the_reloader_exactly_one_process_is_the_node(apps, peer, tmp_path, how):
     signals = tmp_path / "signals.log"
     app = start_app(apps, tmp_path, peer, how, LIFECYCLE_SIGNAL_LOG=signals)
-    wait_until(lambda: signals.exists() and f"joined {peer.base_url}" in signals.read_text(),
-               15, "the node to learn of the peer")
+    wait_until(
+        lambda: signals.exists() and f"joined {peer.base_url}" in signals.read_text(),
+        15,
+        "the node to learn of the peer",
+    )
     # The reloader's parent never runs the node (and so never receives the peer's signals).
     if how == "flask run --debug":
-        wait_until(lambda: "not started: this is the reloader's parent" in app.log(), 15,
-                   "the reloader parent to say why it does not start")
+        wait_until(
+            lambda: "not started: this is the reloader's parent" in app.log(),
+            15,
+            "the reloader parent to say why it does not start",
+        )
     else:
-        wait_until(lambda: "is served by another process; this one stays passive" in app.log(),
-                   15, "the reloader parent to find the child serving its base URL")
+        wait_until(
+            lambda: "is served by another process; this one stays passive" in app.log(),
+            15,
+            "the reloader parent to find the child serving its base URL",
+        )
     pids = {line.split()[0] for line in signals.read_text().splitlines()}
     assert len(pids) == 1, signals.read_text()
     app.signal(signal.SIGINT, group=True)  # Ctrl-C in the terminal
@@ -171,8 +215,12 @@ def test_a_script_that_loads_the_app_never_acts_as_the_node(apps, peer, tmp_path
     server = start_app(apps, tmp_path, peer, "flask run")
     left: list[str] = []
     peer_left.connect(lambda sender, server: left.append(server.base_url), peer.app, weak=False)
-    script = App(tmp_path, [sys.executable, "lifecycle_app.py", "load", "2"], server.port,
-                 SHAZBOT_MASTER_LIST=peer.app.config["SHAZBOT_MASTER_LIST"])
+    script = App(
+        tmp_path,
+        [sys.executable, "lifecycle_app.py", "load", "2"],
+        server.port,
+        SHAZBOT_MASTER_LIST=peer.app.config["SHAZBOT_MASTER_LIST"],
+    )
     apps.append(script)
     assert script.wait() == 0
     assert "is served by another process; this one stays passive" in script.log()
@@ -193,9 +241,24 @@ def test_a_fresh_cluster_with_default_announce_settings_forms_at_once(apps, tmp_
     nodes = []
     for _ in range(3):
         port = free_port()
-        nodes.append(App(tmp_path, [sys.executable, "-m", "flask", "--app", "lifecycle_app",
-                                    "run", "--port", str(port)], port,
-                         SHAZBOT_MASTER_LIST=master, SHAZBOT_GOSSIP_INTERVAL=0.5))
+        nodes.append(
+            App(
+                tmp_path,
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "--app",
+                    "lifecycle_app",
+                    "run",
+                    "--port",
+                    str(port),
+                ],
+                port,
+                SHAZBOT_MASTER_LIST=master,
+                SHAZBOT_GOSSIP_INTERVAL=0.5,
+            )
+        )
     apps.extend(nodes)
     urls = {n.url for n in nodes}
 
@@ -237,14 +300,18 @@ def test_read_env_false_keeps_the_shell_out_of_a_test_app(config, monkeypatch):
     monkeypatch.setenv("SHAZBOT_GOSSIP_INTERVAL", "7")
     monkeypatch.setenv("SHAZBOT_MONITOR", "true")
     leaky = Flask("leaky")
-    leaky.config.update({k: v for k, v in config.items() if k != "SHAZBOT_GOSSIP_INTERVAL"},
-                        TESTING=True)
+    leaky.config.update(
+        {k: v for k, v in config.items() if k != "SHAZBOT_GOSSIP_INTERVAL"}, TESTING=True
+    )
     ClusterShazbot(leaky)
     assert leaky.config["SHAZBOT_GOSSIP_INTERVAL"] == 7.0
 
     app = Flask("sealed")
-    app.config.update({k: v for k, v in config.items() if k != "SHAZBOT_GOSSIP_INTERVAL"},
-                      TESTING=True, SHAZBOT_READ_ENV=False)
+    app.config.update(
+        {k: v for k, v in config.items() if k != "SHAZBOT_GOSSIP_INTERVAL"},
+        TESTING=True,
+        SHAZBOT_READ_ENV=False,
+    )
     ClusterShazbot(app)
     assert app.config["SHAZBOT_GOSSIP_INTERVAL"] == 30.0
     assert app.config["SHAZBOT_MONITOR"] is False
@@ -255,8 +322,12 @@ def test_join_and_leave_fire_the_app_signals_without_a_cluster(config):
     app.config.update(config, TESTING=True)
     ClusterShazbot(app)
     seen: list[tuple[str, str]] = []
-    peer_joined.connect(lambda sender, server: seen.append(("joined", server.base_url)), app, weak=False)
-    peer_left.connect(lambda sender, server: seen.append(("left", server.base_url)), app, weak=False)
+    peer_joined.connect(
+        lambda sender, server: seen.append(("joined", server.base_url)), app, weak=False
+    )
+    peer_left.connect(
+        lambda sender, server: seen.append(("left", server.base_url)), app, weak=False
+    )
 
     testing.join(app, "http://127.0.3.7:9/")
     testing.join(app, "http://127.0.3.7:9/")  # already online: no second signal
@@ -287,7 +358,9 @@ def test_a_second_process_claiming_a_live_nodes_base_url_is_found_out(make_node,
         # A second process with the same base URL that does not check it (as one that cannot
         # reach its own address would, after waiting): both now stamp the same record.
         a_node = Node({**config, **fake_rounds, "SHAZBOT_SELF_CHECK": False}, base_url=proxy.url)
-        wait_until(lambda: observer.view().get(proxy.url) is True, 15, "the observer to see the URL")
+        wait_until(
+            lambda: observer.view().get(proxy.url) is True, 15, "the observer to see the URL"
+        )
         proxy.target_port = a_node.port  # the URL now leads to the other process
         wait_until(lambda: b_node.engine.passive, 30, "the conflict to be found")
         assert b_node.engine.stats.identity_conflicts == 1

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from backends import REDIS_SERVER, DnsServer, RedisServer, S3Server, free_port
 from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, wait_until
-
 from flask_clustershazbot.config import Settings, load_settings
 from flask_clustershazbot.errors import ConfigError, ShazbotError
 from flask_clustershazbot.records import GossipServer, ServerList
@@ -33,9 +33,16 @@ def member(i: int) -> str:
 
 
 def settings_for(i: int, master: str, **kw: Any) -> Settings:
-    return load_settings(options={"secret": SECRET, "control_secret": CONTROL,
-                                  "base_url": member(i), "master_list": master,
-                                  "master_list_timeout": 10, **kw})
+    return load_settings(
+        options={
+            "secret": SECRET,
+            "control_secret": CONTROL,
+            "base_url": member(i),
+            "master_list": master,
+            "master_list_timeout": 10,
+            **kw,
+        }
+    )
 
 
 def now_ms() -> int:
@@ -120,8 +127,11 @@ def test_http_announcements_with_etags_are_all_listed() -> None:
     server = MasterListServer(etags=True)
     try:
         url = server.url
-        found = announce_at_once(lambda i: HttpTransport(settings_for(
-            i, url, master_list_update=url, master_list_update_auth=MASTER_AUTH)))
+        found = announce_at_once(
+            lambda i: HttpTransport(
+                settings_for(i, url, master_list_update=url, master_list_update_auth=MASTER_AUTH)
+            )
+        )
         assert found == EVERYONE, f"lost {len(EVERYONE - found)}; {server.conflicts} PUTs got 412"
     finally:
         server.stop()
@@ -131,8 +141,14 @@ def test_http_update_url_that_takes_only_puts_is_written_as_before(
     master_server: MasterListServer,
 ) -> None:
     """A GET on the update URL answered 405 (a PUT-only or presigned URL): plain PUT."""
-    t = HttpTransport(settings_for(0, master_server.url, master_list_update=master_server.upload_url,
-                               master_list_update_auth=MASTER_AUTH))
+    t = HttpTransport(
+        settings_for(
+            0,
+            master_server.url,
+            master_list_update=master_server.upload_url,
+            master_list_update_auth=MASTER_AUTH,
+        )
+    )
     t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
     assert listed(t) == {member(0)}
     assert master_server.puts == 1
@@ -163,18 +179,27 @@ def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
     t = HttpTransport(settings_for(0, location))
     now = now_ms()
     a, b, c, d = member(10), member(11), member(12), member(13)
-    t.write_master_list(ServerList(online=(
-        GossipServer(a, False, now), GossipServer(b, False, now), GossipServer(c, True, now),
-    )))
+    t.write_master_list(
+        ServerList(
+            online=(
+                GossipServer(a, False, now),
+                GossipServer(b, False, now),
+                GossipServer(c, True, now),
+            )
+        )
+    )
     # Another node knows a offline (newer), b offline at the same stamp, c online but older
     # than the stored record, and d online; it knows nothing of the rest.
-    t.write_master_list(ServerList(
-        online=(GossipServer(c, False, now - 5000), GossipServer(d, False, now)),
-        offline=(GossipServer(a, False, now + 1), GossipServer(b, False, now)),
-    ))
+    t.write_master_list(
+        ServerList(
+            online=(GossipServer(c, False, now - 5000), GossipServer(d, False, now)),
+            offline=(GossipServer(a, False, now + 1), GossipServer(b, False, now)),
+        )
+    )
     stored = t.read_master_list()
     assert {s.base_url: s for s in stored.online} == {
-        c: GossipServer(c, True, now), d: GossipServer(d, False, now)
+        c: GossipServer(c, True, now),
+        d: GossipServer(d, False, now),
     }
     t.close()
 
@@ -183,8 +208,14 @@ def test_entries_older_than_the_retention_are_dropped(location: str) -> None:
     t = HttpTransport(settings_for(0, location, retention=60))
     now = now_ms()
     crashed, live = member(20), member(21)
-    t.write_master_list(ServerList(online=(GossipServer(crashed, False, now - 61_000),
-                                           GossipServer(live, False, now - 1000))))
+    t.write_master_list(
+        ServerList(
+            online=(
+                GossipServer(crashed, False, now - 61_000),
+                GossipServer(live, False, now - 1000),
+            )
+        )
+    )
     t.write_master_list(ServerList(online=(GossipServer(member(0), False, now),)))
     assert listed(t) == {live, member(0)}
     t.close()
@@ -211,8 +242,10 @@ def test_missing_file_logs_once_that_the_node_starts_alone(
 def test_a_typod_directory_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "shraed" / "master.json"
     t = HttpTransport(settings_for(0, str(path)))
-    for call in (t.read_master_list,
-                 lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),)))):
+    for call in (
+        t.read_master_list,
+        lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),))),
+    ):
         with pytest.raises(ShazbotError) as raised:
             call()
         assert "SHAZBOT_MASTER_LIST " + str(path) in str(raised.value)
@@ -227,8 +260,10 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
     path = tmp_path / "master.json"
     path.write_bytes(body)
     t = HttpTransport(settings_for(0, str(path)))
-    for call in (t.read_master_list,
-                 lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),)))):
+    for call in (
+        t.read_master_list,
+        lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),))),
+    ):
         with pytest.raises(ShazbotError) as raised:
             call()
         assert f"SHAZBOT_MASTER_LIST {path}" in str(raised.value)
@@ -240,8 +275,9 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
 
 def test_redis_errors_name_the_url_without_its_password() -> None:
     port = 1  # nothing listens on 127.0.0.1:1
-    t = HttpTransport(settings_for(0, f"redis://:hunter2-secret@127.0.0.1:{port}/0",
-                               master_list_timeout=1))
+    t = HttpTransport(
+        settings_for(0, f"redis://:hunter2-secret@127.0.0.1:{port}/0", master_list_timeout=1)
+    )
     for call in (t.read_master_list, lambda: t.write_master_list(ServerList())):
         with pytest.raises(ShazbotError) as raised:
             call()
@@ -253,36 +289,43 @@ def test_redis_errors_name_the_url_without_its_password() -> None:
 def test_http_errors_name_the_url_without_a_token(master_server: MasterListServer) -> None:
     master_server.fail_with = 503
     url = master_server.url + "?token=s3cr3t-token"
-    t = HttpTransport(settings_for(0, url, master_list_update=url,
-                               master_list_update_auth=MASTER_AUTH))
+    t = HttpTransport(
+        settings_for(0, url, master_list_update=url, master_list_update_auth=MASTER_AUTH)
+    )
     with pytest.raises(ShazbotError) as raised:
         t.read_master_list()
     assert str(raised.value) == (
-        f"SHAZBOT_MASTER_LIST {master_server.url}?token=***: GET answered HTTP 503")
+        f"SHAZBOT_MASTER_LIST {master_server.url}?token=***: GET answered HTTP 503"
+    )
     with pytest.raises(ShazbotError) as raised:
         t.write_master_list(ServerList())
     assert str(raised.value).startswith(f"SHAZBOT_MASTER_LIST_UPDATE {master_server.url}?token=***")
 
 
-def test_s3_errors_name_the_setting_and_bucket(s3_server: S3Server,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_errors_name_the_setting_and_bucket(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     t = HttpTransport(settings_for(0, "s3://no-such-bucket-here/master.json"))
     with pytest.raises(ShazbotError) as raised:
         t.read_master_list()
     assert str(raised.value) == (
-        "SHAZBOT_MASTER_LIST s3://no-such-bucket-here/master.json: get_object failed: NoSuchBucket")
+        "SHAZBOT_MASTER_LIST s3://no-such-bucket-here/master.json: get_object failed: NoSuchBucket"
+    )
     assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in str(raised.value)
 
 
-@pytest.mark.parametrize("location, problem", [
-    ("s3://bucket-only", "must be s3://bucket/key"),
-    ("redis://:6379/0", "must name a host"),
-    ("dns://:8080", "must be dns://name[:port]"),
-    ("dns://nodes.example:http", "has an invalid port"),
-    ("ftp://host/master.json", "must be a path or a file://, http(s)://, s3://"),
-])
+@pytest.mark.parametrize(
+    "location, problem",
+    [
+        ("s3://bucket-only", "must be s3://bucket/key"),
+        ("redis://:6379/0", "must name a host"),
+        ("dns://:8080", "must be dns://name[:port]"),
+        ("dns://nodes.example:http", "has an invalid port"),
+        ("ftp://host/master.json", "must be a path or a file://, http(s)://, s3://"),
+    ],
+)
 def test_bad_locations_are_refused_naming_the_setting(location: str, problem: str) -> None:
     with pytest.raises(ConfigError) as raised:
         settings_for(0, location)
@@ -315,8 +358,7 @@ def test_redis_keeps_offline_records_so_an_old_online_one_cannot_revive(
 def test_dns_lists_the_addresses_as_base_urls() -> None:
     dns = DnsServer({"nodes.cluster.test": ["127.0.4.1", "127.0.4.2", "::1"]})
     try:
-        url = (f"dns://nodes.cluster.test:8080?scheme=https&path=/app/"
-               f"&resolver={dns.resolver}")
+        url = f"dns://nodes.cluster.test:8080?scheme=https&path=/app/&resolver={dns.resolver}"
         t = HttpTransport(settings_for(0, url))
         before = now_ms()
         stored = t.read_master_list()
@@ -357,9 +399,12 @@ def test_nodes_converge_through_each_backend(
     if backend == "http-etag":
         server = MasterListServer(etags=True)
         request.addfinalizer(server.stop)
-        base = {**config, "SHAZBOT_MASTER_LIST": server.url,
-                "SHAZBOT_MASTER_LIST_UPDATE": server.url,
-                "SHAZBOT_MASTER_LIST_UPDATE_AUTH": MASTER_AUTH}
+        base = {
+            **config,
+            "SHAZBOT_MASTER_LIST": server.url,
+            "SHAZBOT_MASTER_LIST_UPDATE": server.url,
+            "SHAZBOT_MASTER_LIST_UPDATE_AUTH": MASTER_AUTH,
+        }
     elif backend == "s3":
         base = {**config, "SHAZBOT_MASTER_LIST": request.getfixturevalue("s3_url")}
     else:
@@ -367,8 +412,11 @@ def test_nodes_converge_through_each_backend(
     nodes = [make_node(base=base) for _ in range(3)]
     wait_until(lambda: converged(nodes), timeout=30, what=f"three nodes converge via {backend}")
     probe = HttpTransport(load_settings(options={**base, "SHAZBOT_BASE_URL": member(0)}))
-    wait_until(lambda: listed(probe) == {n.base_url for n in nodes}, timeout=30,
-               what=f"all three listed in {backend}")
+    wait_until(
+        lambda: listed(probe) == {n.base_url for n in nodes},
+        timeout=30,
+        what=f"all three listed in {backend}",
+    )
     probe.close()
 
 
@@ -377,8 +425,10 @@ def test_nodes_converge_through_dns_discovery(config: dict[str, Any]) -> None:
     port = free_port(hosts[0])  # nothing else binds 127.0.5.2 and .3: free there too
     dns = DnsServer({"nodes.cluster.test": hosts})
     nodes: list[Node] = []
-    base = {**config,
-            "SHAZBOT_MASTER_LIST": f"dns://nodes.cluster.test:{port}?resolver={dns.resolver}"}
+    base = {
+        **config,
+        "SHAZBOT_MASTER_LIST": f"dns://nodes.cluster.test:{port}?resolver={dns.resolver}",
+    }
     try:
         for host in hosts:
             nodes.append(Node(base, port=port, host=host))
@@ -398,8 +448,16 @@ def test_a_bad_stored_record_is_refused_on_read_and_dropped_by_the_next_update(
     others, so one bad record cannot block the list for good."""
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     master = tmp_path / "master.json"
-    good = {"baseUrl": "http://127.0.3.7:9/", "monitor": False, "lastUpdate": int(time.time() * 1000)}
-    bad = {"baseUrl": "http://node1..example.com/", "monitor": False, "lastUpdate": good["lastUpdate"]}
+    good = {
+        "baseUrl": "http://127.0.3.7:9/",
+        "monitor": False,
+        "lastUpdate": int(time.time() * 1000),
+    }
+    bad = {
+        "baseUrl": "http://node1..example.com/",
+        "monitor": False,
+        "lastUpdate": good["lastUpdate"],
+    }
     master.write_text(json.dumps({"online": [good, bad]}))
     node = make_node(SHAZBOT_MASTER_LIST=str(master))
     wait_until(lambda: node.base_url in master.read_text(), what="the node's announcement")

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from cluster import SECRET, Node, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from cluster import SECRET, Node, wait_until
 from flask_clustershazbot._json import encode_json
 
 FLOOD = 40_000  # records per message: about 3 MB, under the 4 MiB body limit
@@ -19,13 +19,18 @@ def flood(node: Node, second: int) -> requests.Response:
     """One accepted gossip message of FLOOD offline records, all of loopback members."""
     now = node.engine.clock()
     records = [
-        {"baseUrl": f"http://127.{second}.{i // 250}.{i % 250 + 1}:9/", "monitor": False,
-         "lastUpdate": now - 1000 - i}
+        {
+            "baseUrl": f"http://127.{second}.{i // 250}.{i % 250 + 1}:9/",
+            "monitor": False,
+            "lastUpdate": now - 1000 - i,
+        }
         for i in range(FLOOD)
     ]
     body = encode_json({"online": [], "offline": records, "message": "gossip"})
     return requests.post(
-        node.base_url + "clustershazbot/gossip", data=body, timeout=60,
+        node.base_url + "clustershazbot/gossip",
+        data=body,
+        timeout=60,
         headers={"Authorization": SECRET, "Content-Type": "application/json"},
     )
 
@@ -43,8 +48,10 @@ def test_a_flood_of_offline_records_never_breaks_exchanges(make_node: Callable[.
     assert table[a.base_url] and table[b.base_url], "this node and live peers are never evicted"
     # Every reply, and the state sent in every request, fits in what peers accept.
     reply = requests.post(
-        a.base_url + "clustershazbot/gossip", json={"online": [], "message": "gossip"},
-        headers={"Authorization": SECRET}, timeout=30,
+        a.base_url + "clustershazbot/gossip",
+        json={"online": [], "message": "gossip"},
+        headers={"Authorization": SECRET},
+        timeout=30,
     )
     assert reply.status_code == 200 and len(reply.content) <= limit
     assert len(encode_json(a.engine._state())) <= limit
@@ -54,10 +61,18 @@ def test_a_flood_of_offline_records_never_breaks_exchanges(make_node: Callable[.
     stats = a.engine.stats.snapshot()
     assert stats["members_refused"] > 0
     rounds = b.engine.stats.snapshot()["rounds"]
-    failures = a.engine.stats.snapshot()["gossip_failures"] + b.engine.stats.snapshot()["gossip_failures"]
-    wait_until(lambda: b.engine.stats.snapshot()["rounds"] >= rounds + 6, timeout=60,
-               what="six more rounds of B")
-    assert a.engine.stats.snapshot()["gossip_failures"] + b.engine.stats.snapshot()["gossip_failures"] == failures
+    failures = (
+        a.engine.stats.snapshot()["gossip_failures"] + b.engine.stats.snapshot()["gossip_failures"]
+    )
+    wait_until(
+        lambda: b.engine.stats.snapshot()["rounds"] >= rounds + 6,
+        timeout=60,
+        what="six more rounds of B",
+    )
+    assert (
+        a.engine.stats.snapshot()["gossip_failures"] + b.engine.stats.snapshot()["gossip_failures"]
+        == failures
+    )
     assert a.view()[b.base_url] and b.view()[a.base_url]
 
 
@@ -69,8 +84,10 @@ def test_the_cap_is_counted_in_the_metrics(make_node: Callable[..., Node]) -> No
         for i in range(1, 6)
     ]
     response = requests.post(
-        a.base_url + "clustershazbot/gossip", json={"online": [], "offline": records, "message": "gossip"},
-        headers={"Authorization": SECRET}, timeout=10,
+        a.base_url + "clustershazbot/gossip",
+        json={"online": [], "offline": records, "message": "gossip"},
+        headers={"Authorization": SECRET},
+        timeout=10,
     )
     assert response.status_code == 200
     # The two newest records were kept beside this node's own; the three older refused.
@@ -79,8 +96,10 @@ def test_the_cap_is_counted_in_the_metrics(make_node: Callable[..., Node]) -> No
     # A newer record evicts the oldest offline one.
     newer = {"baseUrl": "http://127.0.9.9:9/", "monitor": False, "lastUpdate": now}
     requests.post(
-        a.base_url + "clustershazbot/gossip", json={"online": [newer], "message": "gossip"},
-        headers={"Authorization": SECRET}, timeout=10,
+        a.base_url + "clustershazbot/gossip",
+        json={"online": [newer], "message": "gossip"},
+        headers={"Authorization": SECRET},
+        timeout=10,
     )
     assert set(a.view()) == {a.base_url, "http://127.0.9.1:9/", "http://127.0.9.9:9/"}
     assert a.engine.stats.snapshot()["members_evicted"] == 1

@@ -32,12 +32,19 @@ def table(online: bool = True, stamp: int = NOW - 1000, monitor: bool = False) -
     return m
 
 
-def servers(online: Iterable[GossipServer] = (), offline: Iterable[GossipServer] = ()) -> ServerList:
+def servers(
+    online: Iterable[GossipServer] = (), offline: Iterable[GossipServer] = ()
+) -> ServerList:
     return ServerList(tuple(online), tuple(offline))
 
 
-def merge(m: Membership, online: Iterable[GossipServer] = (), offline: Iterable[GossipServer] = (),
-          now: int = NOW, mono: float = 1.0) -> Changes:
+def merge(
+    m: Membership,
+    online: Iterable[GossipServer] = (),
+    offline: Iterable[GossipServer] = (),
+    now: int = NOW,
+    mono: float = 1.0,
+) -> Changes:
     return m.merge(servers(online, offline), now, mono, SKEW, RETENTION)
 
 
@@ -145,8 +152,12 @@ def test_changes_report_each_transition_exactly_once() -> None:
 
 def test_changes_carry_the_record_that_caused_them() -> None:
     m = table()
-    assert merge(m, online=[peer(A, NOW - 5, monitor=True)]).joined == [peer(A, NOW - 5, monitor=True)]
-    assert merge(m, offline=[peer(A, NOW - 4, monitor=True)]).left == [peer(A, NOW - 4, monitor=True)]
+    assert merge(m, online=[peer(A, NOW - 5, monitor=True)]).joined == [
+        peer(A, NOW - 5, monitor=True)
+    ]
+    assert merge(m, offline=[peer(A, NOW - 4, monitor=True)]).left == [
+        peer(A, NOW - 4, monitor=True)
+    ]
 
 
 def test_this_node_never_appears_in_changes() -> None:
@@ -314,7 +325,9 @@ def test_cleanup_drops_offline_records_older_than_retention_once() -> None:
 
 def test_records_older_than_retention_are_ignored() -> None:
     m = table()
-    assert not merge(m, online=[peer(A, NOW - RETENTION - 1)], offline=[peer(B, NOW - RETENTION - 1)])
+    assert not merge(
+        m, online=[peer(A, NOW - RETENTION - 1)], offline=[peer(B, NOW - RETENTION - 1)]
+    )
     assert A not in m.entries and B not in m.entries
     assert urls(merge(m, online=[peer(A, NOW - RETENTION)]).joined) == [A]
 
@@ -370,7 +383,9 @@ def view(m: Membership) -> View:
     return {u: (e.server, e.online) for u, e in m.entries.items() if u != ME}
 
 
-def deliver(messages: Iterable[ServerList], skew: int = SKEW, retention: int = RETENTION) -> Membership:
+def deliver(
+    messages: Iterable[ServerList], skew: int = SKEW, retention: int = RETENTION
+) -> Membership:
     m = table(online=False)
     for message in messages:
         m.merge(message, NOW, 1.0, skew, retention)
@@ -381,7 +396,10 @@ def join(*messages: ServerList) -> ServerList:
     """The peers' records of a fresh table that received ``messages``."""
     m = deliver(messages)
     found = m.server_list()
-    return servers([s for s in found.online if s.base_url != ME], [s for s in found.offline if s.base_url != ME])
+    return servers(
+        [s for s in found.online if s.base_url != ME],
+        [s for s in found.offline if s.base_url != ME],
+    )
 
 
 def model(records: Iterable[Record], skew: int = SKEW, retention: int = RETENTION) -> View:
@@ -438,12 +456,16 @@ def test_any_delivery_order_and_partition_converges(
 @PROPERTY
 @given(
     st.lists(
-        st.tuples(st.sampled_from(PEERS), st.booleans(), st.integers(NOW - 30, NOW + 30), st.booleans()),
+        st.tuples(
+            st.sampled_from(PEERS), st.booleans(), st.integers(NOW - 30, NOW + 30), st.booleans()
+        ),
         max_size=24,
     ),
     st.permutations(range(24)),
 )
-def test_clock_guard_and_retention_keep_convergence(records: list[Record], order: list[int]) -> None:
+def test_clock_guard_and_retention_keep_convergence(
+    records: list[Record], order: list[int]
+) -> None:
     skew, retention = 10, 10
     shuffled = [records[i] for i in order if i < len(records)]
     one_by_one = deliver([as_list([r]) for r in shuffled], skew, retention)
@@ -500,14 +522,17 @@ def test_the_cap_holds_and_gives_way_only_with_offline_records(
         assert changes.evicted == len(changes.purged)
         for url, entry in m.entries.items():
             # a kept record is never behind what the uncapped table knows
-            assert (entry.server, entry.online) == (free.entries[url].server, free.entries[url].online)
+            assert (entry.server, entry.online) == (
+                free.entries[url].server,
+                free.entries[url].online,
+            )
     if len(free.entries) <= cap:
         assert view(m) == view(free)
 
 
 def test_the_byte_budget_keeps_the_whole_message_within_it() -> None:
-    from flask_clustershazbot.membership import record_bytes
     from flask_clustershazbot._json import encode_json
+    from flask_clustershazbot.membership import record_bytes
 
     m = table(online=True)
     long = [peer(f"http://127.0.0.{i}:9/{'x' * 1500}", NOW - i) for i in range(1, 40)]

@@ -55,11 +55,15 @@ def test_counters_and_members_by_state_in_a_registry(make_node: Any) -> None:
     wait_until(lambda: a.view().get(b.base_url) is False, what="a sees b offline")
     m = samples(generate_latest(registry).decode(), a.base_url)
     assert m[("clustershazbot_failures_total", "gossip")] >= 1
-    assert (m[("clustershazbot_members", "online")], m[("clustershazbot_members", "offline")]) == (1, 1)
+    assert (m[("clustershazbot_members", "online")], m[("clustershazbot_members", "offline")]) == (
+        1,
+        1,
+    )
 
 
-def test_master_list_failures_are_counted(make_node: Any, http_config: dict[str, Any],
-                                          master_server: MasterListServer) -> None:
+def test_master_list_failures_are_counted(
+    make_node: Any, http_config: dict[str, Any], master_server: MasterListServer
+) -> None:
     master_server.fail_with = 500
     node = make_node(base=http_config)
     wait_until(lambda: node.engine.stats.master_list_failures >= 1, what="a failed download")
@@ -102,7 +106,9 @@ app.config.update(SHAZBOT_SECRET={SECRET!r}, SHAZBOT_CONTROL_SECRET={CONTROL!r},
 ClusterShazbot(app)
 print(register())
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
     assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
 
 
@@ -126,8 +132,12 @@ def test_logs_transitions_at_info_failures_at_warning_never_secrets(
     ours = [r for r in caplog.records if r.name.startswith("flask_clustershazbot")]
     messages = [r.getMessage() for r in ours]
     assert f"peer offline: {b.base_url}" in messages
-    assert any(r.levelno == logging.WARNING and b.base_url in r.getMessage()
-               and "ConnectionRefusedError" in r.getMessage() for r in ours)
+    assert any(
+        r.levelno == logging.WARNING
+        and b.base_url in r.getMessage()
+        and "ConnectionRefusedError" in r.getMessage()
+        for r in ours
+    )
     for text in messages:
         for secret in (SECRET, CONTROL, MASTER_AUTH):
             assert secret not in text

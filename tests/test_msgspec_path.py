@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flask_clustershazbot import _json
+from flask_clustershazbot._json import decode_json
 from flask_clustershazbot.errors import BadMessage
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.records import MAX_LAST_UPDATE, GossipServer, ServerList, decode_gossip
-from flask_clustershazbot._json import decode_json
 
 pytest.importorskip("msgspec")
 
@@ -78,7 +78,9 @@ def body(online: Any, offline: Any = None, **extra: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-def rec(url: Any = "http://127.0.0.1:9100/", monitor: Any = False, stamp: Any = NOW) -> dict[str, Any]:
+def rec(
+    url: Any = "http://127.0.0.1:9100/", monitor: Any = False, stamp: Any = NOW
+) -> dict[str, Any]:
     return {"baseUrl": url, "monitor": monitor, "lastUpdate": stamp}
 
 
@@ -88,59 +90,108 @@ def test_the_codec_is_not_forced_off() -> None:
 
 def test_records_that_cannot_change_the_table_are_skipped_and_new_ones_kept() -> None:
     older = GossipServer(KNOWN[1].base_url, True, KNOWN[1].last_update - 5)
-    raw = body([s.to_dict() for s in KNOWN[:3]] + [older.to_dict(), rec()], [s.to_dict() for s in KNOWN[3:]])
+    raw = body(
+        [s.to_dict() for s in KNOWN[:3]] + [older.to_dict(), rec()],
+        [s.to_dict() for s in KNOWN[3:]],
+    )
     assert same(raw)  # msgspec decided: the fast path is the one under test
     used, verdict = fast(raw, table())
     assert verdict == ServerList((GossipServer("http://127.0.0.1:9100/", False, NOW),), ())
 
 
-@pytest.mark.parametrize("raw", [
-    body([rec()]),
-    body([rec("HTTP://127.0.0.1:9001")]),  # an alias of a known member: canonicalised, kept
-    body([rec(KNOWN[3].base_url, KNOWN[3].monitor, KNOWN[3].last_update)]),  # known offline, now online
-    body([rec(stamp=0), rec(stamp=MAX_LAST_UPDATE)], [rec(monitor=True)]),
-    body([rec()], extra={"a": [1, {"b": None}]}),
-    body([], None),
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body([rec()]),
+        body([rec("HTTP://127.0.0.1:9001")]),  # an alias of a known member: canonicalised, kept
+        body(
+            [rec(KNOWN[3].base_url, KNOWN[3].monitor, KNOWN[3].last_update)]
+        ),  # known offline, now online
+        body([rec(stamp=0), rec(stamp=MAX_LAST_UPDATE)], [rec(monitor=True)]),
+        body([rec()], extra={"a": [1, {"b": None}]}),
+        body([], None),
+    ],
+)
 def test_accepted_alike(raw: bytes) -> None:
     assert same(raw)
 
 
-@pytest.mark.parametrize("raw", [
-    body([rec("ftp://x/")]),
-    body([rec(), rec("http://h/?q")]),
-    body([rec()], [rec("http://u:p@h/")]),
-    body([rec("http://h/a b")]),
-    body([rec("HTTP://H/", stamp=1), rec("http://h/..", stamp=2)]),
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body([rec("ftp://x/")]),
+        body([rec(), rec("http://h/?q")]),
+        body([rec()], [rec("http://u:p@h/")]),
+        body([rec("http://h/a b")]),
+        body([rec("HTTP://H/", stamp=1), rec("http://h/..", stamp=2)]),
+    ],
+)
 def test_bad_base_urls_are_named_alike(raw: bytes) -> None:
     assert same(raw)
     assert "baseUrl" in fast(raw, table())[1]
 
 
-@pytest.mark.parametrize("raw", [
-    body([rec(monitor=1)]), body([rec(stamp=-1)]), body([rec(stamp=MAX_LAST_UPDATE + 1)]),
-    body([rec(stamp=1.0)]), body([rec(stamp=2**64)]), body([rec(url=5)]), body([{"baseUrl": "http://a/"}]),
-    body(None), body([rec()], offline={}), body([rec()], message="hi"), body([1]),
-    b'{"online":[]}', b"[]", b"", b"{", b'{"message":"gossip","online":[],"x":NaN}',
-    b'{"message":"gossip","online":[]}x', b'\xef\xbb\xbf{"message":"gossip","online":[]}',
-    b'{"message":"gossip","online":[],"x":"\xff"}',  # bad UTF-8 where msgspec would not look
-    b'{"message":"gossip","online":[],"x":"\\ud800"}',  # a lone surrogate: fine for json
-    b'{"message":"x","message":"gossip","online":[]}',  # duplicate keys: the last one counts
-    b'{"message":"gossip","online":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body([rec(monitor=1)]),
+        body([rec(stamp=-1)]),
+        body([rec(stamp=MAX_LAST_UPDATE + 1)]),
+        body([rec(stamp=1.0)]),
+        body([rec(stamp=2**64)]),
+        body([rec(url=5)]),
+        body([{"baseUrl": "http://a/"}]),
+        body(None),
+        body([rec()], offline={}),
+        body([rec()], message="hi"),
+        body([1]),
+        b'{"online":[]}',
+        b"[]",
+        b"",
+        b"{",
+        b'{"message":"gossip","online":[],"x":NaN}',
+        b'{"message":"gossip","online":[]}x',
+        b'\xef\xbb\xbf{"message":"gossip","online":[]}',
+        b'{"message":"gossip","online":[],"x":"\xff"}',  # bad UTF-8 where msgspec would not look
+        b'{"message":"gossip","online":[],"x":"\\ud800"}',  # a lone surrogate: fine for json
+        b'{"message":"x","message":"gossip","online":[]}',  # duplicate keys: the last one counts
+        b'{"message":"gossip","online":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
 def test_everything_msgspec_refuses_is_decided_by_the_standard_path(raw: bytes) -> None:
     same(raw)
 
 
-urls = st.sampled_from([s.base_url for s in KNOWN] + [
-    "http://127.0.0.1:9100/", "HTTP://127.0.0.1:9001", "http://127.0.0.1:09002/", "ftp://x/",
-    "http://h/?q", "", "http://h/a%2f", ME]) | st.text(max_size=12)
-values = st.none() | st.booleans() | st.integers(-5, 2**54) | st.floats(allow_nan=False) | st.text(max_size=5)
+urls = st.sampled_from(
+    [s.base_url for s in KNOWN]
+    + [
+        "http://127.0.0.1:9100/",
+        "HTTP://127.0.0.1:9001",
+        "http://127.0.0.1:09002/",
+        "ftp://x/",
+        "http://h/?q",
+        "",
+        "http://h/a%2f",
+        ME,
+    ]
+) | st.text(max_size=12)
+values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 2**54)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5)
+)
 records = st.one_of(
-    st.builds(rec, urls, st.booleans(), st.sampled_from([s.last_update + d for s in KNOWN for d in (-1, 0, 1)]
-                                                         + [0, NOW + 1])),
-    st.builds(rec, urls | values, st.booleans() | values, st.integers(-1, MAX_LAST_UPDATE + 1) | values),
+    st.builds(
+        rec,
+        urls,
+        st.booleans(),
+        st.sampled_from([s.last_update + d for s in KNOWN for d in (-1, 0, 1)] + [0, NOW + 1]),
+    ),
+    st.builds(
+        rec, urls | values, st.booleans() | values, st.integers(-1, MAX_LAST_UPDATE + 1) | values
+    ),
     st.dictionaries(st.sampled_from(["baseUrl", "monitor", "lastUpdate", "x"]), values, max_size=4),
 )
 

@@ -47,8 +47,14 @@ def test_owners_are_stable_across_processes_and_hash_seeds():
         f"r = Ring({list(reversed(MEMBERS))!r});"
         f"print(json.dumps([r.owner(k) for k in {KEYS[:200]!r}]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "12345"}, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345"},
+        cwd=ROOT,
+    )
     assert out.stdout.strip() == str([ring.owner(k) for k in KEYS[:200]]).replace("'", '"')
 
 
@@ -78,8 +84,10 @@ def test_no_members_no_owner_and_bad_keys_are_refused():
 def test_converged_nodes_agree_and_each_owns_its_share(make_node):
     nodes = [make_node() for _ in range(3)]
     urls = {n.base_url for n in nodes}
-    wait_until(lambda: all({u for u, on in n.view().items() if on} == urls for n in nodes),
-               what="all three nodes see each other online")
+    wait_until(
+        lambda: all({u for u, on in n.view().items() if on} == urls for n in nodes),
+        what="all three nodes see each other online",
+    )
     owners = [[n.shazbot.owner(k, app=n.app) for k in KEYS[:300]] for n in nodes]
     assert owners[0] == owners[1] == owners[2]
     assert owners[0] == [Ring(urls).owner(k) for k in KEYS[:300]]
@@ -110,9 +118,12 @@ def test_singleton_job_runs_on_the_owner_only_in_an_app_context(make_node):
     lock = threading.Lock()
     nodes = [make_node() for _ in range(3)]
     urls = {n.base_url for n in nodes}
-    wait_until(lambda: all({u for u, on in n.view().items() if on} == urls for n in nodes),
-               what="all three nodes see each other online")
+    wait_until(
+        lambda: all({u for u, on in n.view().items() if on} == urls for n in nodes),
+        what="all three nodes see each other online",
+    )
     for n in nodes:
+
         def job(url: str = n.base_url) -> None:
             assert current_app.config["SHAZBOT_BASE_URL"] == url  # the app context of its node
             _append(runs, lock, (url, g.shazbot_tick))
@@ -171,7 +182,9 @@ def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node):
     with pytest.raises(ValueError, match="already a singleton job named 'once'"):
         node.shazbot.add_singleton_job(lambda: None, "once", seconds=5)
     with pytest.raises(ValueError, match="either seconds"):
-        node.shazbot.add_singleton_job(lambda: None, "both", seconds=5, trigger=IntervalTrigger(seconds=5))
+        node.shazbot.add_singleton_job(
+            lambda: None, "both", seconds=5, trigger=IntervalTrigger(seconds=5)
+        )
     with pytest.raises(ValueError, match="either seconds"):
         node.shazbot.add_singleton_job(lambda: None, "neither")
     with pytest.raises(ValueError, match="greater than 0"):
@@ -187,8 +200,9 @@ def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node):
 def test_a_node_runs_no_job_before_its_first_master_list_download(http_config, master_server):
     # Until then its view holds only itself, so it would believe it owns every job.
     master_server.fail_with = 503
-    node = ClusterShazbot(**{**http_config, "SHAZBOT_BASE_URL": "http://127.0.0.1:9/",
-                             "SHAZBOT_SELF_CHECK": False})  # nothing serves it
+    node = ClusterShazbot(
+        **{**http_config, "SHAZBOT_BASE_URL": "http://127.0.0.1:9/", "SHAZBOT_SELF_CHECK": False}
+    )  # nothing serves it
     app = Flask("lonely")
     runs: list[int] = []
     node.add_singleton_job(lambda: runs.append(1), "lonely", seconds=0.1)

@@ -52,20 +52,36 @@ class Host:
         self.dir = root / str(port)
         self.dir.mkdir()
         self.log_path = self.dir / "node.log"
-        env = {**env, "TMPDIR": str(self.dir), "SHAZBOT_BASE_URL": self.base_url,
-               "TEST_PORT": str(port)}
+        env = {
+            **env,
+            "TMPDIR": str(self.dir),
+            "SHAZBOT_BASE_URL": self.base_url,
+            "TEST_PORT": str(port),
+        }
         if gunicorn:
             command = [
-                sys.executable, "-m", "gunicorn", "-c", str(ROOT / "examples" / "gunicorn.conf.py"),
-                "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket",
-                "--graceful-timeout", "5", "--pythonpath", str(ROOT / "tests"),
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "examples" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--no-control-socket",
+                "--graceful-timeout",
+                "5",
+                "--pythonpath",
+                str(ROOT / "tests"),
                 "ownership_app:create_app()",
             ]
         else:
             command = [sys.executable, str(ROOT / "tests" / "ownership_app.py")]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+            )
 
     def get(self, path: str, control: bool = False) -> Any:
         headers = {"Connection": "close"}  # a new connection each time: any worker may answer
@@ -102,8 +118,10 @@ def job_runs(path: Path) -> list[tuple[str, int, float, int]]:
     """(base URL, pid, unix time, tick number) per run."""
     if not path.exists():
         return []
-    return [(url, int(pid), float(t), round(float(tick) / JOB_INTERVAL)) for url, pid, t, tick in
-            (line.split() for line in path.read_text().splitlines())]
+    return [
+        (url, int(pid), float(t), round(float(tick) / JOB_INTERVAL))
+        for url, pid, t, tick in (line.split() for line in path.read_text().splitlines())
+    ]
 
 
 def agreed(hosts: list[Host], reads: int = 1) -> list[str] | None:
@@ -124,8 +142,11 @@ def hosts(tmp_path: Path) -> Iterator[tuple[list[Host], Path, str]]:
     name = next(f"tick-{i}" for i in range(1000) if ring.owner(f"tick-{i}") == gunicorn_url)
     job_log = tmp_path / "job.log"
     env = {
-        **{k: v for k, v in os.environ.items()
-           if k not in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")
+        },
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "SHAZBOT_SECRET": SECRET,
         "SHAZBOT_CONTROL_SECRET": CONTROL,
@@ -154,8 +175,9 @@ def test_five_hosts_agree_on_owners_and_run_the_singleton_job_once_per_tick(host
     urls = {h.base_url for h in all_hosts}
 
     # Converged: every host lists all five online; then all name the same owners.
-    wait_until(lambda: all(h.online() == urls for h in all_hosts), timeout=90,
-               what="five hosts converge")
+    wait_until(
+        lambda: all(h.online() == urls for h in all_hosts), timeout=90, what="five hosts converge"
+    )
     owners = wait_until(lambda: agreed(all_hosts, reads=1), timeout=30, what="owners agree")
     assert all(gunicorn_host.owners() == owners for _ in range(4))  # whichever worker answers
     assert owners == [Ring(urls).owner(f"key-{i}") for i in range(KEYS)]
@@ -164,18 +186,24 @@ def test_five_hosts_agree_on_owners_and_run_the_singleton_job_once_per_tick(host
     assert set(shares) == urls
 
     # Steady: the job runs on its owner, the gunicorn host, in one worker, once per tick.
-    wait_until(lambda: any(u == gunicorn_host.base_url for u, *_ in job_runs(job_log)),
-               timeout=30, what="the owner runs the job")
+    wait_until(
+        lambda: any(u == gunicorn_host.base_url for u, *_ in job_runs(job_log)),
+        timeout=30,
+        what="the owner runs the job",
+    )
     steady_from = len(job_runs(job_log))
-    wait_until(lambda: len(job_runs(job_log)) >= steady_from + 8, timeout=60,
-               what="eight more runs")
+    wait_until(
+        lambda: len(job_runs(job_log)) >= steady_from + 8, timeout=60, what="eight more runs"
+    )
     steady = job_runs(job_log)[steady_from:]
     assert {u for u, *_ in steady} == {gunicorn_host.base_url}
     assert len({pid for _, pid, _, _ in steady}) == 1  # one worker of the two
     ticks = Counter(tick for *_, tick in steady)
     span = max(ticks) - min(ticks) + 1
-    print(f"steady: {len(steady)} runs over {span} ticks, all by pid {steady[0][1]} of the "
-          f"gunicorn host")
+    print(
+        f"steady: {len(steady)} runs over {span} ticks, all by pid {steady[0][1]} of the "
+        f"gunicorn host"
+    )
     assert set(ticks.values()) == {1}  # never twice
     assert len(ticks) >= span - 1  # a fire later than the next tick skips one (heavy load)
 
@@ -184,8 +212,11 @@ def test_five_hosts_agree_on_owners_and_run_the_singleton_job_once_per_tick(host
     killed_at = time.time()
     gunicorn_host.kill()
     rest = urls - {gunicorn_host.base_url}
-    wait_until(lambda: all(h.online() == rest for h in others), timeout=60,
-               what="the four others mark the killed host offline")
+    wait_until(
+        lambda: all(h.online() == rest for h in others),
+        timeout=60,
+        what="the four others mark the killed host offline",
+    )
     detected = time.time() - killed_at
     after = wait_until(lambda: agreed(others), timeout=30, what="the four agree again")
     agreed_after = time.time() - killed_at
@@ -193,21 +224,28 @@ def test_five_hosts_agree_on_owners_and_run_the_singleton_job_once_per_tick(host
     lost = {i for i in range(KEYS) if owners[i] == gunicorn_host.base_url}
     assert moved == lost
     assert after == [Ring(rest).owner(f"key-{i}") for i in range(KEYS)]
-    print(f"kill: {len(moved)} of {KEYS} keys moved ({len(moved) / KEYS:.0%}), all the killed "
-          f"host's; all offline everywhere after {detected:.1f} s, owners agreed after "
-          f"{agreed_after:.1f} s (failure timeout {FAILURE_TIMEOUT} s)")
+    print(
+        f"kill: {len(moved)} of {KEYS} keys moved ({len(moved) / KEYS:.0%}), all the killed "
+        f"host's; all offline everywhere after {detected:.1f} s, owners agreed after "
+        f"{agreed_after:.1f} s (failure timeout {FAILURE_TIMEOUT} s)"
+    )
 
     # The runner-up takes the job over.
     heir = Ring(rest).owner(name)
     settle = killed_at + agreed_after + JOB_INTERVAL  # a run under way then may straddle
-    wait_until(lambda: sum(u == heir and t > settle for u, _, t, _ in job_runs(job_log)) >= 2,
-               timeout=60, what="the runner-up runs the job")
+    wait_until(
+        lambda: sum(u == heir and t > settle for u, _, t, _ in job_runs(job_log)) >= 2,
+        timeout=60,
+        what="the runner-up runs the job",
+    )
     later = job_runs(job_log)[runs_before_kill:]
     first = min(t for u, _, t, _ in later if u == heir)
     others_ran = Counter(u for u, *_ in later if u != heir)
     doubled = sum(n > 1 for n in Counter(tick for *_, tick in later).values())
-    print(f"takeover: {heir} ran the job {first - killed_at:.1f} s after the kill (detection "
-          f"{detected:.1f} s + one tick of {JOB_INTERVAL} s); runs by others meanwhile: "
-          f"{dict(others_ran) or 'none'}; ticks run twice: {doubled}")
+    print(
+        f"takeover: {heir} ran the job {first - killed_at:.1f} s after the kill (detection "
+        f"{detected:.1f} s + one tick of {JOB_INTERVAL} s); runs by others meanwhile: "
+        f"{dict(others_ran) or 'none'}; ticks run twice: {doubled}"
+    )
     # After the survivors agreed, only the heir runs it.
     assert {u for u, _, t, _ in later if t > settle} == {heir}

@@ -11,7 +11,9 @@ ownership.PROGRESS = False
 def test_owners_disagree_around_events_and_agree_again_in_the_simulator():
     check_weights([f"key-{i}" for i in range(30)])  # the sampler's owners are Ring's
     rows = disagreement(30, keys=20, seed=3, step=0.5, hold=30)
-    by_event = {e: [r for r in rows if r["event"] == e] for e in ("join", "crash", "partition", "healed")}
+    by_event = {
+        e: [r for r in rows if r["event"] == e] for e in ("join", "crash", "partition", "healed")
+    }
     bad = lambda r: r["disagree"] or r["twice"] or r["orphaned"]  # noqa: E731
     # Each event shows its window: the newcomer's keys claimed twice, the victim's orphaned,
     # both halves owning keys during the partition.

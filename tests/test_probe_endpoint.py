@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from cluster import SECRET, Node, wait_until
 
 PROBE = "clustershazbot/probe"
@@ -46,8 +47,10 @@ def accepted(sock: socket.socket) -> int:
 
 def test_a_helper_reports_a_live_member_reachable_and_a_dead_one_unreachable(make_node):
     helper, target, doomed = make_node(), make_node(), make_node()
-    wait_until(lambda: all(helper.view().get(n.base_url) for n in (target, doomed)),
-               what="the helper knows both")
+    wait_until(
+        lambda: all(helper.view().get(n.base_url) for n in (target, doomed)),
+        what="the helper knows both",
+    )
     reply = probe(helper, {"message": "probe", "baseUrl": target.base_url, "timeout": 1})
     assert reply.status_code == 200 and reply.json() == {"reachable": True}
     doomed.stop(graceful=False)
@@ -61,13 +64,19 @@ def test_a_probe_without_the_gossip_secret_is_401(make_node, auth):
     assert probe(helper, {"message": "probe", "baseUrl": helper.base_url}, auth).status_code == 401
 
 
-@pytest.mark.parametrize("body", [
-    [], {"baseUrl": "http://127.0.0.1:9/"}, {"message": "gossip", "baseUrl": "http://127.0.0.1:9/"},
-    {"message": "probe"}, {"message": "probe", "baseUrl": 9},
-    {"message": "probe", "baseUrl": "http://127.0.0.1:9/", "timeout": 0},
-    {"message": "probe", "baseUrl": "http://127.0.0.1:9/", "timeout": "1"},
-    {"message": "probe", "baseUrl": "ftp://127.0.0.1:9/"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"baseUrl": "http://127.0.0.1:9/"},
+        {"message": "gossip", "baseUrl": "http://127.0.0.1:9/"},
+        {"message": "probe"},
+        {"message": "probe", "baseUrl": 9},
+        {"message": "probe", "baseUrl": "http://127.0.0.1:9/", "timeout": 0},
+        {"message": "probe", "baseUrl": "http://127.0.0.1:9/", "timeout": "1"},
+        {"message": "probe", "baseUrl": "ftp://127.0.0.1:9/"},
+    ],
+)
 def test_a_malformed_probe_is_400(make_node, body):
     reply = probe(make_node(), body)
     assert reply.status_code == 400 and reply.json()["error"]

@@ -11,7 +11,11 @@ import pytest
 from flask_clustershazbot import BadMessage, GossipServer, ServerList
 from flask_clustershazbot.records import MAX_LAST_UPDATE, MAX_URL_LENGTH, parse_control
 
-GOOD = {"baseUrl": "https://node-1.example:3000/", "monitor": False, "lastUpdate": 1_700_000_000_000}
+GOOD = {
+    "baseUrl": "https://node-1.example:3000/",
+    "monitor": False,
+    "lastUpdate": 1_700_000_000_000,
+}
 
 
 def record(**changes: Any) -> dict[str, Any]:
@@ -38,7 +42,11 @@ def rejected(data: Any, expected: str, message: str | None = "gossip") -> str:
 def test_gossip_server_round_trips_in_camel_case() -> None:
     server = GossipServer("http://127.0.0.1:8001/", True, 1_700_000_000_123)
     data = server.to_dict()
-    assert data == {"baseUrl": "http://127.0.0.1:8001/", "monitor": True, "lastUpdate": 1_700_000_000_123}
+    assert data == {
+        "baseUrl": "http://127.0.0.1:8001/",
+        "monitor": True,
+        "lastUpdate": 1_700_000_000_123,
+    }
     assert GossipServer.from_dict(json.loads(json.dumps(data))) == server
 
 
@@ -55,8 +63,12 @@ def test_server_list_round_trips_through_json() -> None:
 
 
 def test_to_dict_without_offline_has_only_online() -> None:
-    servers = ServerList((GossipServer("http://a/", False, 1),), (GossipServer("http://b/", False, 2),))
-    assert servers.to_dict(include_offline=False) == {"online": [GossipServer("http://a/", False, 1).to_dict()]}
+    servers = ServerList(
+        (GossipServer("http://a/", False, 1),), (GossipServer("http://b/", False, 2),)
+    )
+    assert servers.to_dict(include_offline=False) == {
+        "online": [GossipServer("http://a/", False, 1).to_dict()]
+    }
 
 
 def test_records_are_immutable() -> None:
@@ -79,14 +91,22 @@ def test_limits_are_inclusive() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8000/", "https://example.com/", "http://[::1]:3000/", "https://host:65535/api/"]
+    "url",
+    [
+        "http://127.0.0.1:8000/",
+        "https://example.com/",
+        "http://[::1]:3000/",
+        "https://host:65535/api/",
+    ],
 )
 def test_valid_base_urls_are_accepted(url: str) -> None:
     assert GossipServer.from_dict(record(baseUrl=url)).base_url == url
 
 
 def test_unknown_extra_fields_are_accepted_and_ignored() -> None:
-    data = message(record(region="eu", weight=3), offline=[record(baseUrl="http://x/", note=None)], hops=2)
+    data = message(
+        record(region="eu", weight=3), offline=[record(baseUrl="http://x/", note=None)], hops=2
+    )
     servers = ServerList.from_dict(data, message="gossip")
     assert servers.online == (GossipServer.from_dict(GOOD),)
     assert servers.offline == (GossipServer("http://x/", False, GOOD["lastUpdate"]),)
@@ -120,8 +140,20 @@ def test_monitor_must_be_a_boolean_not_an_int_or_string(bad: Any) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [True, False, -1, MAX_LAST_UPDATE + 1, 2**64, 1.5, 1_700_000_000_000.0, "1700000000000", None,
-     float("nan"), float("inf"), float("-inf")],
+    [
+        True,
+        False,
+        -1,
+        MAX_LAST_UPDATE + 1,
+        2**64,
+        1.5,
+        1_700_000_000_000.0,
+        "1700000000000",
+        None,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+    ],
 )
 def test_last_update_must_be_a_safe_non_negative_integer(bad: Any) -> None:
     rejected(message(GOOD, GOOD, record(lastUpdate=bad)), "online[2].lastUpdate must be an integer")
@@ -129,8 +161,10 @@ def test_last_update_must_be_a_safe_non_negative_integer(bad: Any) -> None:
 
 def test_nan_and_infinity_from_json_text_are_rejected() -> None:
     for literal in ("NaN", "Infinity", "-Infinity"):
-        body = json.loads('{"message": "gossip", "online": [{"baseUrl": "http://a/", '
-                          f'"monitor": false, "lastUpdate": {literal}}}]}}')
+        body = json.loads(
+            '{"message": "gossip", "online": [{"baseUrl": "http://a/", '
+            f'"monitor": false, "lastUpdate": {literal}}}]}}'
+        )
         rejected(body, "online[0].lastUpdate")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from flask_clustershazbot._json import encode_json
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot._json import encode_json
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
@@ -28,7 +28,9 @@ def test_every_change_shows_in_the_next_message():
     assert m.gossip_message() == fresh(m)
     first = m.gossip_message()
     m.heartbeat(NOW + 20, 2.0)  # our own record changes
-    m.merge(ServerList((GossipServer("http://p1:1/", False, NOW + 30),)), NOW + 40, 3.0, 600_000, DAY)
+    m.merge(
+        ServerList((GossipServer("http://p1:1/", False, NOW + 30),)), NOW + 40, 3.0, 600_000, DAY
+    )
     m.mark_offline("http://p2:1/", NOW + 50, 4.0)
     after = m.gossip_message()
     assert after == fresh(m)
@@ -43,10 +45,16 @@ def test_the_reply_follows_changes_another_process_made(tmp_path):
     from flask_clustershazbot.sqlite_store import SqliteStore
 
     def store() -> SqliteStore:
-        return SqliteStore(str(tmp_path / "state"), Membership("http://me:1/", False, NOW, 0.0), host_id="run")
+        return SqliteStore(
+            str(tmp_path / "state"), Membership("http://me:1/", False, NOW, 0.0), host_id="run"
+        )
 
     one, two = store(), store()
-    one.transact(lambda m: m.merge(ServerList((GossipServer("http://p1:1/", False, NOW),)), NOW, 1.0, 600_000, DAY))
+    one.transact(
+        lambda m: m.merge(
+            ServerList((GossipServer("http://p1:1/", False, NOW),)), NOW, 1.0, 600_000, DAY
+        )
+    )
     assert b"http://p1:1/" in two.transact(lambda m: (fresh(m), m.gossip_body())[1])
     # An incremental reload replaces entries in place: the cached reply must follow.
     one.transact(lambda m: m.mark_offline("http://p1:1/", NOW + 5, 2.0))

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from cluster import Node, wait_until
 
+from cluster import Node, wait_until
 from flask_clustershazbot import peer_left
 
 OLD, NEW = "old-gossip-secret-0123456789", "new-gossip-secret-9876543210"
@@ -30,10 +30,16 @@ STEPS = [  # (gossip secret setting, control secret setting) of each node, in tu
 ]
 
 
-def test_rolling_rotation_of_a_3_node_cluster(config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_rolling_rotation_of_a_3_node_cluster(
+    config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
-    base = {**config, "SHAZBOT_SECRET": OLD, "SHAZBOT_CONTROL_SECRET": OLD_CONTROL,
-            "SHAZBOT_FAILURE_TIMEOUT": 60}  # offline sooner: refused exchanges or announcements
+    base = {
+        **config,
+        "SHAZBOT_SECRET": OLD,
+        "SHAZBOT_CONTROL_SECRET": OLD_CONTROL,
+        "SHAZBOT_FAILURE_TIMEOUT": 60,
+    }  # offline sooner: refused exchanges or announcements
     nodes = [Node(base) for _ in range(3)]
     restarting: list[str] = []
     false_offlines: list[str] = []
@@ -52,8 +58,10 @@ def test_rolling_rotation_of_a_3_node_cluster(config: dict[str, Any], caplog: py
 
     def rounds(n: int) -> None:
         start = [node.engine.stats.rounds for node in nodes]
-        wait_until(lambda: all(node.engine.stats.rounds >= s + n for node, s in zip(nodes, start)),
-                   what=f"{n} more rounds on every node")
+        wait_until(
+            lambda: all(node.engine.stats.rounds >= s + n for node, s in zip(nodes, start)),
+            what=f"{n} more rounds on every node",
+        )
 
     try:
         wait_until(converged, what="the cluster with the old secrets")
@@ -63,9 +71,13 @@ def test_rolling_rotation_of_a_3_node_cluster(config: dict[str, Any], caplog: py
                 with lock:
                     restarting[:] = [node.base_url]
                 node.stop()
-                nodes[i] = Node({**base, "SHAZBOT_SECRET": secret, "SHAZBOT_CONTROL_SECRET": control},
-                                port=node.port)
-                wait_until(converged, what=f"the cluster after restarting node {i} with step {secret}")
+                nodes[i] = Node(
+                    {**base, "SHAZBOT_SECRET": secret, "SHAZBOT_CONTROL_SECRET": control},
+                    port=node.port,
+                )
+                wait_until(
+                    converged, what=f"the cluster after restarting node {i} with step {secret}"
+                )
                 with lock:
                     restarting.clear()
                 rounds(5)  # rotated and unrotated nodes gossip with each other
@@ -78,13 +90,19 @@ def test_rolling_rotation_of_a_3_node_cluster(config: dict[str, Any], caplog: py
 
         # The old secrets are refused now; the new ones work.
         target = nodes[0].base_url
-        assert requests.post(target + "clustershazbot/gossip", json={}, timeout=5,
-                             headers={"Authorization": OLD}).status_code == 401
-        full = requests.get(target + "clustershazbot/list", timeout=5,
-                            headers={"Authorization": NEW_CONTROL}).json()
+        assert (
+            requests.post(
+                target + "clustershazbot/gossip", json={}, timeout=5, headers={"Authorization": OLD}
+            ).status_code
+            == 401
+        )
+        full = requests.get(
+            target + "clustershazbot/list", timeout=5, headers={"Authorization": NEW_CONTROL}
+        ).json()
         assert "offline" in full
-        old = requests.get(target + "clustershazbot/list", timeout=5,
-                           headers={"Authorization": OLD_CONTROL}).json()
+        old = requests.get(
+            target + "clustershazbot/list", timeout=5, headers={"Authorization": OLD_CONTROL}
+        ).json()
         assert "offline" not in old
     finally:
         peer_left.disconnect(left)
@@ -92,19 +110,28 @@ def test_rolling_rotation_of_a_3_node_cluster(config: dict[str, Any], caplog: py
             node.stop()
 
 
-def test_sending_the_new_secret_before_every_node_accepts_it_is_refused(config: dict[str, Any]) -> None:
+def test_sending_the_new_secret_before_every_node_accepts_it_is_refused(
+    config: dict[str, Any],
+) -> None:
     """Why the recipe has three steps: a node sending a secret its peer does not accept yet
     is refused (401), which is what a one-step switch would do to half the cluster."""
     old = Node({**config, "SHAZBOT_SECRET": OLD})
     new = Node({**config, "SHAZBOT_SECRET": f"{NEW},{OLD}"})
     try:
-        reply = requests.post(old.base_url + "clustershazbot/gossip", json={}, timeout=5,
-                              headers={"Authorization": NEW})
+        reply = requests.post(
+            old.base_url + "clustershazbot/gossip",
+            json={},
+            timeout=5,
+            headers={"Authorization": NEW},
+        )
         assert reply.status_code == 401
         for secret in (NEW, OLD):  # the rotated node takes both
-            reply = requests.post(new.base_url + "clustershazbot/gossip", timeout=5,
-                                  json={"message": "gossip", "online": [], "offline": []},
-                                  headers={"Authorization": secret})
+            reply = requests.post(
+                new.base_url + "clustershazbot/gossip",
+                timeout=5,
+                json={"message": "gossip", "online": [], "offline": []},
+                headers={"Authorization": secret},
+            )
             assert reply.status_code == 200, reply.text
     finally:
         old.stop()

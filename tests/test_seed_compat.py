@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js) is not inst
 def start_seed_peer(master: str, interval: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [NODE, str(Path(__file__).with_name("seed_peer.js")), master, str(interval)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
         env={"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL, "PATH": "/usr/bin:/bin"},
     )
     line = proc.stdout.readline()
@@ -30,7 +31,9 @@ def start_seed_peer(master: str, interval: float) -> tuple[subprocess.Popen[str]
 def seed_view(url: str) -> dict[str, bool]:
     import requests
 
-    data = requests.get(url + "clustershazbot/list", headers={"Authorization": CONTROL}, timeout=5).json()
+    data = requests.get(
+        url + "clustershazbot/list", headers={"Authorization": CONTROL}, timeout=5
+    ).json()
     view = {s["baseUrl"]: True for s in data["online"]}
     view.update({s["baseUrl"]: False for s in data["offline"]})
     return view
@@ -44,10 +47,14 @@ def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
     try:
         everyone = urls | {url for _, url in seeds}
         # Python nodes learn the seed nodes (which only announce through gossip) ...
-        wait_until(lambda: online_everywhere(nodes, everyone), what="seed nodes known by python nodes")
+        wait_until(
+            lambda: online_everywhere(nodes, everyone), what="seed nodes known by python nodes"
+        )
         # ... and the seed nodes learn every Python node and each other.
-        wait_until(lambda: all({u for u, on in seed_view(s).items() if on} == everyone
-                               for _, s in seeds), what="python nodes known by seed nodes")
+        wait_until(
+            lambda: all({u for u, on in seed_view(s).items() if on} == everyone for _, s in seeds),
+            what="python nodes known by seed nodes",
+        )
         # a seed node dies: the Python nodes detect it
         proc, dead = seeds[1]
         proc.send_signal(signal.SIGKILL)
@@ -66,20 +73,28 @@ def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, c
     urls = {n.base_url for n in nodes}
     master = Path(config["SHAZBOT_MASTER_LIST"])
     # Seed nodes learn members from the master list only: wait until it names every node.
-    wait_until(lambda: master.exists() and all(u in master.read_text() for u in urls),
-               what="the master list names the python nodes")
+    wait_until(
+        lambda: master.exists() and all(u in master.read_text() for u in urls),
+        what="the master list names the python nodes",
+    )
     seeds = [start_seed_peer(str(master), 0.2) for _ in range(2)]
     try:
         everyone = urls | {url for _, url in seeds}
         wait_until(lambda: online_everywhere(nodes, everyone), what="python nodes know everyone")
-        wait_until(lambda: all({u for u, on in seed_view(s).items() if on} == everyone
-                               for _, s in seeds), what="seed nodes know everyone")
+        wait_until(
+            lambda: all({u for u, on in seed_view(s).items() if on} == everyone for _, s in seeds),
+            what="seed nodes know everyone",
+        )
         dead = nodes[2]
         dead.stop(graceful=False)  # no announcement: connections are refused from now on
-        wait_until(lambda: offline_everywhere(nodes[:2], dead.base_url),
-                   what="python nodes detect the crash")
-        wait_until(lambda: all(seed_view(s).get(dead.base_url) is False for _, s in seeds),
-                   what="seed nodes detect the crash")
+        wait_until(
+            lambda: offline_everywhere(nodes[:2], dead.base_url),
+            what="python nodes detect the crash",
+        )
+        wait_until(
+            lambda: all(seed_view(s).get(dead.base_url) is False for _, s in seeds),
+            what="seed nodes detect the crash",
+        )
     finally:
         for proc, _ in seeds:
             proc.kill()

@@ -61,8 +61,9 @@ def converged(c: ProxiedCluster, alive: set[int]) -> bool:
 
 def run_soak(config: dict[str, Any], seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    c = ProxiedCluster({**config, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600,
-                        "SHAZBOT_REQUEST_TIMEOUT": 1.0})
+    c = ProxiedCluster(
+        {**config, "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600, "SHAZBOT_REQUEST_TIMEOUT": 1.0}
+    )
     recorder = Recorder()
     timeline = Timeline()
     figures: dict[str, Any] = {"kills": 0, "restarts": 0, "convergence_s": []}
@@ -94,8 +95,11 @@ def run_soak(config: dict[str, Any], seconds: float, seed: int) -> dict[str, Any
                     alive.discard(i)
                     figures["kills"] += 1
                 pause, since = rng.uniform(1.0, 3.0), time.monotonic()
-                wait_until(lambda: time.monotonic() - since > pause, timeout=pause + 5,
-                           what="the next fault")
+                wait_until(
+                    lambda: time.monotonic() - since > pause,
+                    timeout=pause + 5,
+                    what="the next fault",
+                )
 
         churn(start + seconds * 0.4)
         for i in sorted(set(range(NODES)) - alive):
@@ -110,8 +114,11 @@ def run_soak(config: dict[str, Any], seconds: float, seed: int) -> dict[str, Any
         cut_at = time.monotonic()
         c.partition(side_a, side_b)
         split_for = max(5.0, seconds * 0.15)
-        wait_until(lambda: time.monotonic() - cut_at > split_for, timeout=split_for + 5,
-                   what="the partition to last")
+        wait_until(
+            lambda: time.monotonic() - cut_at > split_for,
+            timeout=split_for + 5,
+            what="the partition to last",
+        )
         c.heal()
         timeline.cut.append((side_a, side_b, cut_at, time.monotonic()))
         settle("convergence after the partition heals")

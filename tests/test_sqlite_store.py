@@ -82,7 +82,10 @@ def test_host_flags_are_kept(make_store):
 
     store.transact(go)
     assert store.transact(lambda m: (m.running, m.control_online, m.self_entry.online)) == (
-        True, False, False)
+        True,
+        False,
+        False,
+    )
 
 
 def test_purged_records_are_gone(make_store):
@@ -156,7 +159,9 @@ def test_a_new_run_of_the_host_starts_afresh(tmp_path):
     old.transact(lambda m: setattr(m, "control_online", False))
     same_run = sqlite(tmp_path / "s", host_id="1234:100")
     assert same_run.transact(lambda m: (set(m.entries), m.control_online)) == (
-        {ME, peer(1).base_url}, False)
+        {ME, peer(1).base_url},
+        False,
+    )
     new_run = sqlite(tmp_path / "s", host_id="1234:999")
     assert new_run.transact(lambda m: (set(m.entries), m.control_online)) == ({ME}, True)
 
@@ -245,16 +250,20 @@ def test_another_nodes_live_file_is_refused(tmp_path):
     sqlite(tmp_path / "s", host_id=live).transact(merge(ServerList((peer(1),))))
     with pytest.raises(ConfigError, match="SHAZBOT_STATE_PATH .* another node, " + ME):
         sqlite(tmp_path / "s", host_id="999999:1", base_url="http://127.0.0.1:9001/").transact(
-            lambda m: None)
+            lambda m: None
+        )
     # A file left by a run that ended is taken over.
     sqlite(tmp_path / "t", host_id="999999:1").transact(lambda m: None)
     assert sqlite(tmp_path / "t", host_id=live, base_url="http://127.0.0.1:9001/").transact(
-        lambda m: set(m.entries)) == {"http://127.0.0.1:9001/"}
+        lambda m: set(m.entries)
+    ) == {"http://127.0.0.1:9001/"}
 
 
 def saved_stamp(path: Path) -> int:
     with closing(sqlite3.connect(path)) as conn:
-        return int(conn.execute("SELECT last_update FROM member WHERE base_url = ?", (ME,)).fetchone()[0])
+        return int(
+            conn.execute("SELECT last_update FROM member WHERE base_url = ?", (ME,)).fetchone()[0]
+        )
 
 
 def test_our_own_heartbeat_alone_is_written_at_most_once_a_second(tmp_path):
@@ -264,6 +273,7 @@ def test_our_own_heartbeat_alone_is_written_at_most_once_a_second(tmp_path):
         def go(m: Membership) -> None:
             m.running, m.control_online = True, online
             m.heartbeat(now, 200.0 + (now - NOW) / 1000)
+
         return go
 
     store.transact(beat(NOW + 10))

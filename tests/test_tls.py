@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import requests
 import trustme
+
 from cluster import CONTROL, SECRET, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +56,26 @@ class Pki:
     def _leaf(self, ca: trustme.CA, name: str) -> tuple[str, str]:
         leaf = ca.issue_cert("127.0.0.1", "localhost")
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-        return self._write(f"{name}.pem", chain), self._write(f"{name}.key", leaf.private_key_pem.bytes())
+        return self._write(f"{name}.pem", chain), self._write(
+            f"{name}.key", leaf.private_key_pem.bytes()
+        )
 
 
 class TlsHost:
     """A gunicorn host of tests/gunicorn_app.py serving HTTPS on 127.0.0.1."""
 
-    def __init__(self, root: Path, name: str, master_list: Path, cert: str, key: str,
-                 trust: str, mutual: bool, pki: Pki, client_cert: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        master_list: Path,
+        cert: str,
+        key: str,
+        trust: str,
+        mutual: bool,
+        pki: Pki,
+        client_cert: bool = True,
+    ) -> None:
         self.name, self.pki = name, pki
         self.dir = root / name
         self.dir.mkdir()
@@ -94,25 +107,44 @@ class TlsHost:
         for drop in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"):
             env.pop(drop, None)
         command = [
-            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "examples" / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "4",
-            "--no-control-socket", "--graceful-timeout", "5",
-            "--pythonpath", str(ROOT / "tests"),
-            "--certfile", cert, "--keyfile", key,
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "examples" / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--no-control-socket",
+            "--graceful-timeout",
+            "5",
+            "--pythonpath",
+            str(ROOT / "tests"),
+            "--certfile",
+            cert,
+            "--keyfile",
+            key,
         ]
         if mutual:
             command += ["--ca-certs", pki.ca_pem, "--cert-reqs", "2"]  # ssl.CERT_REQUIRED
         command.append("gunicorn_app:create_app()")
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, env=env, cwd=self.dir, stdout=self.log,
-                                        stderr=self.log, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, env=env, cwd=self.dir, stdout=self.log, stderr=self.log, start_new_session=True
+        )
 
     def view(self) -> dict[str, bool] | None:
         """{base_url: online} over HTTPS, as a client the cluster trusts."""
         try:
             data = requests.get(
-                self.base_url + "clustershazbot/list", headers={"Authorization": CONTROL},
-                verify=self.pki.ca_pem, cert=(self.pki.cert, self.pki.key), timeout=5,
+                self.base_url + "clustershazbot/list",
+                headers={"Authorization": CONTROL},
+                verify=self.pki.ca_pem,
+                cert=(self.pki.cert, self.pki.key),
+                timeout=5,
             ).json()
         except (requests.RequestException, ValueError):
             return None
@@ -159,22 +191,35 @@ def hosts(tmp_path: Path, pki: Pki) -> Iterator[Callable[..., TlsHost]]:
 def failures_between(cluster: list[TlsHost]) -> list[str]:
     """Failed exchanges between members, from their logs."""
     urls = [h.base_url for h in cluster]
-    return [line for h in cluster for line in h.log_text().splitlines()
-            if "failed" in line and any(f"with {url}" in line for url in urls)]
+    return [
+        line
+        for h in cluster
+        for line in h.log_text().splitlines()
+        if "failed" in line and any(f"with {url}" in line for url in urls)
+    ]
 
 
 def converge(cluster: list[TlsHost]) -> set[str]:
     """Every member lists every member online, and stays so for 8 more rounds of each."""
     everyone = {h.base_url for h in cluster}
     for host in cluster:
-        wait_until(lambda: host.process.poll() is not None or host.view() is not None,
-                   timeout=30, what=f"host {host.name} serving HTTPS")
+        wait_until(
+            lambda: host.process.poll() is not None or host.view() is not None,
+            timeout=30,
+            what=f"host {host.name} serving HTTPS",
+        )
         assert host.process.poll() is None, host.log_text()
-    wait_until(lambda: all(h.view() == dict.fromkeys(everyone, True) for h in cluster),
-               timeout=30, what="the HTTPS cluster to converge")
+    wait_until(
+        lambda: all(h.view() == dict.fromkeys(everyone, True) for h in cluster),
+        timeout=30,
+        what="the HTTPS cluster to converge",
+    )
     start = [h.rounds() for h in cluster]
-    wait_until(lambda: all(h.rounds() >= n + 8 for h, n in zip(cluster, start)),
-               timeout=30, what="8 more rounds on each host")
+    wait_until(
+        lambda: all(h.rounds() >= n + 8 for h, n in zip(cluster, start)),
+        timeout=30,
+        what="8 more rounds on each host",
+    )
     assert all(h.view() == dict.fromkeys(everyone, True) for h in cluster)
     assert failures_between(cluster) == []
     return everyone
@@ -192,29 +237,52 @@ def test_https_cluster_converges_and_a_node_with_another_cas_certificate_is_refu
     # the master list. A holder of the gossip secret plants its record in A.
     stranger_list = tmp_path / "stranger-master.json"
     shutil.copy(master, stranger_list)
-    stranger = hosts("D", stranger_list, cert=pki.other_cert, key=pki.other_key,
-                     trust=pki.other_ca_pem)
+    stranger = hosts(
+        "D", stranger_list, cert=pki.other_cert, key=pki.other_key, trust=pki.other_ca_pem
+    )
     wait_until(lambda: stranger.rounds() >= 4, timeout=30, what="the stranger's rounds")
-    planted = {"message": "gossip", "offline": [], "online": [
-        {"baseUrl": stranger.base_url, "monitor": False, "lastUpdate": int(time.time() * 1000)}]}
-    reply = requests.post(cluster[0].base_url + "clustershazbot/gossip", json=planted,
-                          headers={"Authorization": SECRET}, verify=pki.ca_pem, timeout=5)
+    planted = {
+        "message": "gossip",
+        "offline": [],
+        "online": [
+            {"baseUrl": stranger.base_url, "monitor": False, "lastUpdate": int(time.time() * 1000)}
+        ],
+    }
+    reply = requests.post(
+        cluster[0].base_url + "clustershazbot/gossip",
+        json=planted,
+        headers={"Authorization": SECRET},
+        verify=pki.ca_pem,
+        timeout=5,
+    )
     assert reply.status_code == 200
 
     # Every member tries it, fails to verify its certificate, and takes it offline.
-    wait_until(lambda: all((h.view() or {}).get(stranger.base_url) is False for h in cluster),
-               timeout=30, what="the stranger offline everywhere")
+    wait_until(
+        lambda: all((h.view() or {}).get(stranger.base_url) is False for h in cluster),
+        timeout=30,
+        what="the stranger offline everywhere",
+    )
     assert any("SSLError" in h.log_text() for h in cluster)
     # ...and the stranger, which cannot verify theirs, reaches none of them either.
-    wait_until(lambda: all(not online for url, online in stranger_view(stranger, pki).items()
-                           if url in everyone), timeout=30, what="the members offline for D")
+    wait_until(
+        lambda: all(
+            not online for url, online in stranger_view(stranger, pki).items() if url in everyone
+        ),
+        timeout=30,
+        what="the members offline for D",
+    )
     for host in cluster:
         assert {u for u, on in (host.view() or {}).items() if on} == everyone
 
 
 def stranger_view(stranger: TlsHost, pki: Pki) -> dict[str, bool]:
-    data = requests.get(stranger.base_url + "clustershazbot/list", verify=pki.other_ca_pem,
-                        headers={"Authorization": CONTROL}, timeout=5).json()
+    data = requests.get(
+        stranger.base_url + "clustershazbot/list",
+        verify=pki.other_ca_pem,
+        headers={"Authorization": CONTROL},
+        timeout=5,
+    ).json()
     view = {s["baseUrl"]: True for s in data["online"]}
     view.update({s["baseUrl"]: False for s in data["offline"]})
     return view
@@ -225,7 +293,9 @@ def cli(url: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flask_clustershazbot.cli", "members", url, "--json"],
         env={**base, "SHAZBOT_CONTROL_SECRET": CONTROL, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -278,18 +348,29 @@ def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: P
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
     app = Flask("master")
-    app.get("/master.json")(lambda: {"online": [
-        {"baseUrl": "http://127.0.0.1:9/", "monitor": False, "lastUpdate": 1}]})
+    app.get("/master.json")(
+        lambda: {"online": [{"baseUrl": "http://127.0.0.1:9/", "monitor": False, "lastUpdate": 1}]}
+    )
     server = make_server("127.0.0.1", 0, app, ssl_context=(str(cert), str(key)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
 
     def read(host: str, **tls: str) -> Any:
-        settings = load_settings({}, {}, {
-            "secret": SECRET, "control_secret": CONTROL, "base_url": "http://127.0.0.1:1/",
-            "master_list": f"https://{host}:{server.port}/master.json",
-            "master_list_update": str(tmp_path / "unused.json"), "master_list_update_auth": "x",
-            **tls})
+        settings = load_settings(
+            {},
+            {},
+            {
+                "secret": SECRET,
+                "control_secret": CONTROL,
+                "base_url": "http://127.0.0.1:1/",
+                "master_list": f"https://{host}:{server.port}/master.json",
+                "master_list_update": str(tmp_path / "unused.json"),
+                "master_list_update_auth": "x",
+                **tls,
+            },
+        )
         transport = HttpTransport(settings)
         try:
             return transport.read_master_list()
