@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -112,18 +113,19 @@ def server_list() -> Response:
     return _json(current_engine().handle_list(request.headers.get("Authorization")))
 
 
+def _posted(control: bool, handle: Callable[[Engine, str | None, Any], dict[str, Any]]) -> Response:
+    """A JSON POST: the secret checked before the body is read (strangers cost no parsing)."""
+    engine, auth = current_engine(), request.headers.get("Authorization")
+    engine.authorize(auth, control=control)
+    return _json(handle(engine, auth, read_body(engine.settings.max_body_bytes)))
+
+
 @blueprint.post("/control")
 def control() -> Response:
-    engine, auth = current_engine(), request.headers.get("Authorization")
-    engine.authorize(auth, control=True)
-    body = read_body(engine.settings.max_body_bytes)
-    return _json(engine.handle_control(auth, body))
+    return _posted(True, Engine.handle_control)
 
 
 @blueprint.post("/probe")
 def probe() -> Response:
     """Indirect probe (an extension; seed nodes answer 404): try a member for the asker."""
-    engine, auth = current_engine(), request.headers.get("Authorization")
-    engine.authorize(auth, control=False)
-    body = read_body(engine.settings.max_body_bytes)
-    return _json(engine.handle_probe(auth, body))
+    return _posted(False, Engine.handle_probe)

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from cluster import wait_until
+from cluster import free_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Credentials moto accepts; boto3 reads them from the environment (its usual chain).
@@ -25,12 +25,6 @@ S3_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Subprocess:

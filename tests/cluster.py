@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -13,9 +19,60 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from flask_clustershazbot import ClusterShazbot
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-gossip-secret-0123456789"
 CONTROL = "test-control-secret-9876543210"
 MASTER_AUTH = "test-master-auth-token-5555"
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port nothing listens on now (for a server started by a test, or nobody at all)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+#: Variables of a developer's shell that would move a test host's state or change gunicorn.
+_HOST_ENV_DROPPED = (
+    "SHAZBOT_STATE_PATH",
+    "WEB_CONCURRENCY",
+    "GUNICORN_CMD_ARGS",
+    "RUNTIME_DIRECTORY",  # these two would beat TMPDIR for the default state path
+    "XDG_RUNTIME_DIR",
+)
+
+
+def host_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a node process: ``env`` over ours (without the variables above),
+    and this checkout's package first on the path (not whichever one is installed)."""
+    merged = {k: v for k, v in os.environ.items() if k not in _HOST_ENV_DROPPED} | env
+    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), merged.get("PYTHONPATH")]))
+    return merged
+
+
+def gunicorn_command(port: int, app: str, *args: str) -> list[str]:
+    """gunicorn with examples/gunicorn.conf.py on 127.0.0.1:``port``, serving ``app`` from tests/."""
+    return [
+        sys.executable, "-m", "gunicorn",
+        "-c", str(ROOT / "examples" / "gunicorn.conf.py"),
+        "--bind", f"127.0.0.1:{port}",
+        "--no-control-socket",
+        "--graceful-timeout", "5",
+        "--pythonpath", str(ROOT / "tests"),
+        *args,
+        app,
+    ]  # fmt: skip
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM (a node announces its shutdown), then SIGKILL to its whole session after 15 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -20,7 +20,8 @@ from flask import Flask, Response
 from flask_clustershazbot import ClusterShazbot, GossipServer, peer_joined, peer_left
 
 
-def _append(path: str, line: str) -> None:
+def append_line(path: str, line: str) -> None:
+    """One line to ``path``: O_APPEND, so lines of concurrent processes never interleave."""
     # O_APPEND: lines of concurrent processes never interleave
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -38,10 +39,10 @@ def create_app() -> Flask:
     round_log = os.environ["TEST_ROUND_LOG"]
 
     def joined(sender: Flask, server: GossipServer, **_: Any) -> None:
-        _append(signal_log, f"{os.getpid()} joined {server.base_url}")
+        append_line(signal_log, f"{os.getpid()} joined {server.base_url}")
 
     def left(sender: Flask, server: GossipServer, **_: Any) -> None:
-        _append(signal_log, f"{os.getpid()} left {server.base_url}")
+        append_line(signal_log, f"{os.getpid()} left {server.base_url}")
 
     peer_joined.connect(joined, app, weak=False)
     peer_left.connect(left, app, weak=False)
@@ -56,7 +57,7 @@ def create_app() -> Flask:
     gossip_round = engine.gossip_round
 
     def counted_round() -> None:
-        _append(round_log, f"{os.getpid()} {time.time():.3f}")
+        append_line(round_log, f"{os.getpid()} {time.time():.3f}")
         gossip_round()
 
     engine.gossip_round = counted_round  # the scheduler calls the engine's attribute

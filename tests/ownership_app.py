@@ -20,15 +20,7 @@ from typing import Any
 from flask import Flask, g, request
 
 from flask_clustershazbot import ClusterShazbot
-
-
-def _append(path: str, line: str) -> None:
-    # O_APPEND: lines of concurrent processes never interleave
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+from gunicorn_app import append_line
 
 
 def create_app() -> Flask:
@@ -44,7 +36,9 @@ def create_app() -> Flask:
         os.environ["TEST_JOB_NAME"], seconds=float(os.environ["TEST_JOB_INTERVAL"])
     )
     def tick() -> None:
-        _append(job_log, f"{base_url} {os.getpid()} {time.time():.3f} {g.shazbot_tick.timestamp()}")
+        append_line(
+            job_log, f"{base_url} {os.getpid()} {time.time():.3f} {g.shazbot_tick.timestamp()}"
+        )
 
     @app.get("/owners")
     def owners() -> dict[str, Any]:

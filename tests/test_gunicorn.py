@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,17 +25,20 @@ from typing import Any
 import pytest
 import requests
 
-from cluster import CONTROL, SECRET, Node, wait_until
+from cluster import (
+    CONTROL,
+    SECRET,
+    Node,
+    free_port,
+    gunicorn_command,
+    host_env,
+    stop_process,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.25
 FAILURE_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Host:
@@ -59,48 +60,24 @@ class Host:
         self.signal_log = self.dir / "signals.log"
         self.round_log = self.dir / "rounds.log"
         self.stderr_path = self.dir / "gunicorn.log"
-        env = {
-            **os.environ,
-            "TMPDIR": str(self.dir),  # the default state path lands here
-            "SHAZBOT_SECRET": SECRET,
-            "SHAZBOT_CONTROL_SECRET": CONTROL,
-            "SHAZBOT_BASE_URL": self.base_url,
-            "SHAZBOT_MASTER_LIST": str(master_list),
-            "SHAZBOT_GOSSIP_INTERVAL": str(INTERVAL),
-            "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "0.5",
-            "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
-            "SHAZBOT_RETRY_DELAY": "0.5",
-            "SHAZBOT_FAILURE_TIMEOUT": str(FAILURE_TIMEOUT),
-            "TEST_SIGNAL_LOG": str(self.signal_log),
-            "TEST_ROUND_LOG": str(self.round_log),
-        }
-        for key in (
-            "SHAZBOT_STATE_PATH",
-            "WEB_CONCURRENCY",
-            "GUNICORN_CMD_ARGS",
-            "RUNTIME_DIRECTORY",
-            "XDG_RUNTIME_DIR",
-        ):  # these would beat TMPDIR
-            env.pop(key, None)
-        env.update(extra_env or {})
-        # This checkout's package, not whichever one the interpreter has installed.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "examples" / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--no-control-socket",
-            "--graceful-timeout",
-            "5",
-            "--pythonpath",
-            str(ROOT / "tests"),
-            *args,
-            "gunicorn_app:create_app()",
-        ]
+        env = host_env(
+            {
+                "TMPDIR": str(self.dir),  # the default state path lands here
+                "SHAZBOT_SECRET": SECRET,
+                "SHAZBOT_CONTROL_SECRET": CONTROL,
+                "SHAZBOT_BASE_URL": self.base_url,
+                "SHAZBOT_MASTER_LIST": str(master_list),
+                "SHAZBOT_GOSSIP_INTERVAL": str(INTERVAL),
+                "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "0.5",
+                "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
+                "SHAZBOT_RETRY_DELAY": "0.5",
+                "SHAZBOT_FAILURE_TIMEOUT": str(FAILURE_TIMEOUT),
+                "TEST_SIGNAL_LOG": str(self.signal_log),
+                "TEST_ROUND_LOG": str(self.round_log),
+                **(extra_env or {}),
+            }
+        )
+        command = gunicorn_command(self.port, "gunicorn_app:create_app()", *args)
         self.stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(
             command,
@@ -152,13 +129,7 @@ class Host:
         return self.stderr_path.read_text(errors="replace").splitlines()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        stop_process(self.process)
         self.stderr.close()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ import pytest
 import requests
 from flask import Flask
 
-from cluster import CONTROL, SECRET, Node, wait_until
+from cluster import CONTROL, SECRET, Node, free_port, wait_until
 from flask_clustershazbot import ClusterShazbot, peer_joined, peer_left, testing
 
 TESTS = Path(__file__).resolve().parent
 #: Failure detection of the peer: far slower than any deadline here.
 SLOW_DETECTION = {"SHAZBOT_RETRY_DELAY": 120, "SHAZBOT_FAILURE_TIMEOUT": 600}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class App:
@@ -107,30 +100,26 @@ def peer(make_node, config):
     return make_node(**SLOW_DETECTION)
 
 
+def flask_run(port: int, *options: str) -> list[str]:
+    """``flask --app lifecycle_app [options] run --port PORT``, as a user types it."""
+    return [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "lifecycle_app",
+        *options,
+        "run",
+        "--port",
+        str(port),
+    ]
+
+
 def start_app(apps: list[App], tmp: Path, peer: Node, how: str, **env: Any) -> App:
     port = free_port()
     commands = {
-        "flask run": [
-            sys.executable,
-            "-m",
-            "flask",
-            "--app",
-            "lifecycle_app",
-            "run",
-            "--port",
-            str(port),
-        ],
-        "flask run --debug": [
-            sys.executable,
-            "-m",
-            "flask",
-            "--app",
-            "lifecycle_app",
-            "--debug",
-            "run",
-            "--port",
-            str(port),
-        ],
+        "flask run": flask_run(port),
+        "flask run --debug": flask_run(port, "--debug"),
         "app.run()": [sys.executable, "lifecycle_app.py", "serve", str(port)],
         "app.run(debug=True)": [sys.executable, "lifecycle_app.py", "serve", str(port), "debug"],
         "script": [sys.executable, "lifecycle_app.py", "script", str(port), str(tmp / "stop")],
@@ -244,16 +233,7 @@ def test_a_fresh_cluster_with_default_announce_settings_forms_at_once(apps, tmp_
         nodes.append(
             App(
                 tmp_path,
-                [
-                    sys.executable,
-                    "-m",
-                    "flask",
-                    "--app",
-                    "lifecycle_app",
-                    "run",
-                    "--port",
-                    str(port),
-                ],
+                flask_run(port),
                 port,
                 SHAZBOT_MASTER_LIST=master,
                 SHAZBOT_GOSSIP_INTERVAL=0.5,

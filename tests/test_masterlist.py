@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from backends import REDIS_SERVER, DnsServer, RedisServer, S3Server, free_port
-from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, wait_until
+from backends import REDIS_SERVER, DnsServer, RedisServer, S3Server
+from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, free_port, wait_until
 from flask_clustershazbot.config import Settings, load_settings
 from flask_clustershazbot.errors import ConfigError, ShazbotError
 from flask_clustershazbot.records import GossipServer, ServerList

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from cluster import CONTROL, SECRET, wait_until
+from cluster import CONTROL, SECRET, free_port, gunicorn_command, wait_until
 from flask_clustershazbot.ownership import Ring
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -35,12 +34,6 @@ RETRY_DELAY = 0.25
 FAILURE_TIMEOUT = 5.0
 JOB_INTERVAL = 1.0
 KEYS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Host:
@@ -59,23 +52,7 @@ class Host:
             "TEST_PORT": str(port),
         }
         if gunicorn:
-            command = [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "examples" / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--no-control-socket",
-                "--graceful-timeout",
-                "5",
-                "--pythonpath",
-                str(ROOT / "tests"),
-                "ownership_app:create_app()",
-            ]
+            command = gunicorn_command(port, "ownership_app:create_app()", "--workers", "2")
         else:
             command = [sys.executable, str(ROOT / "tests" / "ownership_app.py")]
         with open(self.log_path, "ab") as log:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +23,10 @@ import pytest
 import requests
 import trustme
 
-from cluster import CONTROL, SECRET, wait_until
+from cluster import CONTROL, SECRET, free_port, gunicorn_command, host_env, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Pki:
@@ -83,54 +75,32 @@ class TlsHost:
         self.base_url = f"https://127.0.0.1:{self.port}/"
         self.log_path = self.dir / "gunicorn.log"
         self.round_log = self.dir / "rounds.log"
-        env = {
-            **os.environ,
-            "TMPDIR": str(self.dir),
-            # This tree's package, not an installed one: the config file imports it first.
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "SHAZBOT_SECRET": SECRET,
-            "SHAZBOT_CONTROL_SECRET": CONTROL,
-            "SHAZBOT_BASE_URL": self.base_url,
-            "SHAZBOT_MASTER_LIST": str(master_list),
-            "SHAZBOT_GOSSIP_INTERVAL": str(INTERVAL),
-            "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "0.5",
-            "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
-            "SHAZBOT_RETRY_DELAY": "0.3",
-            "SHAZBOT_RETRIES": "2",
-            "SHAZBOT_FAILURE_TIMEOUT": "30",  # offline sooner: a refused exchange, not a timeout
-            "SHAZBOT_TLS_CA": trust,
-            "TEST_SIGNAL_LOG": str(self.dir / "signals.log"),
-            "TEST_ROUND_LOG": str(self.round_log),
-        }
+        env = host_env(
+            {
+                "TMPDIR": str(self.dir),
+                "SHAZBOT_SECRET": SECRET,
+                "SHAZBOT_CONTROL_SECRET": CONTROL,
+                "SHAZBOT_BASE_URL": self.base_url,
+                "SHAZBOT_MASTER_LIST": str(master_list),
+                "SHAZBOT_GOSSIP_INTERVAL": str(INTERVAL),
+                "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": "0.5",
+                "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
+                "SHAZBOT_RETRY_DELAY": "0.3",
+                "SHAZBOT_RETRIES": "2",
+                "SHAZBOT_FAILURE_TIMEOUT": "30",  # offline sooner: a refused exchange, not a timeout
+                "SHAZBOT_TLS_CA": trust,
+                "TEST_SIGNAL_LOG": str(self.dir / "signals.log"),
+                "TEST_ROUND_LOG": str(self.round_log),
+            }
+        )
         if client_cert:
             env.update(SHAZBOT_TLS_CERT=cert, SHAZBOT_TLS_KEY=key)
-        for drop in ("SHAZBOT_STATE_PATH", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"):
-            env.pop(drop, None)
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "examples" / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "--no-control-socket",
-            "--graceful-timeout",
-            "5",
-            "--pythonpath",
-            str(ROOT / "tests"),
-            "--certfile",
-            cert,
-            "--keyfile",
-            key,
-        ]
+        tls = ["--certfile", cert, "--keyfile", key]
         if mutual:
-            command += ["--ca-certs", pki.ca_pem, "--cert-reqs", "2"]  # ssl.CERT_REQUIRED
-        command.append("gunicorn_app:create_app()")
+            tls += ["--ca-certs", pki.ca_pem, "--cert-reqs", "2"]  # ssl.CERT_REQUIRED
+        command = gunicorn_command(
+            self.port, "gunicorn_app:create_app()", "--workers", "1", "--threads", "4", *tls
+        )
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             command, env=env, cwd=self.dir, stdout=self.log, stderr=self.log, start_new_session=True
@@ -159,13 +129,7 @@ class TlsHost:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        stop_process(self.process)
         self.log.close()
 
 
