@@ -22,7 +22,6 @@ from flask_clustershazbot import ClusterShazbot, GossipServer, peer_joined, peer
 
 def append_line(path: str, line: str) -> None:
     """One line to ``path``: O_APPEND, so lines of concurrent processes never interleave."""
-    # O_APPEND: lines of concurrent processes never interleave
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, (line + "\n").encode())
