@@ -53,7 +53,8 @@ SELF_CHECK_EVERY = 0.25
 #: (nothing listens yet, or a network that cannot reach its own address).
 SELF_CHECK_PATIENCE = 30.0
 #: This many refutations within CONFLICT_WINDOW_ROUNDS gossip intervals (at least a minute)
-#: hint that another process claims this node's base URL, or that peers cannot reach it.
+#: hint that another process claims this node's base URL, or that peers cannot reach it;
+#: a node acting as the node also checks every CONFLICT_WINDOW_ROUNDS intervals anyway.
 CONFLICT_HINTS = 3
 CONFLICT_WINDOW_ROUNDS = 10
 #: A node missing from the master list checks again after at most this many seconds
@@ -157,6 +158,8 @@ class Engine:
         #: Why the last self-check failed, or None.
         self.self_check_error: str | None = None
         self._check_began = 0.0
+        #: Monotonic time of the last self-check while acting as the node.
+        self._last_self_check = 0.0
         self._refutations: deque[float] = deque(maxlen=CONFLICT_HINTS)
         self._lifecycle = threading.RLock()
         self._in_flight = 0
@@ -311,6 +314,7 @@ class Engine:
         self._transact(go_online)
         self.live = True
         self._last_round_mono = None
+        self._last_self_check = mono
         self._schedule()
         log.info("started as %s", self.settings.base_url)
 
@@ -639,6 +643,14 @@ class Engine:
         self._publish(self._transact(tidy))
         self.last_round = now
         self.stats.add(rounds=1)
+        if (
+            self.self_check
+            and mono - self._last_self_check >= CONFLICT_WINDOW_ROUNDS * s.gossip_interval
+        ):
+            # Now and then, whatever the clocks: two claimants with equal clocks rarely
+            # outbid each other, so refutations alone may never reveal a conflict.
+            self._last_self_check = mono
+            self._self_check_job()
 
     def _check_pause(self, mono: float, timeout: float) -> None:
         """If this node itself stalled (GC, SIGSTOP, overload), do not blame its peers for it."""

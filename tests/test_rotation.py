@@ -83,7 +83,7 @@ def test_rolling_rotation_of_a_3_node_cluster(
                 rounds(5)  # rotated and unrotated nodes gossip with each other
         rounds(5)
 
-        refused = [r.getMessage() for r in caplog.records if "401" in r.getMessage()]
+        refused = [r.getMessage() for r in caplog.records if "HTTP 401" in r.getMessage()]
         assert refused == []
         assert false_offlines == []
         assert all(n.engine.settings.accepted_secrets == (NEW,) for n in nodes)
