@@ -14,7 +14,7 @@ from .records import GossipServer, ServerList
 from .signals import peer_joined, peer_left, peer_purged
 from .views import blueprint
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "BadMessage",
