@@ -39,6 +39,10 @@ from cluster import (
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.25
 FAILURE_TIMEOUT = 30.0
+#: A host is judged hung after being silent this long (docs/faults.md): these tests are about
+#: workers and leaders, not detection speed, and a worker respawned on a loaded machine (CI
+#: on 2 cores) was once silent for more than the default 5 s.
+REQUEST_TIMEOUT = 15.0
 
 
 class Host:
@@ -72,6 +76,7 @@ class Host:
                 "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": "1",
                 "SHAZBOT_RETRY_DELAY": "0.5",
                 "SHAZBOT_FAILURE_TIMEOUT": str(FAILURE_TIMEOUT),
+                "SHAZBOT_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
                 "TEST_SIGNAL_LOG": str(self.signal_log),
                 "TEST_ROUND_LOG": str(self.round_log),
                 **(extra_env or {}),
@@ -180,6 +185,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 1.0,
             "SHAZBOT_RETRY_DELAY": 0.5,
             "SHAZBOT_FAILURE_TIMEOUT": FAILURE_TIMEOUT,
+            "SHAZBOT_REQUEST_TIMEOUT": REQUEST_TIMEOUT,
         }
     )
     seen: Counter[str] = Counter()
