@@ -491,15 +491,12 @@ class Engine:
         until the first announcement, 5 to 15 minutes away by default)."""
         if not self.live:
             return
-        try:
-            listed = self.transport.read_master_list()
-            self._merge(listed)
-        except Exception as exc:  # whatever failed, the bootstrap is retried
+        listed = self._sync_master_list()
+        if isinstance(listed, Exception):  # whatever failed, the bootstrap is retried
             delay = min(2.0**self._bootstrap_failures, MAX_BOOTSTRAP_BACKOFF)
             self._bootstrap_failures += 1
-            self.stats.add(master_list_failures=1)
-            log.warning("master list download failed (%s); retrying in %g s", _why(exc), delay)
-            if isinstance(exc, BadMessage):
+            log.warning("master list download failed (%s); retrying in %g s", _why(listed), delay)
+            if isinstance(listed, BadMessage):
                 self._upload_master_list()  # which drops the bad records: the retry can read it
             self.scheduler.after(delay, self.bootstrap)
             return
@@ -540,12 +537,9 @@ class Engine:
     def _check_listing(self, checks: int) -> None:
         if not self.live:
             return
-        try:
-            listed = self.transport.read_master_list()
-            self._merge(listed)
-        except Exception as exc:
-            self.stats.add(master_list_failures=1)
-            log.warning("master list download failed: %s", _why(exc))
+        listed = self._sync_master_list()
+        if isinstance(listed, Exception):
+            log.warning("master list download failed: %s", _why(listed))
             listed = ServerList()
         if not self._listed(listed):
             self._claim_listing(checks)
@@ -565,15 +559,23 @@ class Engine:
 
     def announce(self) -> None:
         """Download and merge the master list, then upload our online list."""
-        try:
-            self._merge(self.transport.read_master_list())
-        except Exception as exc:
-            self.stats.add(master_list_failures=1)
-            log.warning("master list download failed: %s", _why(exc))
-            if not isinstance(exc, BadMessage):
+        listed = self._sync_master_list()
+        if isinstance(listed, Exception):
+            log.warning("master list download failed: %s", _why(listed))
+            if not isinstance(listed, BadMessage):
                 return  # a list with bad records is still updated: the update drops them
         if self._upload_master_list():
             self.last_master_sync = self.clock()
+
+    def _sync_master_list(self) -> ServerList | Exception:
+        """Download and merge the master list: the list, or (counted) why that failed."""
+        try:
+            listed = self.transport.read_master_list()
+            self._merge(listed)
+        except Exception as exc:  # a ShazbotError, or anything from below: never fatal
+            self.stats.add(master_list_failures=1)
+            return exc
+        return listed
 
     def _upload_master_list(self) -> bool:
         try:
