@@ -75,6 +75,17 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
             process.wait(5)
 
 
+def kill_processes(procs: list[subprocess.Popen[str]]) -> None:
+    """At teardown: kill node processes outright (a paused one is continued first)."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Poll ``condition`` until it returns a truthy value or ``timeout`` s pass."""
     deadline = time.monotonic() + timeout

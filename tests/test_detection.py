@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from cluster import CONTROL, SECRET, wait_until
+from cluster import CONTROL, SECRET, kill_processes, wait_until
 from flask_clustershazbot.demo import start_node, view
 from proxy import ProxiedCluster, Recorder, source_ip
 
@@ -53,13 +53,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
         return started
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+    kill_processes(procs)
 
 
 def online(port: int) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from cluster import CONTROL, SECRET, wait_until
+from cluster import CONTROL, SECRET, kill_processes, wait_until
 from flask_clustershazbot.demo import start_node, view
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
@@ -44,13 +44,7 @@ def spawn(config: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
         return proc, f"http://127.0.0.1:{port}/", log
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+    kill_processes(procs)
 
 
 def port_of(url: str) -> int:
