@@ -93,18 +93,11 @@ def merge_stored(
             old = best.get(server.base_url)
             if old is None or _rank(server, online) > _rank(*old):
                 best[server.base_url] = (server, online)
-    oldest = now_ms - int(settings.retention * 1000)
-    newest = now_ms + int(settings.max_clock_skew * 1000)
+    oldest = now_ms - settings.retention_ms
+    newest = now_ms + settings.max_clock_skew_ms
     return ServerList(
         online=tuple(s for s, on in best.values() if on and oldest <= s.last_update <= newest)
     )
-
-
-def _json_object(body: bytes) -> Any:
-    try:
-        return decode_json(body, "the master list")
-    except BadMessage:
-        return None
 
 
 def _now_ms() -> int:
@@ -131,16 +124,14 @@ class _Location:
         """
         if len(body) > self.settings.max_body_bytes:
             raise TooLarge(f"{self.where} is larger than the body limit")
+        data: Any = None
         try:
             data = decode_json(body, "the master list")
             return ServerList.from_dict(data)
         except BadMessage as exc:
             problem = f'{self.where}: {exc} (expected {{"online": [...]}})'
-            if not (
-                repair
-                and isinstance(data := _json_object(body), dict)
-                and isinstance(data.get("online"), list)
-            ):
+            # Decoded, but a record is bad: with ``repair`` the others are kept.
+            if not (repair and isinstance(data, dict) and isinstance(data.get("online"), list)):
                 raise BadMessage(problem) from None
         kept = []
         for item in data["online"]:
@@ -434,7 +425,7 @@ class RedisMasterList(_Location):
             raise self.error(f"HVALS failed: {type(exc).__name__}") from None
         online: list[GossipServer] = []
         offline: list[GossipServer] = []
-        newest = _now_ms() + int(self.settings.max_clock_skew * 1000)
+        newest = _now_ms() + self.settings.max_clock_skew_ms
         for value in values:
             try:
                 data = decode_json(value, f"a record of {self.where}")
@@ -447,8 +438,8 @@ class RedisMasterList(_Location):
 
     def publish(self, view: ServerList) -> None:
         args: list[Any] = [
-            _now_ms() - int(self.settings.retention * 1000),
-            int(self.settings.retention * 1000),
+            _now_ms() - self.settings.retention_ms,
+            self.settings.retention_ms,
         ]
         for servers, online in ((view.online, True), (view.offline, False)):
             for s in servers:
@@ -524,7 +515,7 @@ class DnsMasterList(_Location):
         return found
 
     def read(self) -> ServerList:
-        retention = int(self.settings.retention * 1000)
+        retention = self.settings.retention_ms
         stamp = max(0, _now_ms() - retention + min(HINT_MARGIN_MS, retention // 2))
         servers: dict[str, GossipServer] = {}
         for address in self._addresses():
