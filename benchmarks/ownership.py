@@ -33,8 +33,9 @@ from flask_clustershazbot.engine import Engine
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.ownership import Ownership, Ring, _key_bytes, _member_hash
 from flask_clustershazbot.records import GossipServer, ServerList
+from flask_clustershazbot.testing import MemoryTransport, Network
 
-from .common import EPOCH_MS, environment, settings, table
+from .common import EPOCH_MS, NullScheduler, environment, settings, table
 from .simulate import Cluster
 
 #: Print a line per simulated event as it ends (long runs at N = 1,000).
@@ -63,13 +64,16 @@ def per_call_us(fn: Callable[[str], Any], keys: list[str], budget: float) -> flo
 
 def owner_cost(n: int, budget: float) -> dict[str, Any]:
     url = loopback_url(0)
-    engine = Engine(settings(url))  # never started: nothing is contacted
+    s = settings(url)
+    # Never started: nothing is contacted, and the network is empty.
+    transport = MemoryTransport(Network(random.Random(0)), url, s.secret)
+    engine = Engine(s, transport=transport, scheduler=NullScheduler())
     peers = ServerList(tuple(GossipServer(loopback_url(i), False, EPOCH_MS) for i in range(1, n)))
 
     def online(m: Membership) -> None:
         m.running = True
         m.heartbeat(EPOCH_MS, 0.0)
-        m.merge(peers, EPOCH_MS, 0.0, 600_000, 86_400_000)
+        m.merge(peers, EPOCH_MS, 0.0, s.max_clock_skew_ms, s.retention_ms)
 
     engine.store.transact(online)
     ownership = Ownership(engine)

@@ -124,7 +124,8 @@ class Cluster:
         def online(m: Membership) -> None:
             m.running = True
             m.heartbeat(now, mono)
-            m.merge(everyone, now, mono, 600_000, 86_400_000)
+            s = engine.settings
+            m.merge(everyone, now, mono, s.max_clock_skew_ms, s.retention_ms)
 
         engine.store.transact(online)
         engine.started = engine.live = True  # started long ago: no bootstrap
