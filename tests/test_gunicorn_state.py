@@ -135,7 +135,15 @@ def delete_and_recycle(host: Host, path: Path, suffixes: tuple[str, ...]) -> Non
         timeout=30,
         what="the files recreated",
     )
-    time.sleep(2)  # let every worker notice (each checks within one poll or transaction)
+    # Every worker notices within one poll or transaction: wait until the rounds come from
+    # one process again (the tests then check a fresh window of rounds).
+    noticed = time.time()
+
+    def one_runner_again() -> bool:
+        last = [pid for pid, t in host.rounds() if t > noticed][-8:]
+        return len(last) == 8 and len(set(last)) == 1
+
+    wait_until(one_runner_again, timeout=30, what="8 rounds in a row from one worker")
 
 
 def test_deleting_the_lock_file_mid_run_leaves_one_schedule_runner(
