@@ -8,11 +8,14 @@ and a simulator can drive the same engine with a virtual clock.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 #: Our own executor alias, so that its per-job INFO lines can be quieted without touching
@@ -24,17 +27,69 @@ for _name in (_quiet.name, f"apscheduler.executors.{EXECUTOR}"):
         logging.getLogger(_name).setLevel(logging.WARNING)
 
 
-class _Executor(ThreadPoolExecutor):  # type: ignore[misc]  # apscheduler ships no types
-    """APScheduler's thread pool, quiet at interpreter exit: the pool then refuses new jobs
-    (``cannot schedule new futures after interpreter shutdown``) in the short moment before
-    ``atexit`` stops the schedules, and a due job is simply dropped."""
+class _DaemonPool:
+    """Just enough of a ``concurrent.futures`` pool for APScheduler, on daemon threads.
 
-    def _do_submit_job(self, job: Any, run_times: Any) -> None:
-        try:
-            super()._do_submit_job(job, run_times)
-        except RuntimeError as exc:
-            if "interpreter shutdown" not in str(exc):
-                raise
+    ``concurrent.futures`` joins its pools' threads at interpreter exit, before ``atexit``
+    stops the schedules. A job in flight then holds the exiting process for up to a
+    request timeout: a gunicorn worker being recycled whose round was self-checking, i.e.
+    calling its own host, which answers nobody until that worker is gone and replaced
+    (measured: a one-worker host silent for the whole timeout). Daemon threads are
+    abandoned at exit instead; a round cut short changes nothing (stores commit whole
+    transactions or nothing).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:  # stopped: a job due at that moment is dropped, as pending ones are
+                future.cancel()
+                return future
+            self._queue.put((future, fn, args))
+            if self._idle == 0 and self._threads < self.workers:
+                self._threads += 1
+                threading.Thread(target=self._work, name="clustershazbot-job", daemon=True).start()
+            else:
+                self._idle -= 1  # claimed now, so that two quick submits start two threads
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._queue.get()
+            if fn is _stop:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # reported through the future, as a pool does
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Let the threads end once their current job is done; never waits (daemons)."""
+        with self._lock:
+            self._closed = True
+            for _ in range(self._threads):
+                self._queue.put((Future(), _stop, ()))
+
+
+def _stop() -> None:
+    """The sentinel that ends a pool thread."""
+
+
+class _Executor(BasePoolExecutor):  # type: ignore[misc]  # apscheduler ships no types
+    def __init__(self, workers: int) -> None:
+        super().__init__(_DaemonPool(workers))
 
 
 class Scheduler(Protocol):

@@ -168,6 +168,35 @@ def test_a_script_that_called_start_announces_its_shutdown_at_exit(apps, peer, t
     assert "Traceback" not in app.log()
 
 
+HANGING_JOB = """
+import sys, threading
+from flask_clustershazbot.scheduling import BackgroundJobs
+
+running = threading.Event()
+
+def wait_on_a_hung_peer():
+    running.set()
+    threading.Event().wait(300)
+
+jobs = BackgroundJobs()
+jobs.start()
+jobs.after(0, wait_on_a_hung_peer)
+sys.exit(0 if running.wait(30) else 3)
+"""
+
+
+def test_a_job_in_flight_does_not_hold_the_process_at_exit():
+    """A round waiting on a hung peer must not keep its process from exiting. Found on a
+    recycled one-worker gunicorn host: the exiting worker's round was self-checking, i.e.
+    calling its own host, which answered nobody until that worker was gone, so the host
+    was silent for a whole request timeout."""
+    environ = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", HANGING_JOB], env=environ, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+
 @pytest.mark.parametrize("how", ["flask run --debug", "app.run(debug=True)"])
 def test_under_the_reloader_exactly_one_process_is_the_node(apps, peer, tmp_path, how):
     signals = tmp_path / "signals.log"
