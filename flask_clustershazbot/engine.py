@@ -169,6 +169,8 @@ class Engine:
         #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
         self.round_trips = RoundTrips(settings.min_request_timeout, settings.request_timeout)
         self._probes = threading.BoundedSemaphore(MAX_PROBES)
+        #: The rest of this pass over the online peers, in random order (see _next_target).
+        self._pass: list[str] = []
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
         self._cap_logged: float | None = None
@@ -619,8 +621,10 @@ class Engine:
             target = None
             if peers:
                 monitors = [p for p in peers if p.monitor]
-                prefer = monitors and self.rng.random() < MONITOR_PREFERENCE
-                target = self.rng.choice(monitors if prefer else peers).base_url
+                if monitors and self.rng.random() < MONITOR_PREFERENCE:
+                    target = self.rng.choice(monitors).base_url
+                else:
+                    target = self._next_target({p.base_url for p in peers})
             probe = None
             if self.rng.random() < OFFLINE_PROBE:
                 offline = m.peers(online=False)
@@ -653,6 +657,19 @@ class Engine:
             # outbid each other, so refutations alone may never reveal a conflict.
             self._last_self_check = mono
             self._self_check_job()
+
+    def _next_target(self, online: set[str]) -> str:
+        """The next peer of a pass over all online peers in a fresh random order (SWIM's
+        round-robin). Each pick is still a random peer, but every peer is met once per pass,
+        so a failed one is found within a pass, not after an unbounded run of bad luck.
+        Called inside a transaction (rounds take their targets one at a time)."""
+        while self._pass:
+            url = self._pass.pop()
+            if url in online:  # left since the pass began: skip it
+                return url
+        self._pass = sorted(online)
+        self.rng.shuffle(self._pass)
+        return self._pass.pop()
 
     def _check_pause(self, mono: float, timeout: float) -> None:
         """If this node itself stalled (GC, SIGSTOP, overload), do not blame its peers for it."""

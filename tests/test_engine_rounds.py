@@ -100,12 +100,26 @@ def test_a_stalled_node_restarts_its_peer_timeouts(engine, caplog):
     assert any("stalled" in r.getMessage() for r in caplog.records)
 
 
-def test_a_running_node_times_out_silent_peers(engine):
+class AnswersWithoutItself(AnswersAboutItself):
+    """Like AnswersAboutItself, but ``mute`` answers with nothing about itself."""
+
+    def __init__(self, clock: Clock, mute: str) -> None:
+        super().__init__(clock)
+        self.mute = mute
+
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
+        return ServerList(()) if base_url == self.mute else super().gossip(base_url, message)
+
+
+def test_a_running_node_times_out_a_peer_whose_heartbeat_stops(engine):
     engine, clock = engine
-    for _ in range(30):  # rounds every second: no stall, the silent peers really are silent
+    engine.transport = AnswersWithoutItself(clock, PEERS[2])
+    for _ in range(30):  # rounds every second: no stall, PEERS[2] really stopped beating
         clock.mono += 1
         engine.gossip_round()
-    assert len(online_peers(engine)) < len(PEERS)
+    assert online_peers(engine) == set(PEERS[:2])
 
 
 class Refuses:
