@@ -67,15 +67,29 @@ class RoundTrips:
             peer = self._peers.pop(base_url, None)  # re-inserted last: the dict stays in age order
             if peer is None:
                 peer = _Estimate(seconds)
-                if len(self._peers) >= MAX_PEERS:
-                    del self._peers[next(iter(self._peers))]
             else:
                 peer.add(seconds)
-            self._peers[base_url] = peer
+            self._keep(base_url, peer)
 
     def timed_out(self, base_url: str) -> None:
-        """An attempt waited out its timeout: the next one waits twice as long (up to the ceiling)."""
+        """An attempt waited out its timeout: the next one waits twice as long (up to the ceiling).
+
+        A peer without samples of its own backs off from the node's estimate: a slow peer
+        never reached yet must not be tried with the same short timeout every time (which,
+        the helpers probing with it too, would take it offline for being slow)."""
         with self._lock:
             peer = self._peers.get(base_url)
-            if peer is not None and max(peer.rto, self.floor) * peer.backoff < self.ceiling:
+            if peer is None:
+                if self._node is None:
+                    return  # the ceiling applies already
+                peer = _Estimate(self._node.srtt)
+                peer.rttvar = self._node.rttvar
+                self._keep(base_url, peer)
+            if max(peer.rto, self.floor) * peer.backoff < self.ceiling:
                 peer.backoff *= 2
+
+    def _keep(self, base_url: str, peer: _Estimate) -> None:
+        """Store ``peer``'s estimate as the newest; the oldest goes beyond MAX_PEERS."""
+        if base_url not in self._peers and len(self._peers) >= MAX_PEERS:
+            del self._peers[next(iter(self._peers))]
+        self._peers[base_url] = peer

@@ -41,6 +41,28 @@ def test_a_timeout_doubles_the_next_wait_until_a_sample_resets_it():
     assert rt.timeout(A) == 0.5
 
 
+def test_a_peer_never_sampled_backs_off_too_without_touching_the_others():
+    """A slow peer this node never reached yet (rounds take peers round-robin, so some go
+    unsampled for a while) must get longer timeouts after each one, or every retry and
+    every helper's probe would time out just as fast and take it offline for being slow."""
+    rt = RoundTrips(0.5, 5.0)
+    for _ in range(20):
+        rt.sample(A, 0.01)
+    rt.timed_out(B)
+    assert rt.timeout(B) == 1.0
+    rt.timed_out(B)
+    assert rt.timeout(B) == 2.0
+    assert rt.timeout(A) == 0.5
+    rt.sample(B, 0.01)
+    assert rt.timeout(B) == 0.5
+
+
+def test_a_timeout_before_any_sample_leaves_the_ceiling():
+    rt = RoundTrips(0.5, 5.0)
+    rt.timed_out(A)
+    assert rt.timeout(A) == rt.timeout(B) == 5.0
+
+
 def test_a_floor_above_the_ceiling_means_a_fixed_timeout():
     rt = RoundTrips(9.0, 5.0)
     rt.sample(A, 0.01)
