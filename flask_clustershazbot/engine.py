@@ -47,6 +47,10 @@ MAX_BOOTSTRAP_BACKOFF = 60.0
 #: Two attempts that each waited out the request timeout end the retries early (the seed's
 #: rule): a peer that leaves requests hanging is unfit to serve, whatever the cause.
 SLOW_FAILURES = 2
+#: ... once the peer has been silent, since the first of them, for this share of the
+#: request timeout: a pause shorter than that (a gunicorn worker being replaced, a GC) is
+#: not a hang.
+HANG_SILENCE = 0.9
 #: A starting node checks every this many seconds that its base URL leads back to it ...
 SELF_CHECK_EVERY = 0.25
 #: ... and after this many seconds without an answer acts as the node anyway, with a warning
@@ -744,7 +748,7 @@ class Engine:
         reached = self._probe_indirectly(base_url, failure.timeout)
         confirmed = reached is False and failure.refused
         silent = since is not None and (
-            self.monotonic() - since >= 0.9 * self.settings.request_timeout
+            self.monotonic() - since >= HANG_SILENCE * self.settings.request_timeout
         )
         hung = slow >= SLOW_FAILURES and silent
         if reached:
@@ -784,7 +788,15 @@ class Engine:
         self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow, since))
 
     def _retry(self, base_url: str, failed: int, slow: int, since: float | None) -> None:
-        failure = self._attempt(base_url) if self.live else None
+        timeout = None
+        if since is not None:
+            # Waiting past the silence that settles a hang proves nothing more; without this
+            # cap the backoff (0.5, 1, 2, 4, 8 s ...) overshoots it by up to twice over.
+            left = since + HANG_SILENCE * self.settings.request_timeout - self.monotonic()
+            timeout = min(
+                self.round_trips.timeout(base_url), max(left, self.settings.min_request_timeout)
+            )
+        failure = self._attempt(base_url, timeout=timeout) if self.live else None
         if failure is None:  # the peer answered, or this node stopped
             with self._in_flight_lock:
                 self._suspects.discard(base_url)
