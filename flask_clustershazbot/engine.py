@@ -173,8 +173,10 @@ class Engine:
         #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
         self.round_trips = RoundTrips(settings.min_request_timeout, settings.request_timeout)
         self._probes = threading.BoundedSemaphore(MAX_PROBES)
-        #: The rest of this pass over the online peers, in random order (see _next_target).
+        #: The rest of this pass over the online peers, in random order, and every peer the
+        #: pass has taken in (see _next_target).
         self._pass: list[str] = []
+        self._in_pass: set[str] = set()
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
         self._cap_logged: float | None = None
@@ -666,13 +668,18 @@ class Engine:
         """The next peer of a pass over all online peers in a fresh random order (SWIM's
         round-robin). Each pick is still a random peer, but every peer is met once per pass,
         so a failed one is found within a pass, not after an unbounded run of bad luck.
-        Called inside a transaction (rounds take their targets one at a time)."""
+        A peer that joins mid-pass goes in at a random place of the rest of it (as SWIM
+        does), not a whole pass later. Called inside a transaction (one round at a time)."""
+        for url in sorted(online - self._in_pass):
+            self._pass.insert(self.rng.randrange(len(self._pass) + 1), url)
+            self._in_pass.add(url)
         while self._pass:
             url = self._pass.pop()
             if url in online:  # left since the pass began: skip it
                 return url
         self._pass = sorted(online)
         self.rng.shuffle(self._pass)
+        self._in_pass = set(online)
         return self._pass.pop()
 
     def _check_pause(self, mono: float, timeout: float) -> None:

@@ -122,6 +122,38 @@ def test_a_running_node_times_out_a_peer_whose_heartbeat_stops(engine):
     assert online_peers(engine) == set(PEERS[:2])
 
 
+class RecordsTargets(AnswersAboutItself):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.targets: list[str] = []
+
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
+        self.targets.append(base_url)
+        return super().gossip(base_url, message)
+
+
+def test_rounds_meet_every_peer_once_per_pass_and_a_newcomer_within_the_current_one():
+    """SWIM's round-robin: a crashed peer is met within a pass, and so is one that joined
+    mid-pass (not only a pass later: at N = 100 that left a crash to the failure timeout)."""
+    clock = Clock()
+    transport = RecordsTargets(clock)
+    engine = make_engine(clock, transport, NoJobs(), failure_timeout=1e6)
+    engine.start()
+    peers = [f"http://127.0.0.1:{2000 + i}/" for i in range(20)]
+    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in peers)))
+    engine.gossip_round()  # the pass begins
+    newcomer = "http://127.0.0.1:3000/"
+    engine._merge(ServerList((GossipServer(newcomer, False, clock.wall()),)))
+    for _ in range(20 + 21):
+        clock.mono += 1
+        engine.gossip_round()
+    first, second = transport.targets[:21], transport.targets[21:]
+    assert sorted(first) == sorted(peers + [newcomer])
+    assert sorted(second) == sorted(peers + [newcomer])
+
+
 class Refuses:
     """Every exchange fails at once, like a crashed peer's refused connection."""
 
