@@ -58,8 +58,8 @@ class _DaemonPool:
             if self._idle == 0 and self._threads < self.workers:
                 self._threads += 1
                 threading.Thread(target=self._work, name="clustershazbot-job", daemon=True).start()
-            else:
-                self._idle -= 1  # claimed now, so that two quick submits start two threads
+            else:  # an idle thread takes it; at the limit it waits (idle goes below zero)
+                self._idle -= 1  # counted now, so that two quick submits start two threads
         return future
 
     def _work(self) -> None:
