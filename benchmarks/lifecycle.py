@@ -81,6 +81,8 @@ def stop_times(signum: int, runs: int, tmp: Path) -> list[float | None]:
                 env=node_env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                # SIGINT at its default, as in a terminal, even when this runs in the background
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
             try:
                 joined = _wait(lambda: (view(peer_port, CONTROL) or {}).get(url) is True, 30)

@@ -29,6 +29,13 @@ TESTS = Path(__file__).resolve().parent
 SLOW_DETECTION = {"SHAZBOT_RETRY_DELAY": 120, "SHAZBOT_FAILURE_TIMEOUT": 600}
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default, as in a terminal. A runner started
+    in the background (``cmd &`` in a script) ignores SIGINT, its children inherit that, and
+    Python then never raises KeyboardInterrupt: Ctrl-C would be a no-op, not a test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class App:
     """One process running tests/lifecycle_app.py, its output in a file."""
 
@@ -61,6 +68,7 @@ class App:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=ctrl_c_as_in_a_terminal,
             )
 
     def log(self) -> str:
