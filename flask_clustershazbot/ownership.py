@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
@@ -226,6 +227,16 @@ class SingletonJob:
             log.warning("singleton job %r skipped a tick: its previous run is not done", self.name)
             return
         self._running_in = os.getpid()
+        # The app's own work runs on a thread the interpreter waits for at exit, as
+        # APScheduler's own pool would: a run under way when the process stops finishes.
+        # (The engine's jobs run on daemon threads, abandoned at exit: scheduling.py.)
+        runner = threading.Thread(
+            target=self._run, args=(app, when), name=f"singleton job {self.name}", daemon=False
+        )
+        runner.start()
+        runner.join()
+
+    def _run(self, app: Flask, when: datetime) -> None:
         try:
             with app.app_context():
                 g.shazbot_tick = when  # the same on every node: a key for exactly-once

@@ -205,6 +205,48 @@ def test_a_job_in_flight_does_not_hold_the_process_at_exit():
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
+SINGLETON_AT_EXIT = """
+import os, sys, time
+from flask import Flask
+from flask_clustershazbot import ClusterShazbot
+
+out = sys.argv[1]
+app = Flask("singleton_at_exit")
+app.config.update(
+    SHAZBOT_SECRET="s" * 24, SHAZBOT_CONTROL_SECRET="c" * 24, SHAZBOT_SELF_CHECK=False,
+    SHAZBOT_BASE_URL=sys.argv[2], SHAZBOT_MASTER_LIST=os.path.join(out, "master.json"),
+)
+shazbot = ClusterShazbot(app)
+
+@shazbot.singleton_job("report", seconds=0.2)
+def report():
+    open(os.path.join(out, "started"), "w").close()
+    time.sleep(1)
+    open(os.path.join(out, "finished"), "w").close()
+
+deadline = time.monotonic() + 30
+while not os.path.exists(os.path.join(out, "started")) and time.monotonic() < deadline:
+    time.sleep(0.05)
+"""
+
+
+def test_a_singleton_job_under_way_at_exit_finishes_first(tmp_path):
+    """The app's own work is not cut short when the process exits (only the engine's
+    rounds are, see the test above): a run under way finishes, as with APScheduler."""
+    environ = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    environ = {k: v for k, v in environ.items() if not k.startswith("SHAZBOT_")}
+    url = f"http://127.0.0.1:{free_port()}/"
+    done = subprocess.run(
+        [sys.executable, "-c", SINGLETON_AT_EXIT, str(tmp_path), url],
+        env=environ,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert (tmp_path / "started").exists(), done.stderr.decode(errors="replace")[-3000:]
+    assert (tmp_path / "finished").exists()
+
+
 @pytest.mark.parametrize("how", ["flask run --debug", "app.run(debug=True)"])
 def test_under_the_reloader_exactly_one_process_is_the_node(apps, peer, tmp_path, how):
     signals = tmp_path / "signals.log"
