@@ -754,9 +754,7 @@ class Engine:
             since = failure.started if since is None else since
         reached = self._probe_indirectly(base_url, failure.timeout)
         confirmed = reached is False and failure.refused
-        silent = since is not None and (
-            self.monotonic() - since >= HANG_SILENCE * self.settings.request_timeout
-        )
+        silent = since is not None and self._silence_left(since) <= 0
         hung = slow >= SLOW_FAILURES and silent
         if reached:
             log.info("%s did not answer this node, but another member reached it", base_url)
@@ -774,6 +772,11 @@ class Engine:
             self._publish(changes)
             if changes.left:
                 self._spread()
+
+    def _silence_left(self, since: float) -> float:
+        """Seconds until a peer silent since ``since`` has been silent long enough to be
+        judged hung (zero or less: it has)."""
+        return since + HANG_SILENCE * self.settings.request_timeout - self.monotonic()
 
     def _spread(self) -> None:
         """Tell a few members at once that a peer went offline, instead of waiting for rounds."""
@@ -799,7 +802,7 @@ class Engine:
         if since is not None:
             # Waiting past the silence that settles a hang proves nothing more; without this
             # cap the backoff (0.5, 1, 2, 4, 8 s ...) overshoots it by up to twice over.
-            left = since + HANG_SILENCE * self.settings.request_timeout - self.monotonic()
+            left = self._silence_left(since)
             timeout = min(
                 self.round_trips.timeout(base_url), max(left, self.settings.min_request_timeout)
             )
