@@ -176,6 +176,16 @@ def test_a_script_that_called_start_announces_its_shutdown_at_exit(apps, peer, t
     assert "Traceback" not in app.log()
 
 
+def run_script(code: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -c code args...`` with this checkout's package and no SHAZBOT_* settings
+    from the shell; it must end by itself within 60 s."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SHAZBOT_")}
+    environ["PYTHONPATH"] = str(TESTS.parent)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=environ, capture_output=True, timeout=60
+    )
+
+
 HANGING_JOB = """
 import sys, threading
 from flask_clustershazbot.scheduling import BackgroundJobs
@@ -198,10 +208,7 @@ def test_a_job_in_flight_does_not_hold_the_process_at_exit():
     recycled one-worker gunicorn host: the exiting worker's round was self-checking, i.e.
     calling its own host, which answered nobody until that worker was gone, so the host
     was silent for a whole request timeout."""
-    environ = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
-    done = subprocess.run(
-        [sys.executable, "-c", HANGING_JOB], env=environ, capture_output=True, timeout=60
-    )
+    done = run_script(HANGING_JOB)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
@@ -233,15 +240,7 @@ while not os.path.exists(os.path.join(out, "started")) and time.monotonic() < de
 def test_a_singleton_job_under_way_at_exit_finishes_first(tmp_path):
     """The app's own work is not cut short when the process exits (only the engine's
     rounds are, see the test above): a run under way finishes, as with APScheduler."""
-    environ = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
-    environ = {k: v for k, v in environ.items() if not k.startswith("SHAZBOT_")}
-    url = f"http://127.0.0.1:{free_port()}/"
-    done = subprocess.run(
-        [sys.executable, "-c", SINGLETON_AT_EXIT, str(tmp_path), url],
-        env=environ,
-        capture_output=True,
-        timeout=60,
-    )
+    done = run_script(SINGLETON_AT_EXIT, str(tmp_path), f"http://127.0.0.1:{free_port()}/")
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert (tmp_path / "started").exists(), done.stderr.decode(errors="replace")[-3000:]
     assert (tmp_path / "finished").exists()
