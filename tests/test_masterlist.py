@@ -239,13 +239,18 @@ def test_missing_file_logs_once_that_the_node_starts_alone(
     assert listed(t) == {member(0)}
 
 
+def read_and_write(t: HttpTransport) -> tuple[Callable[[], Any], ...]:
+    """A read and a write of ``t``'s master list: each must refuse a bad location alike."""
+    return (
+        t.read_master_list,
+        lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),))),
+    )
+
+
 def test_a_typod_directory_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "shraed" / "master.json"
     t = HttpTransport(settings_for(0, str(path)))
-    for call in (
-        t.read_master_list,
-        lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),))),
-    ):
+    for call in read_and_write(t):
         with pytest.raises(ShazbotError) as raised:
             call()
         assert "SHAZBOT_MASTER_LIST " + str(path) in str(raised.value)
@@ -260,10 +265,7 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
     path = tmp_path / "master.json"
     path.write_bytes(body)
     t = HttpTransport(settings_for(0, str(path)))
-    for call in (
-        t.read_master_list,
-        lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),))),
-    ):
+    for call in read_and_write(t):
         with pytest.raises(ShazbotError) as raised:
             call()
         assert f"SHAZBOT_MASTER_LIST {path}" in str(raised.value)
