@@ -3,6 +3,7 @@
 Three servers, measured alternately in one run, each answering the same plain-JSON gossip
 body of N records, all already known to it:
 - ours: a node (``benchmarks.endpoint_app``) under gunicorn, 1 gthread worker x 8 threads;
+- flask-route: the same node with ``SHAZBOT_FAST_GOSSIP=false`` (gossip through Flask's dispatch);
 - ceiling: a Flask route that only reads the body (``benchmarks.ceiling_app``), same settings;
 - seed: the Node.js stand-in ``tests/seed_peer.js`` under Express (its merge), one process;
 - before (with ``--before DIR``): the package of another checkout, served as ours.
@@ -170,7 +171,8 @@ def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None
     }
     servers = []
     try:
-        nodes = [("ours", str(ROOT))] + ([("before", before)] if before else [])
+        nodes = [("ours", str(ROOT)), ("flask-route", str(ROOT))]
+        nodes += [("before", before)] if before else []
         for name, package in nodes:  # benchmarks.endpoint_app from here, the package from there
             port = free_port()
             servers.append(
@@ -183,6 +185,7 @@ def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None
                         "BENCH_CODEC": codec,
                         "SHAZBOT_MASTER_LIST": str(master) + ("" if name == "ours" else f".{name}"),
                         "SHAZBOT_STATE_PATH": str(Path(tmp, f"{name}.db")),
+                        "SHAZBOT_FAST_GOSSIP": str(name != "flask-route").lower(),
                         "PYTHONPATH": f"{package}{os.pathsep}{ROOT}",
                     },
                     tmp,
@@ -261,7 +264,11 @@ def run(
         members = ServerList((), tuple(fake_members(n, int(time.time() * 1000))))
         master = Path(tmp, "master.json")
         master.write_text(json.dumps(members.to_dict()))
-        for copy in ("seed", "before"):  # each reads its own: our node rewrites its master list
+        for copy in (
+            "seed",
+            "before",
+            "flask-route",
+        ):  # each reads its own: our node rewrites its master list
             Path(tmp, f"master.json.{copy}").write_text(master.read_text())
         body = Path(tmp, "body.json")  # plain JSON, as the seed's nodes send it
         body.write_text(json.dumps(members.gossip_message(), separators=(",", ":")))
@@ -356,8 +363,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
     )
     ratios = []
     for res in results:
-        ours, ceiling, seed, before = (
+        ours, flask_route, ceiling, seed, before = (
             res["ours"],
+            res["flask-route"],
             res["ceiling"],
             res.get("seed"),
             res.get("before"),
@@ -366,6 +374,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
             [
                 ours["n"],
                 ours["rps"] / ceiling["rps"],
+                flask_route["rps"] / ceiling["rps"],
                 ours["rps"] / seed["rps"] if seed else "-",
                 ours["p99"] / seed["p99"] if seed else "-",
                 ceiling["rps"] / seed["rps"] if seed else "-",
@@ -377,6 +386,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
             [
                 "N",
                 "ours / ceiling req/s",
+                "flask-route / ceiling",
                 "ours / seed req/s",
                 "ours / seed p99",
                 "ceiling / seed req/s",

@@ -46,6 +46,8 @@ class Settings:
     read_env: bool = True
     #: Check that the base URL leads back to this process before acting as the node.
     self_check: bool = True
+    #: Answer accepted gossip requests before Flask's dispatch (views.FastGossip).
+    fast_gossip: bool = True
     #: Largest request or reply body, counted after decompression.
     max_body_bytes: int = 4 * 1024 * 1024
     #: Most records in the member table, this node's own included (docs/faults.md,
@@ -398,6 +400,7 @@ _PARSERS: dict[str, _Parser] = {
     "autostart": _bool,
     "read_env": _bool,
     "self_check": _bool,
+    "fast_gossip": _bool,
     "max_body_bytes": _bytes,
     "max_members": _count,
     "max_clock_skew": _seconds,

@@ -26,7 +26,7 @@ from .ownership import Key, attach_singleton_job, make_trigger, ownership_of
 from .records import ServerList
 from .signals import send_changes
 from .ui import register_ui
-from .views import blueprint
+from .views import FastGossip, blueprint
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[[], Any])
@@ -72,12 +72,19 @@ class ClusterShazbot:
 
         def listener(changes: Changes) -> None:
             sender = app_ref()
-            if sender is not None:
+            if sender is None:
+                return
+            if has_app_context():
                 send_changes(sender, changes)
+            else:  # a round's thread, or the fast gossip path: receivers get the app's context
+                with sender.app_context():
+                    send_changes(sender, changes)
 
         engine = make_engine(settings, self_check=True, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
+        if settings.fast_gossip:
+            app.wsgi_app = FastGossip(app.wsgi_app, engine, app)  # type: ignore[method-assign]
         exempt_from_request_guards(app)
         _exempt_at_first_request(app)
         register_ui(app, settings)

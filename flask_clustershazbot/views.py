@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import math
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.http import parse_accept_header
 
 from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 from .constants import EXTENSION_KEY, INSTANCE_HEADER, PREFIX
 from .engine import Engine
 from .errors import BadMessage, ShazbotError, TooLarge
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 blueprint = Blueprint("clustershazbot", __name__, url_prefix="/" + PREFIX)
 #: Every path of the protocol starts with this.
@@ -25,19 +31,23 @@ def current_engine() -> Engine:
 
 def _json(data: Any, status: int = 200) -> Response:
     body = data if isinstance(data, bytes) else encode_json(data)  # bytes: encoded already
-    # Compress only for a client that asked for it: seed nodes may not, and get plain JSON.
-    gzipped = (
-        len(body) >= GZIP_MIN_BYTES
-        and "Accept-Encoding" in request.headers
-        and request.accept_encodings["gzip"] > 0
-    )
-    response = current_app.response_class(
-        gzip_body(body) if gzipped else body, status, mimetype="application/json"
-    )
-    response.headers["Vary"] = "Accept-Encoding"  # a new response: no other Vary to keep
-    if gzipped:
-        response.headers["Content-Encoding"] = "gzip"
+    body, headers = reply_encoding(body, request.headers.get("Accept-Encoding"))
+    response = current_app.response_class(body, status, mimetype="application/json")
+    response.headers.extend(headers)  # a new response: no other Vary to keep
     return response
+
+
+def reply_encoding(body: bytes, accept_encoding: str | None) -> tuple[bytes, list[tuple[str, str]]]:
+    """A JSON reply's body and encoding headers: gzip only for a client that asked for it
+    (seed nodes may not, and get plain JSON)."""
+    headers = [("Vary", "Accept-Encoding")]
+    if (
+        len(body) >= GZIP_MIN_BYTES
+        and accept_encoding
+        and parse_accept_header(accept_encoding)["gzip"] > 0
+    ):
+        return gzip_body(body), [*headers, ("Content-Encoding", "gzip")]
+    return body, headers
 
 
 def read_body(limit: int) -> Any:
@@ -52,14 +62,23 @@ def read_raw(limit: int) -> bytes:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
-    if request.headers.get("Content-Encoding", "").lower() == "gzip":
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            raw = inflater.decompress(raw, limit + 1)
-        except zlib.error:
-            raise BadMessage("the body is not valid gzip") from None
-        if len(raw) > limit or inflater.unconsumed_tail:
-            raise TooLarge(f"the body is larger than {limit} bytes after decompression")
+    if request.content_length is not None and len(raw) < request.content_length:
+        raise BadMessage("the body ended before its Content-Length: the client hung up")
+    return inflate(raw, request.headers.get("Content-Encoding"), limit)
+
+
+def inflate(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """A request body as sent (``Content-Encoding`` gzip or none), at most ``limit``
+    bytes after decompression."""
+    if (content_encoding or "").lower() != "gzip":
+        return raw
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        raw = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise BadMessage("the body is not valid gzip") from None
+    if len(raw) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"the body is larger than {limit} bytes after decompression")
     return raw
 
 
@@ -129,3 +148,59 @@ def control() -> Response:
 def probe() -> Response:
     """Indirect probe (an extension; seed nodes answer 404): try a member for the asker."""
     return _posted(False, Engine.handle_probe)
+
+
+class FastGossip:
+    """WSGI middleware in front of the app: a gossip request that the engine accepts is
+    answered here, without Flask's dispatch (docs/performance.md: a third of a request's
+    CPU at N = 100). ``SHAZBOT_FAST_GOSSIP`` turns it off.
+
+    The route stays the app's (``flask routes``), and everything else goes to it
+    unchanged: other paths and methods, a wrong secret (before the body is read), an
+    unusual body (no Content-Length, beyond the limits) and any error, for which the
+    body read is put back. So every refusal and error is Flask's, as before; only an
+    accepted gossip skips the app's ``before_request``/``after_request`` functions and
+    Flask's request signals (docs/security.md).
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication, engine: Engine, app: Flask) -> None:
+        self.wsgi_app, self.engine, self.config = wsgi_app, engine, app.config
+        self.path = f"/{PREFIX}/gossip"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
+            return self.wsgi_app(environ, start_response)
+        engine, auth = self.engine, environ.get("HTTP_AUTHORIZATION")
+        length, limit = environ.get("CONTENT_LENGTH") or "", engine.settings.max_body_bytes
+        if not (
+            length.isascii()
+            and length.isdigit()
+            and int(length) <= min(limit, self.config["MAX_CONTENT_LENGTH"] or math.inf)
+        ):
+            return self.wsgi_app(environ, start_response)
+        try:
+            engine.authorize(auth, control=False)
+        except ShazbotError:
+            return self.wsgi_app(environ, start_response)
+        raw = b""
+        try:
+            raw = environ["wsgi.input"].read(int(length))
+            if len(raw) != int(length):
+                raise BadMessage("the body ended early")  # the app's route says so
+            inflated = inflate(raw, environ.get("HTTP_CONTENT_ENCODING"), limit)
+            body = engine.handle_gossip_body(auth, inflated)
+        except Exception:  # the app answers it (and reports it) as without this path
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return self.wsgi_app(environ, start_response)
+        body, headers = reply_encoding(body, environ.get("HTTP_ACCEPT_ENCODING"))
+        engine.stats.add(bytes_received=len(raw), bytes_sent=len(body))
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                *headers,
+                (INSTANCE_HEADER, engine.instance),
+            ],
+        )
+        return [body]

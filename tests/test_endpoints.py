@@ -17,11 +17,18 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app, has_app_context, request
 from werkzeug.test import TestResponse
 
 from cluster import CONTROL, SECRET, wait_until
-from flask_clustershazbot import ClusterShazbot, ConfigError, GossipServer, peer_joined, peer_left
+from flask_clustershazbot import (
+    ClusterShazbot,
+    ConfigError,
+    GossipServer,
+    ServerList,
+    peer_joined,
+    peer_left,
+)
 from flask_clustershazbot.engine import Engine, wall_clock_ms
 from flask_clustershazbot.scheduling import BackgroundJobs
 
@@ -39,14 +46,18 @@ QUIET = {
 }
 
 
-@pytest.fixture
-def make_app(config: dict[str, Any]) -> Iterator[Callable[..., Flask]]:
-    """``make_app(**config)``: a Flask app with ClusterShazbot; engines are shut down at teardown."""
+@pytest.fixture(params=[True, False], ids=["fast-gossip", "flask-route"])
+def make_app(
+    config: dict[str, Any], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Flask]]:
+    """``make_app(**config)``: a Flask app with ClusterShazbot; engines are shut down at
+    teardown. Every test runs twice: gossip answered before Flask's dispatch (the
+    default) and by the Flask route (``SHAZBOT_FAST_GOSSIP=False``)."""
     apps: list[Flask] = []
 
     def make(**overrides: Any) -> Flask:
         app = Flask(f"endpoints{len(apps)}")
-        app.config.update({**config, **QUIET, **overrides})
+        app.config.update({**config, **QUIET, "SHAZBOT_FAST_GOSSIP": request.param, **overrides})
         apps.append(app)
         ClusterShazbot(app)
         return app
@@ -305,6 +316,21 @@ def test_a_body_without_length_over_the_limit_is_413(make_app: Callable[..., Fla
     )
     assert response.request.content_length is None
     error_of(response, 413)
+    assert snapshot(engine) == before
+
+
+def test_a_body_shorter_than_its_content_length_is_400(make_app: Callable[..., Flask]) -> None:
+    """The client hung up mid-body: even when what came is valid JSON, nothing of it is used."""
+    app, engine = started(make_app)
+    before = snapshot(engine)
+    raw = json.dumps(gossip_body([record(P1, engine.clock())])).encode()
+    response = app.test_client().post(
+        GOSSIP,
+        data=raw,
+        headers={"Authorization": SECRET},
+        environ_overrides={"CONTENT_LENGTH": str(2 * len(raw))},
+    )
+    assert "Content-Length" in error_of(response, 400)
     assert snapshot(engine) == before
 
 
@@ -585,3 +611,104 @@ def test_a_raising_receiver_is_logged_and_others_still_run(
     failures = [r for r in caplog.records if r.exc_info and r.exc_info[0] is RuntimeError]
     assert [r.getMessage() for r in failures] == ["a peer-joined receiver failed"] * 2
     assert {P1, P2} <= {s.base_url for s in engine.server_list().online}
+
+
+# -- the fast gossip path (views.FastGossip) -------------------------------------
+
+
+def test_the_apps_request_hooks_run_for_every_request_but_an_accepted_fast_gossip(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Refusals (a wrong secret, before the body is read; a bad body, after) and other
+    routes always go through the app; an accepted gossip only without the fast path."""
+    app = make_app(SHAZBOT_AUTOSTART=False)
+    hooks: list[str] = []
+    app.before_request(lambda: hooks.append("before " + request.path))
+    app.after_request(lambda response: hooks.append(f"after {response.status_code}") or response)
+    engine = frozen(app)
+    engine.start()
+    wait_until(lambda: engine.last_master_sync is not None, 10, "bootstrap")
+    news = gossip_body([record(P1, engine.clock())])
+    assert post(app, GOSSIP, news).status_code == 200
+    accepted = [] if engine.settings.fast_gossip else [f"before {GOSSIP}", "after 200"]
+    assert hooks == accepted
+    hooks.clear()
+    error_of(post(app, GOSSIP, news, auth="wrong"), 401)
+    error_of(post(app, GOSSIP, None, raw=b"{"), 400)
+    assert app.test_client().get(LIST).status_code == 200
+    assert hooks == [f"before {GOSSIP}", "after 401", f"before {GOSSIP}", "after 400"] + [
+        f"before {LIST}",
+        "after 200",
+    ]
+
+
+def others(message: dict[str, Any]) -> dict[str, Any]:
+    """A message less this node's own record (its heartbeat counts the node's requests)."""
+    return {
+        k: [r for r in v if r["baseUrl"] != ME] if isinstance(v, list) else v
+        for k, v in message.items()
+    }
+
+
+def test_fast_gossip_answers_as_the_flask_route(make_app: Callable[..., Flask]) -> None:
+    """Same status, headers, reply, table and byte counts, plain and gzip either way."""
+    now = wall_clock_ms()
+    apps = [make_app(SHAZBOT_AUTOSTART=False, SHAZBOT_FAST_GOSSIP=fast) for fast in (True, False)]
+    for app in apps:
+        engine_of(app).clock = lambda: now
+        engine_of(app).start()
+        wait_until(lambda app=app: engine_of(app).last_master_sync is not None, 10, "bootstrap")
+    # Offline members enough for a reply past GZIP_MIN_BYTES (never contacted: offline).
+    gone = [record(f"http://127.0.3.{i}:9/", now - 7) for i in range(1, 31)]
+    news = json.dumps(gossip_body([record(P1, now - 5)], gone)).encode()
+    cases: list[tuple[bytes, dict[str, str], str | None]] = [
+        (news, {}, None),
+        (news, {"Accept-Encoding": "gzip"}, "gzip"),
+        (gzip.compress(news), {"Content-Encoding": "gzip", "Accept-Encoding": "gzip;q=0"}, None),
+        (json.dumps(gossip_body()).encode(), {"Accept-Encoding": "br, gzip;q=0.5"}, "gzip"),
+    ]
+    for raw, headers, encoding in cases:
+        answers = []
+        for app in apps:
+            sent = engine_of(app).stats.snapshot()
+            response = post(app, GOSSIP, None, raw=raw, **headers)
+            counted = engine_of(app).stats.snapshot()
+            body = wire = response.get_data()
+            if response.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(wire)
+            answers.append(
+                (
+                    response.status_code,
+                    response.mimetype,
+                    response.headers.get("Vary"),
+                    response.headers.get("Content-Encoding"),
+                    response.headers.get("X-Clustershazbot-Instance") == engine_of(app).instance,
+                    others(json.loads(body)),
+                    # the stats count the bytes on the wire (the reply's size varies with
+                    # our own heartbeat, once gzipped)
+                    counted["bytes_received"] - sent["bytes_received"] == len(raw),
+                    counted["bytes_sent"] - sent["bytes_sent"] == len(wire),
+                    others(engine_of(app).server_list().to_dict()),
+                )
+            )
+        assert answers[0] == answers[1], headers
+        assert answers[0][0] == 200 and all(answers[0][4:5] + answers[0][6:8])
+        assert answers[0][3] == encoding
+
+
+def test_signal_receivers_run_in_the_apps_context(make_app: Callable[..., Flask]) -> None:
+    """Whether a gossip request or a round (a thread with no app context) made the change."""
+    app, engine = started(make_app)
+    contexts: list[Any] = []
+
+    def joined(sender: Any, server: GossipServer) -> None:
+        contexts.append(current_app._get_current_object() if has_app_context() else None)
+
+    with peer_joined.connected_to(joined, sender=app):
+        post(app, GOSSIP, gossip_body([record(P1, engine.clock())]))
+        thread = threading.Thread(
+            target=engine.merge, args=(ServerList((GossipServer(P2, False, engine.clock()),)),)
+        )
+        thread.start()
+        thread.join(10)
+    assert contexts == [app, app]
