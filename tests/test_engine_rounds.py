@@ -41,13 +41,14 @@ class NoJobs:
 class AnswersAboutItself:
     """A peer's reply that carries only its own fresh record."""
 
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+    def __init__(self, clock: Clock, monitors: tuple[str, ...] = ()) -> None:
+        self.clock, self.monitors = clock, monitors
 
     def gossip(
         self, base_url: str, message: dict[str, Any], timeout: float | None = None
     ) -> ServerList:
-        return ServerList((GossipServer(base_url, False, self.clock.wall()),))
+        monitor = base_url in self.monitors
+        return ServerList((GossipServer(base_url, monitor, self.clock.wall()),))
 
     def gossip_many(self, urls: Any, message: Any) -> dict[str, Any]:
         return {}
@@ -123,8 +124,8 @@ def test_a_running_node_times_out_a_peer_whose_heartbeat_stops(engine):
 
 
 class RecordsTargets(AnswersAboutItself):
-    def __init__(self, clock: Clock) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Clock, monitors: tuple[str, ...] = ()) -> None:
+        super().__init__(clock, monitors)
         self.targets: list[str] = []
 
     def gossip(
@@ -152,6 +153,35 @@ def test_rounds_meet_every_peer_once_per_pass_and_a_newcomer_within_the_current_
     first, second = transport.targets[:21], transport.targets[21:]
     assert sorted(first) == sorted(peers + [newcomer])
     assert sorted(second) == sorted(peers + [newcomer])
+
+
+def test_the_pass_goes_over_the_peers_that_are_not_monitors(monkeypatch):
+    """Monitors get their share of rounds by preference; the other rounds meet each of the
+    other peers once per pass of theirs alone, so a crashed one is met sooner."""
+    clock = Clock()
+    monitor = "http://127.0.0.1:1999/"
+    transport = RecordsTargets(clock, (monitor,))
+    engine = make_engine(clock, transport, NoJobs(), failure_timeout=1e6)
+    engine.start()
+    peers = [f"http://127.0.0.1:{2000 + i}/" for i in range(10)]
+    records = [GossipServer(monitor, True, clock.wall())]
+    engine._merge(
+        ServerList(tuple(records + [GossipServer(u, False, clock.wall()) for u in peers]))
+    )
+    rounds = 400
+    for _ in range(rounds):
+        clock.mono += 1
+        engine.gossip_round()
+    others = [t for t in transport.targets if t != monitor]
+    assert 0.4 < 1 - len(others) / rounds < 0.6  # MONITOR_PREFERENCE, and no more
+    passes = [others[i : i + 10] for i in range(0, len(others) - 9, 10)]
+    assert passes and all(sorted(p) == peers for p in passes)
+    monkeypatch.setattr("flask_clustershazbot.engine.MONITOR_PREFERENCE", 0.0)
+    transport.targets.clear()
+    for _ in range(30):
+        clock.mono += 1
+        engine.gossip_round()
+    assert monitor not in transport.targets
 
 
 class Refuses:
