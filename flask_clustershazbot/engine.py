@@ -751,11 +751,30 @@ class Engine:
         briefly, e.g. a gunicorn worker being replaced, is not misjudged); or after
         ``retries`` failed retries. A helper that reached the peer ends the suspicion.
         """
+        self._decide(
+            base_url,
+            failure,
+            failed,
+            slow,
+            since,
+            self._probe_indirectly(base_url, failure.timeout),
+        )
+
+    def _decide(
+        self,
+        base_url: str,
+        failure: Failure,
+        failed: int,
+        slow: int,
+        since: float | None,
+        reached: bool | None,
+    ) -> None:
+        """:meth:`_judge` once the helpers have answered (``reached``, as from
+        :meth:`_probe_indirectly`)."""
         failed += 1
         if failure.slow:
             slow += 1
             since = failure.started if since is None else since
-        reached = self._probe_indirectly(base_url, failure.timeout)
         confirmed = reached is False and failure.refused
         silent = since is not None and self._silence_left(since) <= 0
         hung = slow >= SLOW_FAILURES and silent
@@ -801,20 +820,30 @@ class Engine:
         self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow, since))
 
     def _retry(self, base_url: str, failed: int, slow: int, since: float | None) -> None:
-        timeout = None
+        timeout, reached = None, None
+        deciding = since is not None and slow + 1 >= SLOW_FAILURES
+        if deciding and self.live:
+            # The attempt that can settle a hang: the helpers are asked first, then the
+            # peer is waited on until the silence settles it. The verdict then comes when
+            # the silence ends, not a round of helpers after it, and the peer is still
+            # watched up to that moment.
+            reached = self._probe_indirectly(base_url, self.round_trips.timeout(base_url))
         if since is not None:
             # Waiting past the silence that settles a hang proves nothing more; without this
             # cap the backoff (0.5, 1, 2, 4, 8 s ...) overshoots it by up to twice over.
-            left = self._silence_left(since)
-            timeout = min(
-                self.round_trips.timeout(base_url), max(left, self.settings.min_request_timeout)
-            )
-        failure = self._attempt(base_url, timeout=timeout) if self.live else None
-        if failure is None:  # the peer answered, or this node stopped
+            left = max(self._silence_left(since), self.settings.min_request_timeout)
+            timeout = left if deciding else min(self.round_trips.timeout(base_url), left)
+        failure = self._attempt(base_url, timeout=timeout) if self.live and not reached else None
+        if failure is None:  # the peer answered (to us or a helper), or this node stopped
+            if reached:
+                log.info("%s did not answer this node, but another member reached it", base_url)
             with self._in_flight_lock:
                 self._suspects.discard(base_url)
             return
-        self._judge(base_url, failure, failed, slow, since)
+        if deciding:
+            self._decide(base_url, failure, failed, slow, since, reached)
+        else:
+            self._judge(base_url, failure, failed, slow, since)
 
     def _probe_indirectly(self, base_url: str, timeout: float) -> bool | None:
         """Ask up to ``probe_helpers`` other online members to try ``base_url`` (SWIM's ping-req).

@@ -152,7 +152,7 @@ def probe() -> Response:
 
 class FastGossip:
     """WSGI middleware in front of the app: a gossip request that the engine accepts is
-    answered here, without Flask's dispatch (docs/performance.md: a third of a request's
+    answered here, without Flask's dispatch (docs/performance.md: a quarter of a request's
     CPU at N = 100). ``SHAZBOT_FAST_GOSSIP`` turns it off.
 
     The route stays the app's (``flask routes``), and everything else goes to it

@@ -228,3 +228,88 @@ def test_a_refusing_peer_goes_offline_after_the_configured_retries(retries):
     assert online_peers(engine) == set()
     assert transport.attempts == retries + 1
     assert jobs.jobs == []
+
+
+class HangsFrom(AnswersAboutItself):
+    """PEERS[0] answers at once until ``hang_from``, then leaves every request hanging (for
+    its timeout, on the clock) until ``resume_at``; helpers cannot reach it meanwhile."""
+
+    def __init__(self, clock: Clock, resume_at: float = float("inf")) -> None:
+        super().__init__(clock)
+        self.hang_from, self.resume_at = float("inf"), resume_at
+        self.events: list[tuple[str, float, float]] = []
+
+    def _wait(self, kind: str, timeout: float) -> bool:
+        """Whether PEERS[0] answers within ``timeout``; the clock moves on either way."""
+        self.events.append((kind, self.clock.mono - self.hang_from, timeout))
+        answers = self.clock.mono + timeout >= self.resume_at
+        self.clock.mono = min(self.clock.mono + timeout, self.resume_at)
+        return answers
+
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
+        if base_url != PEERS[0] or self.clock.mono < self.hang_from:
+            return super().gossip(base_url, message)
+        if self._wait("direct", timeout or 5.0):
+            return super().gossip(base_url, message)
+        raise TransportError(f"gossip with {base_url}: ReadTimeout")
+
+    def probe_many(self, helpers: list[str], target: str, timeout: float, waits: Any) -> list[Any]:
+        return [self._wait("helpers", timeout)] * len(helpers)
+
+
+class Due:
+    """Keeps scheduled jobs with their due time on the test's clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock, self.jobs = clock, []
+
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+    def after(self, delay: float, fn: Any) -> None:
+        self.jobs.append((self.clock.mono + delay, fn))
+
+    def run_all(self) -> None:
+        for _ in range(20):  # retries are few; bounded all the same
+            if not self.jobs:
+                return
+            due, fn = self.jobs.pop(0)
+            self.clock.mono = max(self.clock.mono, due)
+            fn()
+
+
+@pytest.mark.parametrize("resume_after", [None, 4.3])
+def test_a_hang_is_settled_when_the_silence_ends_and_watched_until_then(resume_after):
+    """The deciding retry asks the helpers first, then waits on the peer until the silence
+    (HANG_SILENCE x the request timeout, 4.5 s) ends: the verdict comes at 4.5 s, not a
+    round of helpers later, and a peer that answers before then stays online."""
+    clock = Clock()
+    transport = HangsFrom(clock)
+    jobs = Due(clock)
+    engine = make_engine(clock, transport, jobs, failure_timeout=1e6)
+    engine.start()
+    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
+    for _ in range(3):  # round trips sampled: the adaptive timeout is at its 0.5 s floor
+        assert engine._exchange(PEERS[0])
+    jobs.jobs.clear()  # bootstrap, rounds, announcements: not run here
+    transport.hang_from = clock.mono
+    if resume_after is not None:
+        transport.resume_at = clock.mono + resume_after
+    failure = engine._attempt(PEERS[0])
+    assert failure is not None and failure.slow
+    engine._suspect(PEERS[0], failure)
+    jobs.run_all()
+    assert transport.events == [
+        ("direct", 0.0, 0.5),  # the round's attempt
+        ("helpers", 0.5, 0.5),
+        ("helpers", 3.0, 1.0),  # the deciding retry, retry_delay after the first: helpers
+        ("direct", 4.0, 0.5),  # first, then the peer until 4.5 s of silence
+    ]
+    if resume_after is None:
+        assert clock.mono - transport.hang_from == pytest.approx(4.5)
+        assert online_peers(engine) == set(PEERS[1:])
+    else:
+        assert online_peers(engine) == set(PEERS)
+    assert jobs.jobs == []
