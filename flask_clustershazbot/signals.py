@@ -1,9 +1,9 @@
 """Membership signals. Sender: the Flask app; keyword ``server``: the :class:`GossipServer`.
 
 Each fires once per transition in this node's view, after the state lock is
-released, inside the app's context. Receivers are held weakly by blinker unless connected with
-``weak=False``: a receiver defined inside a function needs a reference kept
-elsewhere. A receiver that raises is logged and the others still run.
+released, inside the app's context. Receivers are held weakly by blinker unless
+connected with ``weak=False``: a receiver defined inside a function needs a
+reference kept elsewhere. A receiver that raises is logged and the others still run.
 """
 
 from __future__ import annotations
