@@ -820,18 +820,19 @@ class Engine:
         self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow, since))
 
     def _retry(self, base_url: str, failed: int, slow: int, since: float | None) -> None:
-        timeout, reached = None, None
+        timeout, reached, floor = None, None, self.settings.min_request_timeout
         deciding = since is not None and slow + 1 >= SLOW_FAILURES
-        if deciding and self.live:
+        if since is not None and deciding and self.live:
             # The attempt that can settle a hang: the helpers are asked first, then the
             # peer is waited on until the silence settles it. The verdict then comes when
             # the silence ends, not a round of helpers after it, and the peer is still
-            # watched up to that moment.
-            reached = self._probe_indirectly(base_url, self.round_trips.timeout(base_url))
+            # watched up to that moment. The helpers' wait leaves room for ours.
+            ask = max(self._silence_left(since) - floor, floor)
+            reached = self._probe_indirectly(base_url, min(self.round_trips.timeout(base_url), ask))
         if since is not None:
             # Waiting past the silence that settles a hang proves nothing more; without this
             # cap the backoff (0.5, 1, 2, 4, 8 s ...) overshoots it by up to twice over.
-            left = max(self._silence_left(since), self.settings.min_request_timeout)
+            left = max(self._silence_left(since), floor)
             timeout = left if deciding else min(self.round_trips.timeout(base_url), left)
         failure = self._attempt(base_url, timeout=timeout) if self.live and not reached else None
         if failure is None:  # the peer answered (to us or a helper), or this node stopped

@@ -300,12 +300,15 @@ def test_a_hang_is_settled_when_the_silence_ends_and_watched_until_then(resume_a
     failure = engine._attempt(PEERS[0])
     assert failure is not None and failure.slow
     engine._suspect(PEERS[0], failure)
+    engine.round_trips.timed_out(PEERS[0])  # a round met it meanwhile: a longer backoff
     jobs.run_all()
     assert transport.events == [
         ("direct", 0.0, 0.5),  # the round's attempt
         ("helpers", 0.5, 0.5),
-        ("helpers", 3.0, 1.0),  # the deciding retry, retry_delay after the first: helpers
-        ("direct", 4.0, 0.5),  # first, then the peer until 4.5 s of silence
+        # The deciding retry, retry_delay after the first: the helpers first (their wait
+        # leaves room for ours, whatever the backoff), then the peer until 4.5 s of silence.
+        ("helpers", 3.0, 1.0),
+        ("direct", 4.0, 0.5),
     ]
     if resume_after is None:
         assert clock.mono - transport.hang_from == pytest.approx(4.5)
