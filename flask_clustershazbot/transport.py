@@ -175,18 +175,25 @@ class HttpTransport(Transport):
         redirect could lead gossip (and its secret) to a host SHAZBOT_ALLOWED_PEERS
         refuses, and requests turns a redirected PUT into a GET that "succeeds".
         """
-        try:
-            response = self.session.request(
-                method, url, timeout=timeout, stream=True, allow_redirects=False, **kw
-            )
-        except (
-            Exception
-        ) as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
-            reason = _reason(exc)
-            raise TransportError(  # refused: nothing listens there, strong evidence of a crash
-                f"{what}: {type(exc).__name__}: {reason}",
-                refused=reason == "ConnectionRefusedError",
-            ) from None
+        for resend in (True, False):
+            try:
+                response = self.session.request(
+                    method, url, timeout=timeout, stream=True, allow_redirects=False, **kw
+                )
+                break
+            except (
+                Exception
+            ) as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
+                reason = _reason(exc)
+                if resend and reason in CONNECTION_DROPPED:
+                    # The peer closed the connection under the request: a kept-alive one it
+                    # had dropped, or it died then. Once more on a new connection, which a
+                    # dead peer refuses (strong evidence); every request here is idempotent.
+                    continue
+                raise TransportError(  # refused: nothing listens there, evidence of a crash
+                    f"{what}: {type(exc).__name__}: {reason}",
+                    refused=reason == "ConnectionRefusedError",
+                ) from None
         if 300 <= response.status_code < 400:
             response.close()
             raise TransportError(f"{what}: HTTP {response.status_code} (a redirect: not followed)")
@@ -365,6 +372,12 @@ def _in_parallel(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
     for thread in threads:
         thread.join()
     return results
+
+
+#: Why a request fails when the peer closes its connection under it (see HttpTransport._send).
+CONNECTION_DROPPED = frozenset(
+    {"ConnectionResetError", "ConnectionAbortedError", "BrokenPipeError", "RemoteDisconnected"}
+)
 
 
 def _reason(exc: BaseException) -> str:

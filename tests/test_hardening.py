@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +143,59 @@ def test_transport_maps_every_client_error_to_transport_error(
             transport.gossip(url, ServerList().gossip_message())
     finally:
         transport.close()
+
+
+class DropsFirstRequest:
+    """A peer that resets the connection under the first request (it died, or dropped a
+    kept-alive connection), then either stops listening or answers the next one."""
+
+    def __init__(self, keep_listening: bool) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.keep_listening, self.requests = keep_listening, 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        with self.listener:
+            conn, _ = self.listener.accept()
+            conn.recv(65536)
+            self.requests += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if not self.keep_listening:
+                self.listener.close()  # nothing listens any more: a new connection is refused
+            conn.close()  # with linger 0: a reset, under the request
+            if self.keep_listening:
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    self.requests += 1
+                    body = json.dumps(ServerList().gossip_message()).encode()
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                        + body
+                    )
+
+
+@pytest.mark.parametrize("keep_listening", [False, True], ids=["died", "dropped-connection"])
+def test_a_connection_reset_under_a_request_is_tried_once_more(
+    config: dict[str, Any], keep_listening: bool
+) -> None:
+    """A dead peer's refusal is strong evidence, a reset is not: the request goes once more on
+    a new connection, which a dead peer refuses and a live one answers."""
+    peer = DropsFirstRequest(keep_listening)
+    transport = HttpTransport(load_settings(dict(config)))
+    try:
+        if keep_listening:
+            assert transport.gossip(peer.url, ServerList().gossip_message(), 5) == ServerList()
+        else:
+            with pytest.raises(TransportError) as failure:
+                transport.gossip(peer.url, ServerList().gossip_message(), 5)
+            assert failure.value.refused, failure.value
+    finally:
+        transport.close()
+    assert peer.requests == (2 if keep_listening else 1)
 
 
 def _plant(node: Node, url: str) -> None:
