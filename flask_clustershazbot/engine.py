@@ -892,6 +892,10 @@ class Engine:
         the records the table already holds cost no parsing in Python, and the reply is
         joined from the entries' cached bytes."""
         self.authorize(authorization, control=False)
+        return self.answer_gossip(raw)
+
+    def answer_gossip(self, raw: bytes) -> bytes:
+        """:meth:`handle_gossip_body` of a request that :meth:`authorize` has let in."""
         servers: Incoming | ServerList | None = decode_gossip(raw)
         if servers is None:
             servers = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")

@@ -329,18 +329,17 @@ def _news(
     out: list[GossipServer] = []
     get, check, new = entries.get, _check, _new_server
     for r in records:
-        url, monitor, stamp = r.base_url, r.monitor, r.last_update
-        e = get(url)
+        e = get(r.base_url)
         if e is not None:  # skipped as Membership.merge skips them, before any object is made
-            known = e.server.last_update
-            if stamp < known or (
-                stamp == known and e.online is online and e.server.monitor is monitor
+            known, stamp = e.server, r.last_update
+            if stamp < known.last_update or (
+                stamp == known.last_update and e.online is online and known.monitor is r.monitor
             ):
                 continue
-        canonical, problem = check(url, True)
+        canonical, problem = check(r.base_url, True)
         if problem is not None:  # the first bad record, as the standard path reports it
-            raise BadMessage(f"{key}[{records.index(r)}].baseUrl {problem}: {_show(url)}")
-        out.append(new(canonical, monitor, stamp))
+            raise BadMessage(f"{key}[{records.index(r)}].baseUrl {problem}: {_show(r.base_url)}")
+        out.append(new(canonical, r.monitor, r.last_update))
     return tuple(out)
 
 

@@ -124,7 +124,7 @@ def _error(exc: ShazbotError) -> Response:
 def gossip() -> Response:
     engine, auth = current_engine(), request.headers.get("Authorization")
     engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
-    return _json(engine.handle_gossip_body(auth, read_raw(engine.settings.max_body_bytes)))
+    return _json(engine.answer_gossip(read_raw(engine.settings.max_body_bytes)))
 
 
 @blueprint.get("/list")
@@ -188,7 +188,7 @@ class FastGossip:
             if len(raw) != int(length):
                 raise BadMessage("the body ended early")  # the app's route says so
             inflated = inflate(raw, environ.get("HTTP_CONTENT_ENCODING"), limit)
-            body = engine.handle_gossip_body(auth, inflated)
+            body = engine.answer_gossip(inflated)
         except Exception:  # the app answers it (and reports it) as without this path
             environ["wsgi.input"] = io.BytesIO(raw)
             return self.wsgi_app(environ, start_response)
