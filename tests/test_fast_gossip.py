@@ -2,7 +2,7 @@
 
 tests/test_endpoints.py runs every request-handling test with and without the path, in
 process; here, the parts only a real server shows: a body cut short by the client, the
-app's request hooks, and the host's table and health afterwards.
+app's request hooks, and the host's table afterwards.
 """
 
 from __future__ import annotations

@@ -155,12 +155,29 @@ class DropsFirstRequest:
         self.keep_listening, self.requests = keep_listening, 0
         threading.Thread(target=self._serve, daemon=True).start()
 
+    def _read_request(self, conn: socket.socket) -> None:
+        """The whole request (headers and body), so that closing never discards unread data."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536) or b"\r\n\r\n"
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(body) < length:
+            body += conn.recv(65536) or b" " * length
+        self.requests += 1
+
     def _serve(self) -> None:
         self.listener.settimeout(10)
         with self.listener:
             conn, _ = self.listener.accept()
-            conn.recv(65536)
-            self.requests += 1
+            self._read_request(conn)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             if not self.keep_listening:
                 self.listener.close()  # nothing listens any more: a new connection is refused
@@ -168,8 +185,7 @@ class DropsFirstRequest:
             if self.keep_listening:
                 conn, _ = self.listener.accept()
                 with conn:
-                    conn.recv(65536)
-                    self.requests += 1
+                    self._read_request(conn)
                     body = json.dumps(ServerList().gossip_message()).encode()
                     conn.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
