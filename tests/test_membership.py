@@ -515,6 +515,16 @@ capped_records_st = st.tuples(
     ],
     5,
 )
+@example(
+    [
+        [(CAPPED_PEERS[0], False, NOW - 17, False)]
+        + [(CAPPED_PEERS[i], False, NOW - 18, False) for i in (2, 3, 4)]
+        + [(CAPPED_PEERS[6], False, NOW - 20, True)],
+        [(CAPPED_PEERS[1], False, NOW - 17, False)],  # evicts the oldest offline record: of 2
+        [(CAPPED_PEERS[2], False, NOW - 19, False), (CAPPED_PEERS[6], False, NOW - 20, False)],
+    ],
+    6,
+)
 def test_the_cap_holds_and_gives_way_only_with_offline_records(
     messages: list[list[Record]], cap: int
 ) -> None:
@@ -527,9 +537,10 @@ def test_the_cap_holds_and_gives_way_only_with_offline_records(
         before = set(m.entries)
         changes = m.merge(as_list(message), NOW, 1.0, SKEW, RETENTION, cap)
         free.merge(as_list(message), NOW, 1.0, SKEW, RETENTION)
-        # A record refused for want of room is forgotten: an older one of that member may
-        # enter later, when an offline record makes room (docs/faults.md, "Member cap").
+        # A record refused for want of room, or evicted to make room, is forgotten: an
+        # older one of that member may enter later (docs/faults.md, "Member cap").
         refused |= {url for url, *_ in message if url not in m.entries}
+        refused |= {server.base_url for server in changes.purged}
         assert len(m.entries) <= max(cap, 1) and ME in m.entries
         online = {u for u, e in free.entries.items() if e.online}
         # A refused member's record here may lag (offline while the truth is online), and
