@@ -668,8 +668,8 @@ class Engine:
             self._self_check_job()
 
     def _next_target(self, online: set[str]) -> str:
-        """The next peer of a pass over all online peers in a fresh random order (SWIM's
-        round-robin). Each pick is still a random peer, but every peer is met once per pass,
+        """The next peer of a pass over ``online`` (the round's candidates) in a fresh random
+        order (SWIM's round-robin). Each pick is still a random peer, but every peer is met once per pass,
         so a failed one is found within a pass, not after an unbounded run of bad luck.
         A peer that joins mid-pass goes in at a random place of the rest of it (as SWIM
         does), not a whole pass later. Called inside a transaction (one round at a time)."""
@@ -778,22 +778,26 @@ class Engine:
         confirmed = reached is False and failure.refused
         silent = since is not None and self._silence_left(since) <= 0
         hung = slow >= SLOW_FAILURES and silent
-        if reached:
-            log.info("%s did not answer this node, but another member reached it", base_url)
-        elif not confirmed and not hung and failed <= self.settings.retries:
+        if not reached and not confirmed and not hung and failed <= self.settings.retries:
             # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
             # on the helpers counts towards the delay.
             delay = self.settings.retry_delay - (self.monotonic() - failure.started)
             self._next_retry(base_url, failed, slow, since, delay)
             return
-        with self._in_flight_lock:
-            self._suspects.discard(base_url)
+        self._end_suspicion(base_url, reached)
         if not reached:
             now, mono = self.clock(), self.monotonic()
             changes = self._transact(lambda m: m.mark_offline(base_url, now, mono))
             self._publish(changes)
             if changes.left:
                 self._spread()
+
+    def _end_suspicion(self, base_url: str, reached: bool | None) -> None:
+        """The judgement of ``base_url`` is over (``reached``: a helper reached it)."""
+        if reached:
+            log.info("%s did not answer this node, but another member reached it", base_url)
+        with self._in_flight_lock:
+            self._suspects.discard(base_url)
 
     def _silence_left(self, since: float) -> float:
         """Seconds until a peer silent since ``since`` has been silent long enough to be
@@ -836,10 +840,7 @@ class Engine:
             timeout = left if deciding else min(self.round_trips.timeout(base_url), left)
         failure = self._attempt(base_url, timeout=timeout) if self.live and not reached else None
         if failure is None:  # the peer answered (to us or a helper), or this node stopped
-            if reached:
-                log.info("%s did not answer this node, but another member reached it", base_url)
-            with self._in_flight_lock:
-                self._suspects.discard(base_url)
+            self._end_suspicion(base_url, reached)
             return
         if deciding:
             self._decide(base_url, failure, failed, slow, since, reached)
