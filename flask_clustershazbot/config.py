@@ -71,6 +71,9 @@ class Settings:
     min_request_timeout: float = 0.5
     #: Members asked to try a peer whose exchange failed (indirect probes); 0: retries only.
     probe_helpers: int = 3
+    #: Singleton-job runs under way at once on this node, each on a thread of its own
+    #: (never on the protocol's); a tick that finds them all busy is skipped (ownership.py).
+    job_workers: int = 10
     #: Timeout of each master-list request, in seconds.
     master_list_timeout: float = 10.0
     #: Offline records older than this (s) are dropped.
@@ -410,6 +413,7 @@ _PARSERS: dict[str, _Parser] = {
     "request_timeout": _seconds,
     "min_request_timeout": _seconds,
     "probe_helpers": _count_or_zero,
+    "job_workers": _count,
     "master_list_timeout": _seconds,
     "retention": _seconds,
     "allowed_peers": parse_allowed_peers,

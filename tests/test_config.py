@@ -180,6 +180,8 @@ def test_an_http_master_list_needs_update_and_auth() -> None:
         ("SHAZBOT_RETRIES", "1.5"),
         ("SHAZBOT_RETRIES", "often"),
         ("SHAZBOT_RETRIES", True),
+        ("SHAZBOT_JOB_WORKERS", "0"),
+        ("SHAZBOT_JOB_WORKERS", "many"),
         ("SHAZBOT_SECRET", 12345),
         ("SHAZBOT_CONTROL_SECRET", ["x", 5]),  # a list is a rotation: of strings
     ],

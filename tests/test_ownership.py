@@ -22,7 +22,7 @@ from flask import Flask, current_app, g
 
 from cluster import wait_until
 from flask_clustershazbot import ClusterShazbot
-from flask_clustershazbot.ownership import TICK_ORIGIN, Ring
+from flask_clustershazbot.ownership import TICK_ORIGIN, Ring, job_runner_of
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = [f"http://127.0.0.{i}:8080/" for i in range(1, 6)]
@@ -216,3 +216,71 @@ def test_a_node_runs_no_job_before_its_first_master_list_download(http_config, m
         wait_until(lambda: len(runs) >= 2, what="runs once the list is read")
     finally:
         node.shutdown(app)
+
+
+#: How long a crash may take to be seen with the fixture's settings: refused exchanges and
+#: 5 retries 0.2 s apart (about 1.2 s), or the 2.4 s failure timeout of a 2-node cluster;
+#: the margin is for a loaded machine.
+DETECTION_BOUND = 5.0
+
+
+def test_long_singleton_jobs_never_hold_up_the_protocol(make_node):
+    # Issue 24: a node owning 10 singleton jobs of 25 s ran them on its protocol threads
+    # and ran no rounds meanwhile: a killed peer was marked offline after 25.2 s, not 1.4 s.
+    a, b = make_node(), make_node()
+    wait_until(lambda: a.view().get(b.base_url) and b.view().get(a.base_url), what="a and b meet")
+    ring = Ring([a.base_url, b.base_url])
+    names = [n for n in (f"long-{i}" for i in range(200)) if ring.owner(n) == a.base_url][:10]
+    assert len(names) == 10
+    lock = threading.Lock()
+    running: set[str] = set()
+    release = threading.Event()
+
+    def long_run(name: str) -> None:
+        with lock:
+            running.add(name)
+        release.wait(60)  # runs until the test is done with it (a minute at most)
+
+    try:
+        for name in names:
+            a.shazbot.add_singleton_job(lambda name=name: long_run(name), name, seconds=0.5)
+        wait_until(lambda: len(running) == 10, what="ten long runs under way on a")
+        rounds = a.engine.stats.snapshot()["rounds"]
+        crashed_at = time.monotonic()
+        b.stop(graceful=False)
+        wait_until(
+            lambda: a.view().get(b.base_url) is False,
+            timeout=DETECTION_BOUND,
+            what="a marks the crashed b offline while its jobs run",
+        )
+        detected = time.monotonic() - crashed_at
+        print(f"\ncrash seen after {detected:.2f} s with 10 long jobs under way")
+        assert a.engine.stats.snapshot()["rounds"] > rounds
+        # b's keys moved to a, the only member left.
+        assert {a.shazbot.owner(k, app=a.app) for k in KEYS[:200]} == {a.base_url}
+        assert not release.is_set() and len(running) == 10  # nothing waited for the runs
+    finally:
+        release.set()
+
+
+def test_a_tick_that_finds_every_job_worker_busy_is_skipped_and_counted(make_node, caplog):
+    node = make_node(SHAZBOT_JOB_WORKERS=2)
+    started: list[str] = []
+    release = threading.Event()
+
+    def long_run(name: str) -> None:
+        started.append(name)
+        release.wait(60)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="flask_clustershazbot"):
+            for name in ("one", "two", "three"):
+                node.shazbot.add_singleton_job(lambda name=name: long_run(name), name, seconds=0.2)
+            runner = job_runner_of(node.engine)
+            wait_until(lambda: len(started) == 2 and runner.skipped >= 3, what="skipped ticks")
+            assert len(set(started)) == 2  # the third is skipped, never queued behind them
+            assert "skipped a tick: all 2 job workers are busy" in caplog.text
+            assert "skipped a tick: its previous run is not done" in caplog.text
+    finally:
+        release.set()
+    wait_until(lambda: len(set(started)) == 3, what="the third runs once a worker is free")
