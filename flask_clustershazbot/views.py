@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
-import math
 import zlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
 from werkzeug.http import parse_accept_header
 
 from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
@@ -56,15 +60,44 @@ def read_body(limit: int) -> Any:
 
 
 def read_raw(limit: int) -> bytes:
-    """The request's body bytes, at most ``limit`` after gzip decompression."""
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"the body is larger than {limit} bytes")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise TooLarge(f"the body is larger than {limit} bytes")
-    if request.content_length is not None and len(raw) < request.content_length:
-        raise BadMessage("the body ended before its Content-Length: the client hung up")
+    """The request's body bytes, at most ``limit`` after gzip decompression (and as sent,
+    within the app's ``MAX_CONTENT_LENGTH`` too)."""
+    sent_limit = min(limit, current_app.config["MAX_CONTENT_LENGTH"] or limit)
+    # werkzeug reads a Content-Length it cannot parse as 0, and leaves it out when chunked.
+    declared = None if request.content_length is None else request.headers.get("Content-Length")
+    length = content_length(declared, sent_limit)
+    try:
+        raw = request.stream.read(sent_limit + 1)
+    except ClientDisconnected:  # not one byte came; werkzeug's own error is an HTML page
+        raise BadMessage(HUNG_UP) from None
+    except RequestEntityTooLarge:  # chunked, beyond MAX_CONTENT_LENGTH
+        raise TooLarge(f"the body is larger than {sent_limit} bytes") from None
+    if len(raw) > sent_limit:
+        raise TooLarge(f"the body is larger than {sent_limit} bytes")
+    if length is not None and len(raw) < length:
+        raise BadMessage(HUNG_UP)
     return inflate(raw, request.headers.get("Content-Encoding"), limit)
+
+
+HUNG_UP = "the body ended before its Content-Length: the client hung up"
+
+#: A Content-Length of more digits is beyond any body limit: it is refused as too large
+#: without int(), which raises ValueError past 4,300 digits.
+_LENGTH_DIGITS = 18
+
+
+def content_length(value: str | None, limit: int) -> int | None:
+    """A request's ``Content-Length`` (None when not given), at most ``limit``: TooLarge
+    beyond it, BadMessage unless it is ASCII digits (``int()`` also takes ``+5``, ``5_0``
+    and other scripts' digits). The fast path and the route parse it here, alike."""
+    if value is None:
+        return None
+    digits = value.strip(" \t").lstrip("0") or "0"
+    if not (digits.isascii() and digits.isdigit()):
+        raise BadMessage("the Content-Length header is not a number of bytes")
+    if len(digits) > _LENGTH_DIGITS or int(digits) > limit:
+        raise TooLarge(f"the body is larger than {limit} bytes")
+    return int(digits)
 
 
 def inflate(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
@@ -171,22 +204,20 @@ class FastGossip:
         if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
             return self.wsgi_app(environ, start_response)
         engine, auth = self.engine, environ.get("HTTP_AUTHORIZATION")
-        length, limit = environ.get("CONTENT_LENGTH") or "", engine.settings.max_body_bytes
-        if not (
-            length.isascii()
-            and length.isdigit()
-            and int(length) <= min(limit, self.config["MAX_CONTENT_LENGTH"] or math.inf)
-        ):
-            return self.wsgi_app(environ, start_response)
+        limit = engine.settings.max_body_bytes
         try:
+            sent_limit = min(limit, self.config["MAX_CONTENT_LENGTH"] or limit)
+            length = content_length(environ.get("CONTENT_LENGTH") or None, sent_limit)
             engine.authorize(auth, control=False)
-        except ShazbotError:
+        except ShazbotError:  # the app's route refuses it: 401 before a length's 400 or 413
+            return self.wsgi_app(environ, start_response)
+        if length is None:
             return self.wsgi_app(environ, start_response)
         raw = b""
         try:
-            raw = environ["wsgi.input"].read(int(length))
-            if len(raw) != int(length):
-                raise BadMessage("the body ended early")  # the app's route says so
+            raw = environ["wsgi.input"].read(length)
+            if len(raw) != length:
+                raise BadMessage(HUNG_UP)  # the app's route says so
             inflated = inflate(raw, environ.get("HTTP_CONTENT_ENCODING"), limit)
             body = engine.answer_gossip(inflated)
         except Exception:  # the app answers it (and reports it) as without this path

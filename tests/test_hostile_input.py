@@ -1,0 +1,91 @@
+"""Regression tests of issue 24 (items 8, 9, 10, 11): hostile input on real nodes and a real CLI.
+
+Each test failed before its fix: a Content-Length of 5,000 digits answered with a
+traceback, gzip bodies accepted without their trailer or with a second member or
+garbage after them, a peer's control characters printed raw by the CLI, and secrets
+that were accepted without a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from typing import Any
+
+import pytest
+
+from cluster import SECRET, Node, wait_until
+
+
+def raw_post(node: Node, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, Any]:
+    """Send one request byte for byte (no client library tidies its headers): the status
+    and the JSON body of the answer."""
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\nConnection: close\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    head_part, _, payload = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head_part.lower(), reply[:300]
+    return int(status_line.split()[1]), json.loads(payload)
+
+
+@pytest.fixture
+def nodes(make_node: Any) -> tuple[Node, Node]:
+    """A node with the fast gossip path (the default) and one without (the Flask route)."""
+    fast, route = make_node(), make_node(SHAZBOT_FAST_GOSSIP=False)
+    wait_until(lambda: fast.engine.live and route.engine.live, 15, "the nodes going live")
+    return fast, route
+
+
+# -- item 8: a Content-Length that int() refuses ----------------------------------
+
+
+def test_a_content_length_of_5000_digits_gets_the_routes_json_error_not_a_traceback(
+    nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fast path called int() on it before the secret was checked: 500 and a traceback."""
+    caplog.set_level(logging.INFO)
+    fast, route = nodes
+    huge = "5" * 5000
+    cases = {
+        "no secret": ({"Content-Length": huge}, 401, "missing or wrong gossip secret"),
+        "the secret": (
+            {"Content-Length": huge, "Authorization": SECRET},
+            413,
+            "the body is larger than 4194304 bytes",
+        ),
+        "not digits": (
+            {"Content-Length": "+5", "Authorization": SECRET},
+            400,
+            "the Content-Length header is not a number of bytes",
+        ),
+        "no byte of the body": (  # werkzeug's own answer was an HTML page
+            {"Content-Length": "5", "Authorization": SECRET},
+            400,
+            "the body ended before its Content-Length: the client hung up",
+        ),
+    }
+    for name, (headers, status, error) in cases.items():
+        for node in (fast, route):
+            for path in ("/clustershazbot/gossip", "/clustershazbot/probe"):
+                assert raw_post(node, path, headers) == (status, {"error": error}), (name, path)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert "Traceback" not in caplog.text
+
+
+def test_the_apps_max_content_length_is_a_json_413_on_every_path(make_node: Any) -> None:
+    """Beyond the app's MAX_CONTENT_LENGTH werkzeug raised its HTML 413 under /clustershazbot/."""
+    node = make_node(MAX_CONTENT_LENGTH=2000)
+    wait_until(lambda: node.engine.live, 15, "the node going live")
+    for path in ("/clustershazbot/gossip", "/clustershazbot/control"):
+        headers = {"Content-Length": "3000", "Authorization": SECRET}
+        if path.endswith("control"):
+            headers["Authorization"] = node.engine.settings.control_secret
+        status, body = raw_post(node, path, headers, b"x" * 3000)
+        assert (status, body) == (413, {"error": "the body is larger than 2000 bytes"}), path
