@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._json import decode_json
+from .awareness import Awareness
 from .config import Settings, mask
 from .errors import BadMessage, Busy, NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Membership
@@ -86,6 +87,27 @@ class Failure:
     timeout: float
     #: Monotonic time at which the attempt began (retries are spaced from there).
     started: float
+    #: Wall-clock ms at which the attempt began: the evidence time of a verdict.
+    began: int = 0
+
+
+@dataclass
+class Suspicion:
+    """The judgement of one peer, from its first failed exchange to a verdict or its end."""
+
+    base_url: str
+    #: Wall-clock ms when the first failed attempt began. A verdict is stamped no later
+    #: (it says "silent since then"), so any heartbeat the peer issued after it wins
+    #: over the verdict wherever it is known, and it proves the peer alive (see
+    #: :meth:`Engine._heard_from`).
+    began: int
+    #: The peer's record as known when the judgement began.
+    known: int
+    failed: int = 0
+    slow: int = 0
+    #: Monotonic time of the first attempt that waited out its timeout: the hang silence
+    #: counts from there.
+    since: float | None = None
 
 
 def wall_clock_ms() -> int:
@@ -168,8 +190,12 @@ class Engine:
         self._lifecycle = threading.RLock()
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
-        #: Peers with a retry pending: one chain of retries per peer at a time.
-        self._suspects: set[str] = set()
+        #: The judgements under way, one per peer at a time.
+        self._suspects: dict[str, Suspicion] = {}
+        #: This node's own health: a node in trouble waits longer before it accuses a peer.
+        self.awareness = Awareness()
+        #: Monotonic time the next round is due (a round that runs late says this node is slow).
+        self._round_due: float | None = None
         #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
         self.round_trips = RoundTrips(settings.min_request_timeout, settings.request_timeout)
         self._probes = threading.BoundedSemaphore(MAX_PROBES)
@@ -200,10 +226,13 @@ class Engine:
                 log.warning(
                     "ignoring records of %s stamped too far in the future (clock skew?)", url
                 )
+        node = {"node": self.settings.base_url}
         for server in changes.joined:
-            log.info("peer online: %s", server.base_url)
+            log.info("peer online: %s", server.base_url, extra=node)
         for server in changes.left:
-            log.info("peer offline: %s", server.base_url)
+            log.info(
+                "peer offline: %s (stamped %d)", server.base_url, server.last_update, extra=node
+            )
         for server in changes.purged:
             log.info("peer purged: %s", server.base_url)
         if changes.refuted:
@@ -456,6 +485,7 @@ class Engine:
         """Refuting over and over means another process stamps our record, or peers keep
         finding our base URL unreachable: let the self-check say which."""
         mono = self.monotonic()
+        self.awareness.apply(1)  # peers believe this node offline: it may be slow to answer
         hints = self._refutations
         hints.append(mono)
         window = max(60.0, CONFLICT_WINDOW_ROUNDS * self.settings.gossip_interval)
@@ -481,6 +511,7 @@ class Engine:
         self.store.reset_after_fork()
         self.transport.reset_after_fork()
         self.scheduler.reset_after_fork()
+        self.awareness.reset_after_fork()
         if self.started:
             self.scheduler.start()
             self.run_schedules()
@@ -597,12 +628,16 @@ class Engine:
     # -- gossip rounds -------------------------------------------------------
 
     def _schedule_round(self) -> None:
-        interval = self.settings.gossip_interval
-        self.scheduler.after(interval * self.rng.uniform(0.9, 1.1), self._round_job)
+        delay = self.settings.gossip_interval * self.rng.uniform(0.9, 1.1)
+        self._round_due = self.monotonic() + delay
+        self.scheduler.after(delay, self._round_job)
 
     def _round_job(self) -> None:
         if not self.live:
             return
+        due = self._round_due
+        if due is not None and self.monotonic() - due > self.settings.gossip_interval / 2:
+            self.awareness.apply(1)  # this process could not run a job on time: it is slow
         self._schedule_round()  # first, so that a slow peer never delays the next round
         with self._in_flight_lock:
             if self._in_flight >= MAX_ROUNDS_IN_FLIGHT:
@@ -622,8 +657,12 @@ class Engine:
         now, mono = self.clock(), self.monotonic()
         s = self.settings
 
+        judged = set(self._suspects)
+
         def choose(m: Membership) -> tuple[str | None, str | None, float]:
-            peers = m.peers(online=True)
+            # A peer under judgement is being tried already: rounds go to the others, so
+            # that gossip keeps flowing between the members that can reach each other.
+            peers = [p for p in m.peers(online=True) if p.base_url not in judged]
             target = None
             if peers:
                 monitors = [p for p in peers if p.monitor]
@@ -650,10 +689,10 @@ class Engine:
         if probe is not None:
             self._exchange(probe, quiet=True)
         now, mono = self.clock(), self.monotonic()
-        retention = s.retention_ms
+        retention, stale = s.retention_ms, self.awareness.scale(timeout)
 
         def tidy(m: Membership) -> Changes:
-            return m.expire(now, mono, timeout).extend(m.cleanup(now, retention))
+            return m.expire(now, mono, stale).extend(m.cleanup(now, retention))
 
         self._publish(self._transact(tidy))
         self.last_round = now
@@ -690,6 +729,7 @@ class Engine:
         last, self._last_round_mono = self._last_round_mono, mono
         if last is not None and mono - last > max(3 * self.settings.gossip_interval, timeout / 2):
             log.warning("this node stalled for %.1f s; restarting peer timeouts", mono - last)
+            self.awareness.apply(2)
             self._transact(lambda m: m.forgive(mono))
 
     def _exchange(self, base_url: str, quiet: bool = False) -> bool:
@@ -702,7 +742,7 @@ class Engine:
         """One exchange with the adaptive timeout (or ``timeout``): None on success."""
         timeout = timeout or self.round_trips.timeout(base_url)
         message = self._state()
-        started = self.monotonic()
+        started, began = self.monotonic(), self.clock()
         try:
             reply = self.transport.gossip(base_url, message, timeout)
         except Exception as exc:  # any failure is the peer's failed exchange; the round carries on
@@ -711,11 +751,17 @@ class Engine:
                 self.round_trips.timed_out(base_url)
             if not quiet:
                 self.stats.add(gossip_failures=1)
-                log.warning("gossip with %s failed: %s", base_url, _why(exc))
-            return Failure(bool(getattr(exc, "refused", False)), slow, timeout, started)
+                log.warning(
+                    "gossip with %s failed: %s",
+                    base_url,
+                    _why(exc),
+                    extra={"node": self.settings.base_url},
+                )
+            return Failure(bool(getattr(exc, "refused", False)), slow, timeout, started, began)
         self.round_trips.sample(base_url, self.monotonic() - started)
         if not self._merge_quietly(reply, base_url):
-            return Failure(False, False, timeout, started)
+            return Failure(False, False, timeout, started, began)
+        self.awareness.apply(-1)
         return None
 
     def _merge_quietly(self, reply: ServerList, base_url: str) -> bool:
@@ -733,76 +779,100 @@ class Engine:
         return self.monotonic() - started >= 0.9 * timeout
 
     def _suspect(self, base_url: str, failure: Failure) -> None:
-        """A round's exchange failed: judge it, unless a judgement of this peer is under way."""
+        """A round's exchange failed: judge the peer on a job of its own (rounds go on
+        meanwhile, so gossip keeps flowing), unless a judgement of it is under way."""
+
+        def known(m: Membership) -> int:
+            entry = m.entries.get(base_url)
+            return entry.server.last_update if entry is not None else 0
+
+        stamp = self._transact(known)
         with self._in_flight_lock:
             if base_url in self._suspects:
                 return
-            self._suspects.add(base_url)
-        self._judge(base_url, failure, 0, 0, None)
+            suspicion = self._suspects[base_url] = Suspicion(base_url, failure.began, stamp)
+        self.scheduler.after(0, lambda: self._judge(suspicion, failure))
 
-    def _judge(
-        self, base_url: str, failure: Failure, failed: int, slow: int, since: float | None
-    ) -> None:
+    def _judge(self, s: Suspicion, failure: Failure) -> None:
         """After a failed direct attempt: ask helpers, then clear, retry or move the peer offline.
 
         Offline when helpers confirm a refused connection (strong evidence); after
         SLOW_FAILURES attempts that waited out their timeout, once the peer has been
-        silent for the request timeout since the first of them (so a peer that pauses
+        silent since the first of them for the hang silence (so a peer that pauses
         briefly, e.g. a gunicorn worker being replaced, is not misjudged); or after
-        ``retries`` failed retries. A helper that reached the peer ends the suspicion.
+        ``retries`` failed retries. The judgement ends without a verdict when a helper
+        reached the peer or the peer proved alive meanwhile (:meth:`_moot`). The helpers
+        wait as long as our next attempt would (the backed-off timeout).
         """
-        self._decide(
-            base_url,
-            failure,
-            failed,
-            slow,
-            since,
-            self._probe_indirectly(base_url, failure.timeout),
-        )
+        self._decide(s, failure, self._probe_indirectly(s.base_url, self._timeout(s.base_url)))
 
-    def _decide(
-        self,
-        base_url: str,
-        failure: Failure,
-        failed: int,
-        slow: int,
-        since: float | None,
-        reached: bool | None,
-    ) -> None:
+    def _decide(self, s: Suspicion, failure: Failure, reached: bool | None) -> None:
         """:meth:`_judge` once the helpers have answered (``reached``, as from
         :meth:`_probe_indirectly`)."""
-        failed += 1
+        s.failed += 1
         if failure.slow:
-            slow += 1
-            since = failure.started if since is None else since
+            s.slow += 1
+            s.since = failure.started if s.since is None else s.since
+        if reached or self._moot(s):
+            self._end_suspicion(s, reached)
+            return
         confirmed = reached is False and failure.refused
-        silent = since is not None and self._silence_left(since) <= 0
-        hung = slow >= SLOW_FAILURES and silent
-        if not reached and not confirmed and not hung and failed <= self.settings.retries:
+        hung = s.slow >= SLOW_FAILURES and s.since is not None and self._silence_left(s.since) <= 0
+        if not confirmed and not hung and s.failed <= self.settings.retries:
             # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
             # on the helpers counts towards the delay.
             delay = self.settings.retry_delay - (self.monotonic() - failure.started)
-            self._next_retry(base_url, failed, slow, since, delay)
+            self.scheduler.after(max(delay, 0.0), lambda: self._retry(s))
             return
-        self._end_suspicion(base_url, reached)
-        if not reached:
-            now, mono = self.clock(), self.monotonic()
-            changes = self._transact(lambda m: m.mark_offline(base_url, now, mono))
-            self._publish(changes)
-            if changes.left:
-                self._spread()
+        self._end_suspicion(s, False)
+        if confirmed:
+            why = "its connection was refused, and no helper reached it"
+        elif hung:
+            why = f"silent for {self.monotonic() - (s.since or 0.0):.1f} s over {s.slow} attempts"
+        else:
+            why = f"{s.failed} attempts failed"
+        log.info("%s does not answer: %s", s.base_url, why, extra={"node": self.settings.base_url})
+        # Stamped when the judgement began, not now: the verdict says "silent since then",
+        # so it never outbids a heartbeat the peer issued later, which a peer that is alive
+        # after all has spread meanwhile (then the verdict changes nothing there).
+        now, mono = self.clock(), self.monotonic()
+        changes = self._transact(lambda m: m.mark_offline(s.base_url, min(s.began, now), mono))
+        self._publish(changes)
+        if changes.left:
+            self._spread()
 
-    def _end_suspicion(self, base_url: str, reached: bool | None) -> None:
-        """The judgement of ``base_url`` is over (``reached``: a helper reached it)."""
+    def _moot(self, s: Suspicion) -> bool:
+        """Whether the judgement ``s`` has nothing left to decide: the peer proved alive since
+        it began (a record of it newer than the one known then, stamped after the judgement
+        began: a heartbeat, by gossip or in its own request), or it is no longer online here
+        (another member's verdict arrived, or its record is gone)."""
+
+        def check(m: Membership) -> bool:
+            entry = m.entries.get(s.base_url)
+            if entry is None or not entry.online:
+                return True
+            stamp = entry.server.last_update
+            return stamp > s.known and stamp >= s.began
+
+        return self._transact(check)
+
+    def _end_suspicion(self, s: Suspicion, reached: bool | None) -> None:
+        """The judgement ``s`` is over (``reached``: a helper reached the peer)."""
         if reached:
-            log.info("%s did not answer this node, but another member reached it", base_url)
+            log.info("%s did not answer this node, but another member reached it", s.base_url)
         with self._in_flight_lock:
-            self._suspects.discard(base_url)
+            if self._suspects.get(s.base_url) is s:
+                del self._suspects[s.base_url]
 
     def _silence_left(self, since: float) -> float:
         """Seconds until a peer silent since ``since`` has been silent long enough to be
-        judged hung (zero or less: it has)."""
-        return since + HANG_SILENCE * self.settings.request_timeout - self.monotonic()
+        judged hung (zero or less: it has). A node in poor health waits longer."""
+        silence = self.awareness.scale(HANG_SILENCE * self.settings.request_timeout)
+        return since + silence - self.monotonic()
+
+    def _timeout(self, base_url: str) -> float:
+        """The next attempt's timeout: the adaptive one, doubled after each timeout."""
+        return self.round_trips.timeout(base_url)
 
     def _spread(self) -> None:
         """Tell a few members at once that a peer went offline, instead of waiting for rounds."""
@@ -818,34 +888,29 @@ class Engine:
             if isinstance(reply, ServerList):
                 self._merge(reply)
 
-    def _next_retry(
-        self, base_url: str, failed: int, slow: int, since: float | None, delay: float
-    ) -> None:
-        self.scheduler.after(max(delay, 0.0), lambda: self._retry(base_url, failed, slow, since))
-
-    def _retry(self, base_url: str, failed: int, slow: int, since: float | None) -> None:
-        timeout, reached, floor = None, None, self.settings.min_request_timeout
-        deciding = since is not None and slow + 1 >= SLOW_FAILURES
-        if since is not None and deciding and self.live:
+    def _retry(self, s: Suspicion) -> None:
+        url = s.base_url
+        if not self.live or self._moot(s):
+            self._end_suspicion(s, None)
+            return
+        timeout, reached = self._timeout(url), None
+        deciding = s.since is not None and s.slow + 1 >= SLOW_FAILURES
+        if s.since is not None and deciding:
             # The attempt that can settle a hang: the helpers are asked first, then the
-            # peer is waited on until the silence settles it. The verdict then comes when
-            # the silence ends, not a round of helpers after it, and the peer is still
-            # watched up to that moment. The helpers' wait leaves room for ours.
-            ask = max(self._silence_left(since) - floor, floor)
-            reached = self._probe_indirectly(base_url, min(self.round_trips.timeout(base_url), ask))
-        if since is not None:
-            # Waiting past the silence that settles a hang proves nothing more; without this
-            # cap the backoff (0.5, 1, 2, 4, 8 s ...) overshoots it by up to twice over.
-            left = max(self._silence_left(since), floor)
-            timeout = left if deciding else min(self.round_trips.timeout(base_url), left)
-        failure = self._attempt(base_url, timeout=timeout) if self.live and not reached else None
+            # peer is waited on until the silence settles it (within the request timeout).
+            # The verdict then comes when the silence ends, not a round of helpers after
+            # it, and the peer is watched up to that moment.
+            reached = self._probe_indirectly(url, timeout)
+            left = self._silence_left(s.since)
+            timeout = min(max(left, timeout), self.settings.request_timeout)
+        failure = self._attempt(url, timeout=timeout) if self.live and not reached else None
         if failure is None:  # the peer answered (to us or a helper), or this node stopped
-            self._end_suspicion(base_url, reached)
+            self._end_suspicion(s, reached)
             return
         if deciding:
-            self._decide(base_url, failure, failed, slow, since, reached)
+            self._decide(s, failure, reached)
         else:
-            self._judge(base_url, failure, failed, slow, since)
+            self._judge(s, failure)
 
     def _probe_indirectly(self, base_url: str, timeout: float) -> bool | None:
         """Ask up to ``probe_helpers`` other online members to try ``base_url`` (SWIM's ping-req).
@@ -869,7 +934,10 @@ class Engine:
             log.debug("probe of %s through %s: %s", base_url, helper, answer)
         if True in answers:
             return True
-        return False if False in answers else None
+        if False in answers:
+            return False
+        self.awareness.apply(1)  # no helper answered us either: the trouble may be ours
+        return None
 
     # -- requests ------------------------------------------------------------
 

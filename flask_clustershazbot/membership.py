@@ -340,25 +340,30 @@ class Membership:
                 continue
             changes.refused += 1
 
-    def mark_offline(self, base_url: str, now: int, mono: float) -> Changes:
-        """Move an online peer offline, stamped after its last known record."""
+    def mark_offline(self, base_url: str, at: int, mono: float) -> Changes:
+        """Move an online peer offline, stamped ``at`` (the evidence time: when it was last
+        known alive) or just after its last known record, whichever is later."""
         changes = Changes()
         entry = self.entries.get(base_url)
         if base_url != self.base_url and entry is not None and entry.online:
-            stamp = max(now, entry.server.last_update + 1)
+            stamp = max(at, entry.server.last_update + 1)
             self._put(GossipServer(base_url, entry.server.monitor, stamp), False, mono, changes)
         return changes
 
     def expire(self, now: int, mono: float, timeout: float) -> Changes:
-        """Move offline every online peer whose record has not advanced for ``timeout`` s."""
+        """Move offline every online peer whose record has not advanced for ``timeout`` s.
+
+        Each is stamped when its record last advanced here (on the wall clock): any
+        heartbeat it issued since, known elsewhere, wins over the verdict there.
+        """
         stale = [
-            url
+            (url, now - int((mono - e.seen) * 1000))
             for url, e in self.entries.items()
             if e.online and url != self.base_url and mono - e.seen > timeout
         ]
         changes = Changes()
-        for url in stale:
-            changes.extend(self.mark_offline(url, now, mono))
+        for url, seen in stale:
+            changes.extend(self.mark_offline(url, seen, mono))
         return changes
 
     def forgive(self, mono: float) -> None:

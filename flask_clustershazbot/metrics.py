@@ -17,6 +17,8 @@ shows them with no further code. Metrics:
   gossip, control and master-list bodies, in both directions
 - ``clustershazbot_member_cap_total{node, action="refused"|"evicted"}``: records of new
   members refused, and offline records evicted, because the member table was full
+- ``clustershazbot_records_refused_total{node}``: invalid records skipped (never stored,
+  contacted or forwarded) in gossip requests, peers' replies and master lists
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class Collector:
             "Records refused or evicted by the member cap",
             labels=["node", "action"],
         )
+        invalid = CounterMetricFamily(
+            "clustershazbot_records_refused",
+            "Invalid records skipped in gossip messages, replies and master lists",
+            labels=["node"],
+        )
         with _lock:
             engines = list(_engines)
         for engine in engines:
@@ -96,7 +103,8 @@ class Collector:
             received.add_metric([node], s["bytes_received"])
             cap.add_metric([node, "refused"], s["members_refused"])
             cap.add_metric([node, "evicted"], s["members_evicted"])
-        yield from (members, rounds, failures, merge, sent, received, cap)
+            invalid.add_metric([node], s["records_refused"])
+        yield from (members, rounds, failures, merge, sent, received, cap, invalid)
 
 
 #: The one collector of this process.

@@ -10,7 +10,7 @@ never stored, contacted, forwarded or written to the master list.
 A disallowed record is **dropped, the rest of the message is merged**: a
 policy difference between nodes (one node allows a host another does not) must
 not cut the two off from each other, which rejecting the whole message would.
-Malformed records still reject the whole message (records.py).
+Invalid records are skipped the same way (records.py).
 
 Entries, separated by commas or whitespace:
 
@@ -150,7 +150,9 @@ class PeerPolicy:
                 (kept if self.allows(server.base_url) else refused).append(server)
             return tuple(kept)
 
-        allowed = ServerList(keep(servers.online), keep(servers.offline))
+        allowed = ServerList(
+            keep(servers.online), keep(servers.offline), servers.skipped, servers.problem
+        )
         for server in refused:
             self.dropped += 1
             url = server.base_url

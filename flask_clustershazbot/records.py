@@ -1,7 +1,11 @@
 """Wire records: parse and validate the seed's JSON, serialise it back.
 
-Pure functions only. One bad record rejects the whole message with a
-:class:`BadMessage` that says exactly which field is wrong and why.
+Pure functions only. A message whose shape is wrong (not an object, a wrong
+``message``, ``online``/``offline`` not lists) is refused whole with a :class:`BadMessage`
+that says what is wrong. A bad *record* is skipped instead: counted in
+:attr:`ServerList.skipped`, with the first one's problem in :attr:`ServerList.problem`.
+A peer that holds a record this version refuses (the original, another version of ours)
+must not fail its exchanges: that would split the cluster.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
@@ -184,7 +188,8 @@ class GossipServer:
         return cls(url, monitor, last_update)
 
 
-def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
+def _servers(data: dict[str, Any], key: str) -> tuple[tuple[GossipServer, ...], int, str | None]:
+    """The valid records of ``data[key]``, how many were skipped, and the first one's problem."""
     items = data.get(key, [])
     if not isinstance(items, list):
         raise BadMessage(f"{key} must be a list, got {_show(items)}")
@@ -194,6 +199,7 @@ def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
     # Every base URL is stored in its canonical form, so aliases are one member.
     out: list[GossipServer] = []
     append, new, check = out.append, _new_server, _check
+    skipped, problem = 0, None
     for i, item in enumerate(items):
         if type(item) is dict:
             url, monitor, stamp = item.get("baseUrl"), item.get("monitor"), item.get("lastUpdate")
@@ -203,12 +209,16 @@ def _servers(data: dict[str, Any], key: str) -> tuple[GossipServer, ...]:
                 and type(stamp) is int
                 and 0 <= stamp <= MAX_LAST_UPDATE
             ):
-                canonical, problem = check(url, True)
-                if problem is None:
+                canonical, why = check(url, True)
+                if why is None:
                     append(new(canonical, monitor, stamp))
                     continue
-        append(GossipServer.from_dict(item, f"{key}[{i}]"))
-    return tuple(out)
+        try:
+            append(GossipServer.from_dict(item, f"{key}[{i}]"))
+        except BadMessage as exc:
+            skipped += 1
+            problem = problem or str(exc)
+    return tuple(out), skipped, problem
 
 
 # The slot descriptors set a frozen instance's fields without the dataclass's checks.
@@ -232,6 +242,9 @@ class ServerList:
 
     online: tuple[GossipServer, ...] = ()
     offline: tuple[GossipServer, ...] = ()
+    #: Invalid records left out when this list was parsed, and the first one's problem.
+    skipped: int = field(default=0, compare=False)
+    problem: str | None = field(default=None, compare=False)
 
     def to_dict(self, include_offline: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {"online": [s.to_dict() for s in self.online]}
@@ -256,7 +269,9 @@ class ServerList:
                 raise BadMessage(
                     f"'message' must be {expected!r}, got {_show(data.get('message'))}"
                 )
-        return cls(_servers(data, "online"), _servers(data, "offline"))
+        online, skipped, problem = _servers(data, "online")
+        offline, more, other = _servers(data, "offline")
+        return cls(online, offline, skipped + more, problem or other)
 
     def gossip_message(self) -> dict[str, Any]:
         """This list as a GossipMessage, offline included."""
@@ -316,17 +331,17 @@ class Incoming:
 
     def news(self, entries: Mapping[str, Any]) -> ServerList:
         """The records that could change ``entries`` (base URL -> membership Entry), validated
-        as :meth:`ServerList.from_dict` would; BadMessage names the first bad one."""
-        return ServerList(
-            _news(self.online, True, entries, "online"),
-            _news(self.offline, False, entries, "offline"),
-        )
+        as :meth:`ServerList.from_dict` would: bad ones skipped and counted."""
+        online, skipped, problem = _news(self.online, True, entries, "online")
+        offline, more, other = _news(self.offline, False, entries, "offline")
+        return ServerList(online, offline, skipped + more, problem or other)
 
 
 def _news(
     records: Sequence[Any], online: bool, entries: Mapping[str, Any], key: str
-) -> tuple[GossipServer, ...]:
+) -> tuple[tuple[GossipServer, ...], int, str | None]:
     out: list[GossipServer] = []
+    skipped, first = 0, None
     get, check, new = entries.get, _check, _new_server
     for r in records:
         e = get(r.base_url)
@@ -337,10 +352,12 @@ def _news(
             ):
                 continue
         canonical, problem = check(r.base_url, True)
-        if problem is not None:  # the first bad record, as the standard path reports it
-            raise BadMessage(f"{key}[{records.index(r)}].baseUrl {problem}: {_show(r.base_url)}")
+        if problem is not None:  # worded as the standard path words it
+            skipped += 1
+            first = first or f"{key}[{records.index(r)}].baseUrl {problem}: {_show(r.base_url)}"
+            continue
         out.append(new(canonical, r.monitor, r.last_update))
-    return tuple(out)
+    return tuple(out), skipped, first
 
 
 def decode_gossip(raw: bytes) -> Incoming | None:

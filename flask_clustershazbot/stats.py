@@ -24,6 +24,9 @@ class Stats:
     #: Records of new members refused, and offline records evicted, by the member cap.
     members_refused: int = 0
     members_evicted: int = 0
+    #: Invalid records skipped (a gossip request, a peer's reply, a master list): never
+    #: stored, contacted or forwarded; the rest of their message merged.
+    records_refused: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **amounts: float) -> None:

@@ -77,6 +77,7 @@ def cluster_state(engine: Engine) -> dict[str, Any]:
         "lastRoundAge": _ago(now, engine.last_round),
         "lastMasterSync": engine.last_master_sync,
         "lastMasterSyncAge": _ago(now, engine.last_master_sync),
+        "recordsRefused": int(engine.stats.snapshot()["records_refused"]),
         "members": members,
     }
 

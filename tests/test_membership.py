@@ -282,11 +282,25 @@ def test_expire_moves_peers_offline_whose_record_has_not_advanced() -> None:
     merge(m, online=[peer(A, NOW - 10), peer(B, NOW - 10)], mono=8.0)  # no news: no refresh
     merge(m, online=[peer(B, NOW - 5)], mono=8.0)  # B's heartbeat advanced
     changes = m.expire(NOW, 10.0, 5.0)
-    assert changes.left == [peer(A, NOW)]
-    assert state(m, A) == (NOW, False)
+    # Stamped when its record last advanced here (10 s ago), or just after that record,
+    # whichever is later: never now, which would outbid heartbeats it issued since.
+    assert changes.left == [peer(A, NOW - 9)]
+    assert state(m, A) == (NOW - 9, False)
     assert state(m, B) == (NOW - 5, True)
     assert state(m, ME) == (NOW - 1000, True)  # never expires itself
     assert not m.expire(NOW, 10.0, 5.0)
+
+
+def test_an_expired_peer_is_stamped_when_last_heard_so_a_later_heartbeat_wins() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 60_000)], mono=0.0)
+    merge(m, online=[peer(A, NOW - 20_000)], mono=40.0)  # last heard 20 s before NOW
+    changes = m.expire(NOW, 60.0, 5.0)
+    assert changes.left == [peer(A, NOW - 19_999)]  # just after the record it last heard
+    # A heartbeat A issued after it was last heard here (elsewhere, late) brings it back;
+    # one issued before does not.
+    assert not merge(m, online=[peer(A, NOW - 20_001)], mono=61.0).joined
+    assert merge(m, online=[peer(A, NOW - 19_000)], mono=61.0).joined == [peer(A, NOW - 19_000)]
 
 
 def test_expire_uses_the_monotonic_clock_not_the_wall_clock() -> None:

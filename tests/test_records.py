@@ -29,11 +29,30 @@ def message(*online: Any, **extra: Any) -> dict[str, Any]:
 
 
 def rejected(data: Any, expected: str, message: str | None = "gossip") -> str:
+    """The whole message is refused, and the error says why."""
     with pytest.raises(BadMessage) as info:
         ServerList.from_dict(data, message=message)
     text = str(info.value)
     assert expected in text, text
     return text
+
+
+def skipped(data: Any, expected: str) -> str:
+    """One record of ``data`` is skipped, counted and explained; the valid ones are kept."""
+    servers = ServerList.from_dict(data, message="gossip")
+    valid = [r for key in ("online", "offline") for r in data.get(key, []) if is_valid(r)]
+    assert servers.skipped == 1
+    assert [s.to_dict() for s in servers.online + servers.offline] == valid
+    assert servers.problem is not None and expected in servers.problem, servers.problem
+    return servers.problem
+
+
+def is_valid(data: Any) -> bool:
+    try:
+        GossipServer.from_dict(data)
+    except BadMessage:
+        return False
+    return True
 
 
 # -- round trip ----------------------------------------------------------------
@@ -113,29 +132,29 @@ def test_unknown_extra_fields_are_accepted_and_ignored() -> None:
     assert "region" not in servers.online[0].to_dict()
 
 
-# -- rejections of one record --------------------------------------------------
+# -- one bad record: skipped, the rest kept --------------------------------------------------
 
 
 @pytest.mark.parametrize("bad", [None, 1, "http://a/", ["http://a/", False, 1], True])
 def test_record_must_be_an_object(bad: Any) -> None:
-    rejected(message(GOOD, bad), "online[1] must be an object")
+    skipped(message(GOOD, bad), "online[1] must be an object")
 
 
 @pytest.mark.parametrize("key", ["baseUrl", "monitor", "lastUpdate"])
 def test_record_missing_a_key(key: str) -> None:
     data = record()
     del data[key]
-    rejected(message(data), f"online[0] is missing '{key}'")
+    skipped(message(data), f"online[0] is missing '{key}'")
 
 
 @pytest.mark.parametrize("bad", [None, 42, True, ["http://a/"], {"href": "http://a/"}])
 def test_base_url_must_be_a_string(bad: Any) -> None:
-    rejected(message(record(baseUrl=bad)), "online[0].baseUrl must be a string")
+    skipped(message(record(baseUrl=bad)), "online[0].baseUrl must be a string")
 
 
 @pytest.mark.parametrize("bad", [1, 0, "true", None, 1.0])
 def test_monitor_must_be_a_boolean_not_an_int_or_string(bad: Any) -> None:
-    rejected(message(record(monitor=bad)), "online[0].monitor must be true or false")
+    skipped(message(record(monitor=bad)), "online[0].monitor must be true or false")
 
 
 @pytest.mark.parametrize(
@@ -156,7 +175,7 @@ def test_monitor_must_be_a_boolean_not_an_int_or_string(bad: Any) -> None:
     ],
 )
 def test_last_update_must_be_a_safe_non_negative_integer(bad: Any) -> None:
-    rejected(message(GOOD, GOOD, record(lastUpdate=bad)), "online[2].lastUpdate must be an integer")
+    skipped(message(GOOD, GOOD, record(lastUpdate=bad)), "online[2].lastUpdate must be an integer")
 
 
 def test_nan_and_infinity_from_json_text_are_rejected() -> None:
@@ -165,7 +184,7 @@ def test_nan_and_infinity_from_json_text_are_rejected() -> None:
             '{"message": "gossip", "online": [{"baseUrl": "http://a/", '
             f'"monitor": false, "lastUpdate": {literal}}}]}}'
         )
-        rejected(body, "online[0].lastUpdate")
+        skipped(body, "online[0].lastUpdate")
 
 
 @pytest.mark.parametrize(
@@ -194,18 +213,30 @@ def test_nan_and_infinity_from_json_text_are_rejected() -> None:
     ],
 )
 def test_bad_base_urls_are_rejected_with_the_reason(url: str, why: str) -> None:
-    text = rejected(message(GOOD, offline=[GOOD, record(baseUrl=url)]), "offline[1].baseUrl")
+    text = skipped(message(GOOD, offline=[GOOD, record(baseUrl=url)]), "offline[1].baseUrl")
     assert why in text
     assert len(text) < 300  # an overlong value is cut short in the message
 
 
 def test_whitespace_around_a_url_is_rejected() -> None:
     for url in (" http://host/", "http://host/ "):
-        rejected(message(record(baseUrl=url)), "online[0].baseUrl")
+        skipped(message(record(baseUrl=url)), "online[0].baseUrl")
 
 
-def test_one_bad_record_rejects_the_whole_message() -> None:
-    rejected(message(GOOD, record(baseUrl="http://ok/"), record(monitor="no")), "online[2].monitor")
+def test_one_bad_record_is_skipped_and_the_rest_of_the_message_kept() -> None:
+    servers = ServerList.from_dict(
+        message(
+            GOOD,
+            record(baseUrl="http://127.0.0.1:9/?tenant=a"),
+            record(baseUrl="http://ok/"),
+            offline=[record(monitor="no"), record(baseUrl="http://off/")],
+        ),
+        message="gossip",
+    )
+    assert [s.base_url for s in servers.online] == [GOOD["baseUrl"], "http://ok/"]
+    assert [s.base_url for s in servers.offline] == ["http://off/"]
+    assert servers.skipped == 2
+    assert servers.problem is not None and servers.problem.startswith("online[1].baseUrl")
 
 
 def test_from_dict_of_one_record_names_the_record() -> None:

@@ -9,9 +9,11 @@ whole detection window before it (``WINDOW``): no fault can explain it.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +52,50 @@ class Timeline:
         return False
 
 
+class NodeLog(logging.Handler):
+    """The library's log lines, with the node that wrote them and the soak's clock, so
+    that a false alarm can be followed back to the verdict behind it
+    (``SHAZBOT_SOAK_LOG=<dir>`` keeps them of a failing run)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[float, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        node = getattr(record, "node", "-")
+        self.lines.append((time.monotonic(), node, record.getMessage()))
+
+    def __enter__(self) -> NodeLog:
+        logger = logging.getLogger("flask_clustershazbot")
+        self._level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger("flask_clustershazbot")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
+
+    def keep(self, figures: dict[str, Any], start: float, urls: list[str]) -> None:
+        where = os.environ.get("SHAZBOT_SOAK_LOG")
+        if not where or not figures.get("false_alarms"):
+            return
+        names = {url: f"n{i}" for i, url in enumerate(urls)}
+
+        def short(text: str) -> str:
+            for url, name in names.items():
+                text = text.replace(url, name)
+            return text
+
+        path = Path(where) / f"soak-{int(time.time())}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            out.write(f"{short(repr(figures))}\n")
+            for at, node, message in self.lines:
+                out.write(f"{at - start:8.3f} {short(node):>4} {short(message)}\n")
+
+
 def converged(c: ProxiedCluster, alive: set[int]) -> bool:
     live = {c.urls[i] for i in alive}
     for i in alive:
@@ -66,6 +112,7 @@ def run_soak(config: dict[str, Any], seconds: float, seed: int) -> dict[str, Any
     )
     recorder = Recorder()
     timeline = Timeline()
+    node_log = NodeLog().__enter__()
     figures: dict[str, Any] = {"kills": 0, "restarts": 0, "convergence_s": []}
     try:
         for i in range(NODES):
@@ -133,8 +180,10 @@ def run_soak(config: dict[str, Any], seconds: float, seed: int) -> dict[str, Any
         false = [e for e in left if not timeline.explains(index[e[1]], index[e[2]], e[3])]
         figures["false_alarms"] = len(false)
         figures["false_alarm_events"] = [(e[1], e[2], round(e[3] - start, 1)) for e in false]
+        node_log.keep(figures, start, c.urls)
         return figures
     finally:
+        node_log.__exit__()
         recorder.close()
         c.stop()
 

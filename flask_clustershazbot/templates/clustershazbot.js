@@ -29,6 +29,7 @@
     text("offline-count", data.offline);
     text("last-round", data.lastRoundAge || "never");
     text("last-sync", data.lastMasterSyncAge || "never");
+    text("records-refused", data.recordsRefused);
     var body = document.createElement("tbody");
     data.members.forEach(function (m) {
       var row = body.insertRow();
