@@ -73,6 +73,10 @@ REPLY_ENVELOPE = 128
 CAP_LOG_INTERVAL = 60.0
 #: Indirect probes this node runs for other members at once; more are refused (503).
 MAX_PROBES = 8
+#: Seconds between two log lines about the invalid records of one sender (each is counted).
+SKIP_LOG_INTERVAL = 60.0
+#: Senders whose last such log line is remembered; the oldest is forgotten beyond this.
+MAX_SKIP_SENDERS = 1024
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,8 @@ class Engine:
         self._in_pass: set[str] = set()
         self._bootstrap_failures = 0
         self._warned_future: set[str] = set()
+        #: Monotonic time of the last log line about each sender's invalid records.
+        self._skips_logged: dict[str, float] = {}
         self._cap_logged: float | None = None
         self._last_round_mono: float | None = None
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
@@ -261,24 +267,33 @@ class Engine:
                 s["members_evicted"],
             )
 
-    def _merge(self, servers: ServerList, heartbeat: bool = False) -> dict[str, Any]:
+    def _merge(
+        self, servers: ServerList, heartbeat: bool = False, sender: str = "a peer"
+    ) -> dict[str, Any]:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
-        return self._merge_then(servers, heartbeat, Membership.gossip_message)
+        return self._merge_then(servers, heartbeat, Membership.gossip_message, sender)
 
     def _merge_then(
-        self, servers: ServerList | Incoming, heartbeat: bool, reply: Callable[[Membership], T]
+        self,
+        servers: ServerList | Incoming,
+        heartbeat: bool,
+        reply: Callable[[Membership], T],
+        sender: str,
     ) -> T:
-        """Merge ``servers`` and return ``reply`` of the table (our whole state)."""
+        """Merge ``servers`` and return ``reply`` of the table (our whole state).
+        ``sender`` names where they came from, for the log line about invalid records."""
         if isinstance(servers, ServerList):
             servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
         skew = s.max_clock_skew_ms
+        parsed: list[ServerList] = []
 
         def op(m: Membership) -> tuple[Changes, T]:
             if isinstance(servers, ServerList):
                 fresh = servers
-            else:  # validated first: a bad record changes nothing, not even our heartbeat
+            else:  # validated against the table: only records that could change it
                 fresh = self.peer_policy.filter(servers.news(m.entries))
+            parsed.append(fresh)
             if heartbeat:
                 m.heartbeat(now, mono, skew)
             changes = m.merge(
@@ -296,8 +311,30 @@ class Engine:
         changes, state = self._transact(op)
         if servers.online or servers.offline:
             self.stats.add(merges=1, merge_seconds=time.perf_counter() - started)
+        if parsed and parsed[-1].skipped:
+            self._count_skipped(parsed[-1], sender)
         self._publish(changes)
         return state
+
+    def _count_skipped(self, servers: ServerList, sender: str) -> None:
+        """Count the invalid records left out of ``servers``; log it at most once a minute
+        per sender, with the first one's field and problem."""
+        self.stats.add(records_refused=servers.skipped)
+        mono, logged = self.monotonic(), self._skips_logged
+        last = logged.pop(sender, None)  # re-inserted last: the dict stays in age order
+        if last is not None and mono - last < SKIP_LOG_INTERVAL:
+            logged[sender] = last
+            return
+        if len(logged) >= MAX_SKIP_SENDERS:
+            del logged[next(iter(logged))]
+        logged[sender] = mono
+        log.warning(
+            "skipped %d invalid record(s) from %s, merged the rest (first: %s); "
+            "further ones from it are counted for a minute without a log line",
+            servers.skipped,
+            sender,
+            servers.problem,
+        )
 
     def _state(self) -> dict[str, Any]:
         """Our whole state as a GossipMessage, after a heartbeat."""
@@ -610,7 +647,7 @@ class Engine:
         """Download and merge the master list: the list, or (counted) why that failed."""
         try:
             listed = self.transport.read_master_list()
-            self._merge(listed)
+            self._merge(listed, sender="the master list")
         except Exception as exc:  # a ShazbotError, or anything from below: never fatal
             self.stats.add(master_list_failures=1)
             return exc
@@ -767,7 +804,7 @@ class Engine:
     def _merge_quietly(self, reply: ServerList, base_url: str) -> bool:
         """Merge a peer's reply; a failure to merge is logged and counted, never raised."""
         try:
-            self._merge(reply)
+            self._merge(reply, sender=f"the reply of {base_url}")
         except Exception:
             self.stats.add(gossip_failures=1)
             log.exception("merging the reply of %s failed", base_url)
@@ -884,9 +921,9 @@ class Engine:
             peers = [p.base_url for p in m.peers(online=True)]
             return self.rng.sample(peers, min(k, len(peers)))
 
-        for reply in self.transport.gossip_many(self._transact(pick), self._state()).values():
+        for url, reply in self.transport.gossip_many(self._transact(pick), self._state()).items():
             if isinstance(reply, ServerList):
-                self._merge(reply)
+                self._merge_quietly(reply, url)
 
     def _retry(self, s: Suspicion) -> None:
         url = s.base_url
@@ -951,10 +988,12 @@ class Engine:
         ):
             raise Unauthorized(f"missing or wrong {'control' if control else 'gossip'} secret")
 
-    def handle_gossip(self, authorization: str | None, body: Any) -> dict[str, Any]:
+    def handle_gossip(
+        self, authorization: str | None, body: Any, sender: str = "a gossip request"
+    ) -> dict[str, Any]:
         """A peer's GossipMessage: merge it, answer with our whole state."""
         self.authorize(authorization, control=False)
-        return self._merge(ServerList.from_dict(body, message="gossip"), heartbeat=True)
+        return self._merge(ServerList.from_dict(body, message="gossip"), True, sender)
 
     def handle_gossip_body(self, authorization: str | None, raw: bytes) -> bytes:
         """:meth:`handle_gossip` from the request's JSON bytes to the reply's: with msgspec,
@@ -963,12 +1002,13 @@ class Engine:
         self.authorize(authorization, control=False)
         return self.answer_gossip(raw)
 
-    def answer_gossip(self, raw: bytes) -> bytes:
-        """:meth:`handle_gossip_body` of a request that :meth:`authorize` has let in."""
+    def answer_gossip(self, raw: bytes, sender: str = "a gossip request") -> bytes:
+        """:meth:`handle_gossip_body` of a request that :meth:`authorize` has let in
+        (``sender``: where it came from, for log lines)."""
         servers: Incoming | ServerList | None = decode_gossip(raw)
         if servers is None:
             servers = ServerList.from_dict(decode_json(raw, "the body"), message="gossip")
-        return self._merge_then(servers, True, Membership.gossip_body)
+        return self._merge_then(servers, True, Membership.gossip_body, sender)
 
     def handle_probe(self, authorization: str | None, body: Any) -> dict[str, Any]:
         """Another member asks this node to try one of its peers: ``{"reachable": bool}``.

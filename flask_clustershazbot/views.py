@@ -102,7 +102,7 @@ def content_length(value: str | None, limit: int) -> int | None:
 
 def inflate(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     """A request body as sent (``Content-Encoding`` gzip or none), at most ``limit``
-    bytes after decompression."""
+    bytes after decompression. A gzip body is one whole member, trailer included."""
     if (content_encoding or "").lower() != "gzip":
         return raw
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -112,6 +112,12 @@ def inflate(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
         raise BadMessage("the body is not valid gzip") from None
     if len(raw) > limit or inflater.unconsumed_tail:
         raise TooLarge(f"the body is larger than {limit} bytes after decompression")
+    # zlib checks the CRC and length trailer only when it gets there: a body cut short
+    # before it, or one with more after it (a second member, garbage), inflates silently.
+    if not inflater.eof:
+        raise BadMessage("the gzip body is cut short: it ends before its CRC and length")
+    if inflater.unused_data:
+        raise BadMessage("the gzip body has data after its end (a second member or garbage)")
     return raw
 
 
@@ -157,7 +163,8 @@ def _error(exc: ShazbotError) -> Response:
 def gossip() -> Response:
     engine, auth = current_engine(), request.headers.get("Authorization")
     engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
-    return _json(engine.answer_gossip(read_raw(engine.settings.max_body_bytes)))
+    raw = read_raw(engine.settings.max_body_bytes)
+    return _json(engine.answer_gossip(raw, f"a gossip request from {request.remote_addr}"))
 
 
 @blueprint.get("/list")
@@ -219,7 +226,8 @@ class FastGossip:
             if len(raw) != length:
                 raise BadMessage(HUNG_UP)  # the app's route says so
             inflated = inflate(raw, environ.get("HTTP_CONTENT_ENCODING"), limit)
-            body = engine.answer_gossip(inflated)
+            sender = f"a gossip request from {environ.get('REMOTE_ADDR')}"
+            body = engine.answer_gossip(inflated, sender)
         except Exception:  # the app answers it (and reports it) as without this path
             environ["wsgi.input"] = io.BytesIO(raw)
             return self.wsgi_app(environ, start_response)
