@@ -93,11 +93,16 @@ def merge_stored(
             old = best.get(server.base_url)
             if old is None or _rank(server, online) > _rank(*old):
                 best[server.base_url] = (server, online)
-    oldest = now_ms - settings.retention_ms
-    newest = now_ms + settings.max_clock_skew_ms
+    oldest, newest = _window(now_ms, settings)
     return ServerList(
         online=tuple(s for s, on in best.values() if on and oldest <= s.last_update <= newest)
     )
+
+
+def _window(now_ms: int, settings: Settings) -> tuple[int, int]:
+    """The oldest and the newest ``lastUpdate`` a master list keeps: within the retention,
+    and no further ahead than the clock guard lets a merge accept."""
+    return now_ms - settings.retention_ms, now_ms + settings.max_clock_skew_ms
 
 
 def _now_ms() -> int:
@@ -361,32 +366,58 @@ class S3MasterList(_Location):
         _publish_conditionally(self, lambda: self._fetch(repair=True), store, view)
 
 
-#: Keeps, per member, the record of highest merge rank (lastUpdate, offline, monitor), then
-#: drops records older than the retention. KEYS[1]: the hash; ARGV: oldest stamp kept,
-#: key lifetime (ms), then per record: baseUrl, lastUpdate, offline (0/1), monitor (0/1), JSON.
+#: Keeps, per member, the record of highest merge rank (lastUpdate, offline, monitor), and
+#: deletes every field that is not a usable record (see ``usable``) or whose stamp lies
+#: outside the window kept. KEYS[1]: the hash; ARGV: the oldest and newest stamps kept,
+#: the key's lifetime (ms), then per record: baseUrl, lastUpdate, offline (0/1), monitor
+#: (0/1), JSON. A script that fails is not rolled back, so every decision is made before
+#: the first write. Returns {records written, fields deleted, of which unusable}.
 _REDIS_PUBLISH = """
-local function rank(v)
-  local r = cjson.decode(v)
-  return r.lastUpdate, (r.online and 0 or 1), (r.monitor and 1 or 0)
-end
-for i = 3, #ARGV, 5 do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  local stamp, offline, monitor = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
-    tonumber(ARGV[i + 3])
-  local replace = not old
-  if old then
-    local s, o, m = rank(old)
-    replace = stamp > s or (stamp == s and (offline > o or (offline == o and monitor > m)))
+local key = KEYS[1]
+local oldest, newest, lifetime = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+
+-- A stored field's rank {lastUpdate, offline, monitor}; false for a record stamped outside
+-- [oldest, newest]; nil for anything this script does not write: not JSON, another shape,
+-- a lastUpdate that is not an integer (cjson reads 1e3 and 1000.0 as numbers too: the
+-- text must be digits, as a reader requires), a baseUrl that is not the field's name.
+local function usable(field)
+  local value = redis.call('HGET', key, field)
+  local ok, r = pcall(cjson.decode, value)
+  if not ok or type(r) ~= 'table' or r.baseUrl ~= field or type(r.monitor) ~= 'boolean'
+    or type(r.online) ~= 'boolean' or type(r.lastUpdate) ~= 'number'
+    or not string.find(value, '"lastUpdate"%s*:%s*%d+%s*[,}]') then
+    return nil
   end
-  if replace then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 4]) end
+  if r.lastUpdate < oldest or r.lastUpdate > newest then return false end
+  return {r.lastUpdate, r.online and 0 or 1, r.monitor and 1 or 0}
 end
-local oldest = tonumber(ARGV[1])
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  if rank(all[i + 1]) < oldest then redis.call('HDEL', KEYS[1], all[i]) end
+
+local writes, known, unusable = {}, {}, 0
+for i = 4, #ARGV, 5 do
+  local field, new = ARGV[i], {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
+    tonumber(ARGV[i + 3])}
+  local old = redis.call('HEXISTS', key, field) == 1 and usable(field)
+  if old == nil then unusable = unusable + 1 end
+  if not old or new[1] > old[1] or (new[1] == old[1] and (new[2] > old[2]
+    or (new[2] == old[2] and new[3] > old[3]))) then
+    writes[#writes + 1] = i
+  end
+  known[field] = true
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 0
+local deletes = {}
+for _, field in ipairs(redis.call('HKEYS', key)) do
+  if not known[field] then
+    local old = usable(field)
+    if not old then
+      deletes[#deletes + 1] = field
+      if old == nil then unusable = unusable + 1 end
+    end
+  end
+end
+for _, i in ipairs(writes) do redis.call('HSET', key, ARGV[i], ARGV[i + 4]) end
+for _, field in ipairs(deletes) do redis.call('HDEL', key, field) end
+redis.call('PEXPIRE', key, lifetime)
+return {#writes, #deletes, unusable}
 """
 
 
@@ -420,29 +451,33 @@ class RedisMasterList(_Location):
 
     def read(self) -> ServerList:
         try:
-            values = self.client.hvals(self.key)
+            fields = self.client.hgetall(self.key)
         except self._errors as exc:
-            raise self.error(f"HVALS failed: {type(exc).__name__}") from None
+            raise self.error(f"HGETALL failed: {type(exc).__name__}") from None
         online: list[GossipServer] = []
         offline: list[GossipServer] = []
         newest = _now_ms() + self.settings.max_clock_skew_ms
-        for value in values:
+        for field, value in fields.items():
             try:
                 data = decode_json(value, f"a record of {self.where}")
                 server = GossipServer.from_dict(data, f"{self.where} record")
             except BadMessage:
                 continue  # one foreign field must not hide every member
-            if server.last_update <= newest:
-                (online if data.get("online") is True else offline).append(server)
+            # Only what the publish script keeps (see ``usable`` there): it drops the rest.
+            usable = data.get("baseUrl") == field.decode("utf-8", "replace") and isinstance(
+                data.get("online"), bool
+            )
+            if usable and server.last_update <= newest:
+                (online if data["online"] else offline).append(server)
         return ServerList(tuple(online), tuple(offline))
 
     def publish(self, view: ServerList) -> None:
-        args: list[Any] = [
-            _now_ms() - self.settings.retention_ms,
-            self.settings.retention_ms,
-        ]
+        oldest, newest = _window(_now_ms(), self.settings)
+        args: list[Any] = [oldest, newest, self.settings.retention_ms]
         for servers, online in ((view.online, True), (view.offline, False)):
             for s in servers:
+                if not oldest <= s.last_update <= newest:
+                    continue  # the script would delete it at once, as merge_stored drops it
                 record = {**s.to_dict(), "online": online}
                 args += [
                     s.base_url,
@@ -452,9 +487,11 @@ class RedisMasterList(_Location):
                     encode_json(record),
                 ]
         try:
-            self.script(keys=[self.key], args=args)
+            _, _, unusable = self.script(keys=[self.key], args=args)
         except self._errors as exc:
             raise self.error(f"publish script failed: {type(exc).__name__}") from None
+        if unusable:
+            log.warning("%s: dropped %d unusable record(s) on this update", self.where, unusable)
 
     def close(self) -> None:
         self.client.close()

@@ -354,6 +354,69 @@ def test_redis_keeps_offline_records_so_an_old_online_one_cannot_revive(
     assert 0 < ttl <= 86_400_000  # an abandoned cluster's key goes away by itself
 
 
+#: Values a Redis field may hold that no node of ours wrote (a hand edit, another program,
+#: an older version), each planted under the field of a member.
+MALFORMED_REDIS = {
+    "not JSON": b"{not json",
+    "not UTF-8": b"\xff\xfe",
+    "a JSON array": b"[1, 2]",
+    "a JSON number": b"17",
+    "JSON null": b"null",
+    "a record without monitor": b'{"baseUrl": "http://127.0.3.10:9/", "lastUpdate": 1}',
+    "online not a boolean": (
+        b'{"baseUrl": "http://127.0.3.10:9/", "monitor": false, "lastUpdate": 1, "online": 1}'
+    ),
+    "lastUpdate a string": (
+        b'{"baseUrl": "http://127.0.3.10:9/", "monitor": false, "lastUpdate": "1", "online": true}'
+    ),
+    "lastUpdate a float": (
+        b'{"baseUrl": "http://127.0.3.10:9/", "monitor": false, "lastUpdate": NOW.0, '
+        b'"online": true}'
+    ),
+    "another member's record": (
+        b'{"baseUrl": "http://127.0.3.11:9/", "monitor": false, "lastUpdate": NOW, "online": true}'
+    ),
+}
+
+
+@pytest.mark.parametrize("value", MALFORMED_REDIS.values(), ids=MALFORMED_REDIS.keys())
+def test_redis_a_malformed_field_never_fails_a_publish_and_is_dropped(
+    value: bytes,
+    redis_server: RedisServer,
+    make_node: Callable[..., Node],
+    config: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 24: the publish script failed on one such field, on every node, after writing
+    part of its records and before the sweep and the PEXPIRE; the key of a live cluster
+    then expired with the retention (30 s here)."""
+    import redis
+
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    client = redis.Redis.from_url(redis_server.url)
+    key = "clustershazbot:members"
+    client.hset(key, member(9), value.replace(b"NOW", str(now_ms()).encode()))
+    client.pexpire(key, 30_000)
+    base = {**config, "SHAZBOT_MASTER_LIST": redis_server.url, "SHAZBOT_RETENTION": 30}
+    nodes = [make_node(base=base) for _ in range(3)]
+    urls = {n.base_url for n in nodes}
+    wait_until(
+        lambda: {f.decode() for f in client.hkeys(key)} == urls,
+        timeout=30,
+        what="the malformed field dropped and the three nodes listed",
+    )
+    synced = {n.base_url: n.engine.last_master_sync for n in nodes}
+    wait_until(
+        lambda: all(n.engine.last_master_sync != synced[n.base_url] for n in nodes),
+        timeout=30,
+        what="one more announcement of each node",
+    )
+    assert [n.engine.stats.master_list_failures for n in nodes] == [0, 0, 0]
+    assert 0 < client.pttl(key) <= 30_000  # the key lives as long as announcements go on
+    assert "dropped 1 unusable record(s)" in caplog.text
+    client.close()
+
+
 # -- dns: read-only discovery ------------------------------------------------------
 
 
