@@ -8,6 +8,7 @@ that were accepted without a warning.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
@@ -89,3 +90,60 @@ def test_the_apps_max_content_length_is_a_json_413_on_every_path(make_node: Any)
             headers["Authorization"] = node.engine.settings.control_secret
         status, body = raw_post(node, path, headers, b"x" * 3000)
         assert (status, body) == (413, {"error": "the body is larger than 2000 bytes"}), path
+
+
+# -- item 10: lenient gzip -------------------------------------------------------
+
+NEWS = "http://127.0.3.7:9/"  # a loopback member nobody listens on
+
+
+def test_gzip_bodies_without_their_trailer_or_with_more_after_it_are_refused(
+    nodes: tuple[Node, Node],
+) -> None:
+    """Each was inflated as far as it went and merged: 200, the record stored."""
+    news = json.dumps(
+        {
+            "message": "gossip",
+            "online": [],
+            "offline": [{"baseUrl": NEWS, "monitor": False, "lastUpdate": nodes[0].engine.clock()}],
+        }
+    ).encode()
+    whole = gzip.compress(news)
+    cases = {
+        "no trailer": (whole[:-8], "the gzip body is cut short: it ends before its CRC and length"),
+        "half a trailer": (
+            whole[:-3],
+            "the gzip body is cut short: it ends before its CRC and length",
+        ),
+        "two members": (
+            whole + gzip.compress(b" "),
+            "the gzip body has data after its end (a second member or garbage)",
+        ),
+        "garbage": (
+            whole + b"garbage",
+            "the gzip body has data after its end (a second member or garbage)",
+        ),
+        "a wrong CRC": (whole[:-8] + b"\0" * 4 + whole[-4:], "the body is not valid gzip"),
+        "a bomb": (
+            gzip.compress(b" " * (5 << 20)),
+            "the body is larger than 4194304 bytes after decompression",
+        ),
+    }
+    headers = {
+        "Authorization": SECRET,
+        "Content-Encoding": "gzip",
+        "Content-Type": "application/json",
+    }
+    for node in nodes:
+        for path in ("/clustershazbot/gossip", "/clustershazbot/probe"):
+            for name, (body, error) in cases.items():
+                status = 413 if name == "a bomb" else 400
+                sent = {**headers, "Content-Length": str(len(body))}
+                assert raw_post(node, path, sent, body) == (status, {"error": error}), (name, path)
+    assert all(NEWS not in node.view() for node in nodes)
+    for node in nodes:
+        status, reply = raw_post(
+            node, "/clustershazbot/gossip", {**headers, "Content-Length": str(len(whole))}, whole
+        )
+        assert status == 200, reply
+        assert node.view()[NEWS] is False  # the whole member is taken
