@@ -11,6 +11,7 @@ import requests
 
 from .constants import CONTROL_PATH, LIST_PATH
 from .errors import BadMessage
+from .formatting import printable
 from .records import ServerList
 from .transport import apply_tls
 
@@ -25,7 +26,13 @@ NO_TLS: TLS = (None, None, None)
 
 
 class NodeError(click.ClickException):
-    """A failure talking to a node; each subclass has the exit code scripts rely on."""
+    """A failure talking to a node; each subclass has the exit code scripts rely on.
+
+    The message may quote the node (its ``error``), so its control characters are
+    escaped here, for the text on stderr and the ``--json`` output alike."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message))
 
 
 class Unreachable(NodeError):

@@ -8,6 +8,15 @@ from typing import Any
 from .records import ServerList
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable escaped as Python writes it
+    (``\\x1b``, ``\\r``, ``\\u202e``): text from a node cannot retitle or clear the
+    terminal, move its cursor, reverse the line or print a line of its own."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def format_age(seconds: float) -> str:
     """``3 s ago``, ``5 min ago``, ``2 h ago``, ``4 d ago`` (``... ahead`` for a future stamp)."""
     if seconds < -1:

@@ -11,12 +11,19 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import socket
+import subprocess
+import threading
+import unicodedata
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from cluster import SECRET, Node, wait_until
+from test_cli import SCRIPT
 
 
 def raw_post(node: Node, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, Any]:
@@ -147,3 +154,81 @@ def test_gzip_bodies_without_their_trailer_or_with_more_after_it_are_refused(
         )
         assert status == 200, reply
         assert node.view()[NEWS] is False  # the whole member is taken
+
+
+# -- item 11: a node's text on the operator's terminal -----------------------------
+
+#: What a hostile or broken node answered: retitle the terminal, clear it, a C1 CSI, a
+#: right-to-left override, and a line of its own.
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\x9b31m\u202eevil\r\nfake: all nodes healthy"
+
+
+class HostileNode(BaseHTTPRequestHandler):
+    """Answers every request with ``reply`` (status, JSON): a node gone wrong."""
+
+    reply: tuple[int, Any] = (503, {"error": HOSTILE})
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, data = self.reply
+        body = json.dumps(data).encode()  # valid JSON: the control characters escaped in it
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileNode)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def raw_controls(data: bytes) -> list[str]:
+    """The control and format characters in a process's output, its line ends aside."""
+    return [c for c in data.decode() if unicodedata.category(c) in ("Cc", "Cf") and c != "\n"]
+
+
+def test_the_cli_escapes_a_nodes_control_characters(
+    hostile: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`clustershazbot members`/`offline` printed the node's error raw, --json included
+    (on stderr): the terminal got retitled and cleared, and a fake line printed."""
+    url = f"http://127.0.0.1:{hostile.server_address[1]}/"
+    for args in (["members"], ["offline", "--secret", "x"]):
+        for as_json in ([], ["--json"]):
+            done = clustershazbot(*args, *as_json, url)
+            what = (args[0], as_json, done.stdout, done.stderr)
+            assert done.returncode == 5, what
+            assert raw_controls(done.stdout) == raw_controls(done.stderr) == [], what
+            stderr = done.stderr.decode()
+            assert stderr.count("\n") == 1, what  # one line: "Error: ..."
+            escaped = r"\x1b]0;PWNED\x07\x1b[2J\x9b31m\u202eevil\r\nfake: all nodes healthy"
+            assert stderr == f"Error: {url} answered HTTP 503: {escaped}\n", what
+            if as_json:
+                assert json.loads(done.stdout)["error"] == f"{url} answered HTTP 503: {escaped}"
+    # A member's base URL is validated (printable ASCII): a node's list cannot carry one.
+    record = {"baseUrl": HOSTILE, "monitor": False, "lastUpdate": 1}
+    monkeypatch.setattr(HostileNode, "reply", (200, {"online": [record]}))
+    done = clustershazbot("members", url)
+    assert done.returncode == 0, done.stderr
+    assert raw_controls(done.stdout) == raw_controls(done.stderr) == []
+    assert b"PWNED" not in done.stdout + done.stderr  # the record was skipped
+
+
+def clustershazbot(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The console script as an operator runs it; its output as bytes (text mode would
+    turn a raw \\r into a line end)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_"))}
+    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, timeout=30)
