@@ -71,6 +71,8 @@ MAX_LISTING_CHECKS = 8
 REPLY_ENVELOPE = 128
 #: Seconds between two log lines about the member cap (it is counted every time).
 CAP_LOG_INTERVAL = 60.0
+#: Seconds between two log lines about requests let in by an older secret of a rotation.
+OLDER_SECRET_LOG_INTERVAL = 60.0
 #: Indirect probes this node runs for other members at once; more are refused (503).
 MAX_PROBES = 8
 #: Seconds between two log lines about the invalid records of one sender (each is counted).
@@ -124,16 +126,23 @@ def _why(exc: BaseException) -> str:
 
 
 def check_secret(header: str | None, secrets: str | Sequence[str]) -> bool:
-    """True if ``header`` carries one of ``secrets`` (the current one, and older ones during a
-    rotation). The seed sends the bare secret; ``Bearer <secret>`` is accepted too.
-    Constant time: each secret is compared, whichever matches."""
+    """True if ``header`` carries one of ``secrets`` (:func:`secret_index`)."""
+    return secret_index(header, secrets) >= 0
+
+
+def secret_index(header: str | None, secrets: str | Sequence[str]) -> int:
+    """Which of ``secrets`` ``header`` carries: 0 the current one, 1 and on the older ones
+    still accepted during a rotation, -1 none. The seed sends the bare secret;
+    ``Bearer <secret>`` is accepted too. Constant time: each secret is compared, whichever
+    matches."""
     value = (header or "").strip()
     if value[:7].lower() == "bearer ":
         value = value[7:].strip()
-    matched = False
-    for secret in (secrets,) if isinstance(secrets, str) else secrets:
-        matched |= hmac.compare_digest(value.encode(), secret.encode())
-    return matched
+    found = -1
+    for index, secret in enumerate((secrets,) if isinstance(secrets, str) else secrets):
+        matched = hmac.compare_digest(value.encode(), secret.encode())
+        found = index if matched and found < 0 else found
+    return found
 
 
 class Engine:
@@ -166,6 +175,9 @@ class Engine:
         self.wait_for_self_check = wait_for_self_check and self.self_check
         #: False in a gunicorn worker: the host's shutdown is announced once, by the master.
         self.announces_shutdown = announces_shutdown
+        #: Asked at shutdown: why the host goes on without this process (a uWSGI worker
+        #: recycled, a master replaced by a binary upgrade), which then announces nothing.
+        self.host_goes_on: Callable[[], str | None] = lambda: None
         self.clock = clock
         self.monotonic = monotonic
         self.rng = rng or random.Random()
@@ -212,6 +224,7 @@ class Engine:
         #: Monotonic time of the last log line about each sender's invalid records.
         self._skips_logged: dict[str, float] = {}
         self._cap_logged: float | None = None
+        self._older_secret_logged: float | None = None
         self._last_round_mono: float | None = None
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
@@ -268,10 +281,17 @@ class Engine:
             )
 
     def _merge(
-        self, servers: ServerList, heartbeat: bool = False, sender: str = "a peer"
+        self,
+        servers: ServerList,
+        heartbeat: bool = False,
+        sender: str = "a peer",
+        hints: bool = False,
+        answered: str | None = None,
     ) -> dict[str, Any]:
         """Merge ``servers`` and return our whole state as a GossipMessage."""
-        return self._merge_then(servers, heartbeat, Membership.gossip_message, sender)
+        return self._merge_then(
+            servers, heartbeat, Membership.gossip_message, sender, hints, answered
+        )
 
     def _merge_then(
         self,
@@ -279,9 +299,15 @@ class Engine:
         heartbeat: bool,
         reply: Callable[[Membership], T],
         sender: str,
+        hints: bool = False,
+        answered: str | None = None,
     ) -> T:
         """Merge ``servers`` and return ``reply`` of the table (our whole state).
-        ``sender`` names where they came from, for the log line about invalid records."""
+
+        ``sender`` names where they came from, for the log line about invalid records;
+        ``hints``: from the master list (:meth:`Membership.merge`); ``answered``: the peer
+        whose reply they are, which settles it if it is a hint (:meth:`Membership.settle_hint`).
+        """
         if isinstance(servers, ServerList):
             servers = self.peer_policy.filter(servers)
         now, mono, s = self.clock(), self.monotonic(), self.settings
@@ -304,7 +330,12 @@ class Engine:
                 s.retention_ms,
                 s.max_members,
                 s.max_body_bytes - REPLY_ENVELOPE,
+                hints,
             )
+            entry = m.entries.get(answered) if answered else None
+            if answered and entry is not None and entry.hint:
+                reported = any(r.base_url == answered for r in fresh.online)
+                changes.extend(m.settle_hint(answered, reported, mono))
             return changes, reply(m)
 
         started = time.perf_counter()
@@ -360,7 +391,8 @@ class Engine:
                 return
             self.started = True
             self._check_began = self.monotonic()
-            for problem in weak_secret_warnings(self.settings.secret, self.settings.control_secret):
+            s = self.settings
+            for problem in weak_secret_warnings(s.accepted_secrets, s.accepted_control_secrets):
                 log.warning("weak secret: %s", problem)
             risk = open_master_list_warning(self.settings.allowed_peers, self.settings.master_list)
             if risk:
@@ -426,17 +458,24 @@ class Engine:
             if not live:
                 log.info("stopped (this process never acted as %s)", self.settings.base_url)
                 return
-            if not self.announces_shutdown:
-                log.info("this worker stopped; the host stays online")
+            stays = "this worker stopped" if not self.announces_shutdown else self.host_goes_on()
+            if stays:
+                log.info("%s; the host stays online", stays)
                 return
             now, mono = self.clock(), self.monotonic()
 
-            def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]]:
+            def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]] | None:
+                if not m.running:  # another process of this host announced it already
+                    return None
                 m.running = False
                 m.heartbeat(now, mono, self.settings.max_clock_skew_ms)
                 return m.gossip_message(), self._announce_targets(m)
 
-            message, targets = self._transact(go_offline)
+            announcement = self._transact(go_offline)
+            if announcement is None:
+                log.info("stopped; another process of this host announced its shutdown")
+                return
+            message, targets = announcement
             try:
                 self.transport.gossip_many(targets, message)
             except Exception:  # never skip the upload, never raise to the caller (atexit)
@@ -555,8 +594,10 @@ class Engine:
 
     # -- bootstrap and announcement ------------------------------------------
 
-    def _announce_targets(self, m: Membership) -> list[str]:
-        peers = m.peers(online=True)
+    def _announce_targets(self, m: Membership, hints: bool = False) -> list[str]:
+        """Up to ANNOUNCE_FANOUT random online peers and every monitor (``hints``: hints
+        too, as a bootstrap meets the members the master list names)."""
+        peers = m.peers(online=True, hints=hints)
         chosen = self.rng.sample(peers, min(ANNOUNCE_FANOUT, len(peers)))
         monitors = [p for p in peers if p.monitor]
         return list(dict.fromkeys(p.base_url for p in chosen + monitors))
@@ -580,7 +621,7 @@ class Engine:
         self.last_master_sync = self.clock()
         try:
             message = self._state()
-            targets = self._transact(self._announce_targets)
+            targets = self._transact(lambda m: self._announce_targets(m, hints=True))
             replies = self.transport.gossip_many(targets, message)
         except Exception:
             self.stats.add(gossip_failures=1)
@@ -647,7 +688,7 @@ class Engine:
         """Download and merge the master list: the list, or (counted) why that failed."""
         try:
             listed = self.transport.read_master_list()
-            self._merge(listed, sender="the master list")
+            self._merge(listed, sender="the master list", hints=True)
         except Exception as exc:  # a ShazbotError, or anything from below: never fatal
             self.stats.add(master_list_failures=1)
             return exc
@@ -699,7 +740,7 @@ class Engine:
         def choose(m: Membership) -> tuple[str | None, str | None, float]:
             # A peer under judgement is being tried already: rounds go to the others, so
             # that gossip keeps flowing between the members that can reach each other.
-            peers = [p for p in m.peers(online=True) if p.base_url not in judged]
+            peers = [p for p in m.peers(True, hints=True) if p.base_url not in judged]
             target = None
             if peers:
                 monitors = [p for p in peers if p.monitor]
@@ -804,7 +845,7 @@ class Engine:
     def _merge_quietly(self, reply: ServerList, base_url: str) -> bool:
         """Merge a peer's reply; a failure to merge is logged and counted, never raised."""
         try:
-            self._merge(reply, sender=f"the reply of {base_url}")
+            self._merge(reply, sender=f"the reply of {base_url}", answered=base_url)
         except Exception:
             self.stats.add(gossip_failures=1)
             log.exception("merging the reply of %s failed", base_url)
@@ -850,7 +891,11 @@ class Engine:
         if failure.slow:
             s.slow += 1
             s.since = failure.started if s.since is None else s.since
-        if reached or self._moot(s):
+        # News that the peer is alive outweighs our failed attempts unless the helpers tried
+        # it and could not reach it either while this node is healthy: a peer that sends
+        # but cannot be reached is unfit to serve. A node in poor health trusts the news.
+        trust_news = reached is not False or self.awareness.score > 0
+        if reached or self._moot(s, trust_news):
             self._end_suspicion(s, reached)
             return
         confirmed = reached is False and failure.refused
@@ -868,6 +913,7 @@ class Engine:
             why = f"silent for {self.monotonic() - (s.since or 0.0):.1f} s over {s.slow} attempts"
         else:
             why = f"{s.failed} attempts failed"
+        why += " (helpers: could not reach it)" if reached is False else " (no helper answered)"
         log.info("%s does not answer: %s", s.base_url, why, extra={"node": self.settings.base_url})
         # Stamped when the judgement began, not now: the verdict says "silent since then",
         # so it never outbids a heartbeat the peer issued later, which a peer that is alive
@@ -878,18 +924,19 @@ class Engine:
         if changes.left:
             self._spread()
 
-    def _moot(self, s: Suspicion) -> bool:
-        """Whether the judgement ``s`` has nothing left to decide: the peer proved alive since
-        it began (a record of it newer than the one known then, stamped after the judgement
-        began: a heartbeat, by gossip or in its own request), or it is no longer online here
-        (another member's verdict arrived, or its record is gone)."""
+    def _moot(self, s: Suspicion, trust_news: bool) -> bool:
+        """Whether the judgement ``s`` has nothing left to decide: the peer is no longer
+        online here (another member's verdict arrived, or its record is gone), or, with
+        ``trust_news``, it proved alive since the judgement began (a record of it newer
+        than the one known then, stamped after the judgement began: a heartbeat, by gossip
+        or in its own request)."""
 
         def check(m: Membership) -> bool:
             entry = m.entries.get(s.base_url)
             if entry is None or not entry.online:
                 return True
             stamp = entry.server.last_update
-            return stamp > s.known and stamp >= s.began
+            return trust_news and stamp > s.known and stamp >= s.began
 
         return self._transact(check)
 
@@ -927,7 +974,7 @@ class Engine:
 
     def _retry(self, s: Suspicion) -> None:
         url = s.base_url
-        if not self.live or self._moot(s):
+        if not self.live or self._moot(s, trust_news=False):
             self._end_suspicion(s, None)
             return
         timeout, reached = self._timeout(url), None
@@ -978,15 +1025,42 @@ class Engine:
 
     # -- requests ------------------------------------------------------------
 
-    def authorize(self, authorization: str | None, control: bool) -> None:
+    def authorize(
+        self, authorization: str | None, control: bool, sender: str = "a request"
+    ) -> None:
         """Raise unless started and ``authorization`` carries the gossip (or control) secret."""
         if not self.started or self.passive:
             raise NotStarted(self.passive or "clustershazbot is not started")
-        s = self.settings
-        if not check_secret(
-            authorization, s.accepted_control_secrets if control else s.accepted_secrets
-        ):
+        if not self.accepts(authorization, control, sender):
             raise Unauthorized(f"missing or wrong {'control' if control else 'gossip'} secret")
+
+    def accepts(self, authorization: str | None, control: bool, sender: str = "a request") -> bool:
+        """Whether ``authorization`` carries an accepted gossip (or control) secret. One of
+        the older secrets of a rotation is counted, and logged at most once a minute
+        (``sender``: where the request came from), so that whoever still sends it is found
+        before it is dropped."""
+        s = self.settings
+        index = secret_index(
+            authorization, s.accepted_control_secrets if control else s.accepted_secrets
+        )
+        if index > 0:
+            kind = "control" if control else "gossip"
+            self.stats.add(**{f"older_{kind}_secret_requests": 1})
+            mono = self.monotonic()
+            last = self._older_secret_logged
+            if last is None or mono - last >= OLDER_SECRET_LOG_INTERVAL:
+                self._older_secret_logged = mono
+                log.warning(
+                    "%s carried an older %s secret (number %d of SHAZBOT_%sSECRET), still "
+                    "accepted: finish the rotation there before dropping it (%d such requests "
+                    "so far; further ones are counted for a minute without a log line)",
+                    sender,
+                    kind,
+                    index + 1,
+                    "CONTROL_" if control else "",
+                    self.stats.snapshot()[f"older_{kind}_secret_requests"],
+                )
+        return index >= 0
 
     def handle_gossip(
         self, authorization: str | None, body: Any, sender: str = "a gossip request"
@@ -1018,6 +1092,10 @@ class Engine:
         MAX_PROBES at once: the endpoint cannot be used to reach arbitrary addresses.
         """
         self.authorize(authorization, control=False)
+        return self.answer_probe(body)
+
+    def answer_probe(self, body: Any) -> dict[str, Any]:
+        """:meth:`handle_probe` of a request that :meth:`authorize` has let in."""
         target, timeout = parse_probe(body)
         if base_url_problem(target) or not self.peer_policy.allows(target):
             raise BadMessage("baseUrl is not a valid, allowed base URL")
@@ -1034,20 +1112,21 @@ class Engine:
             self._probes.release()
         return {"reachable": failure is None}
 
-    def handle_list(self, authorization: str | None) -> dict[str, Any]:
+    def handle_list(self, authorization: str | None, sender: str = "a request") -> dict[str, Any]:
         """Our online list; offline too when the control secret is given."""
         if not self.started or self.passive:
             raise NotStarted(self.passive or "clustershazbot is not started")
-        full = bool(authorization) and check_secret(
-            authorization, self.settings.accepted_control_secrets
-        )
+        full = bool(authorization) and self.accepts(authorization, True, sender)
         return self.server_list(include_offline=full).to_dict(include_offline=full)
 
     def handle_control(self, authorization: str | None, body: Any) -> dict[str, Any]:
         """Take this node offline (sticky) or online again."""
         self.authorize(authorization, control=True)
-        online = parse_control(body)
-        self.set_online(online)
+        return self.answer_control(body)
+
+    def answer_control(self, body: Any) -> dict[str, Any]:
+        """:meth:`handle_control` of a request that :meth:`authorize` has let in."""
+        self.set_online(parse_control(body))
         return {"success": True}
 
     def set_online(self, online: bool) -> None:

@@ -36,6 +36,14 @@ class Entry:
     wire: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     #: The record as encoded JSON bytes, made once, for the same reason.
     raw: bytes | None = field(default=None, repr=False, compare=False)
+    #: Learnt only from the master list (or DNS), not yet confirmed alive: tried by rounds,
+    #: but never listed, forwarded or signalled (see :meth:`Membership.merge`).
+    hint: bool = False
+
+    @property
+    def member(self) -> bool:
+        """Online and confirmed: what the app sees as an online member."""
+        return self.online and not self.hint
 
 
 @dataclass(slots=True)
@@ -131,7 +139,8 @@ class Membership:
         return self.entries[self.base_url]
 
     def server_list(self, include_offline: bool = True) -> ServerList:
-        online = [e.server for e in self.entries.values() if e.online]
+        """The view: online members and (optionally) offline ones; never hints."""
+        online = [e.server for e in self.entries.values() if e.member]
         offline = (
             [e.server for e in self.entries.values() if not e.online] if include_offline else []
         )
@@ -142,6 +151,8 @@ class Membership:
         online: list[dict[str, Any]] = []
         offline: list[dict[str, Any]] = []
         for e in self.entries.values():
+            if e.hint:
+                continue
             wire = e.wire
             if wire is None:
                 wire = e.wire = e.server.to_dict()
@@ -161,6 +172,8 @@ class Membership:
             for url, e in self.entries.items():
                 if url == self.base_url:
                     side = 1
+                elif e.hint:
+                    continue
                 else:
                     parts[side if e.online is me.online else 2].append(_raw(e))
             joined = [b",".join(p) for p in parts]
@@ -170,24 +183,39 @@ class Membership:
         online, offline = (mine, other) if me.online else (other, mine)
         return b'{"online":[%b],"offline":[%b],"message":"gossip"}' % (online, offline)
 
-    def peers(self, online: bool = True) -> list[GossipServer]:
-        """Peers (never this node) in the given state."""
+    def peers(self, online: bool = True, hints: bool = False) -> list[GossipServer]:
+        """Peers (never this node) in the given state; online hints only with ``hints``."""
         me = self.base_url
-        return [e.server for u, e in self.entries.items() if e.online is online and u != me]
+        return [
+            e.server
+            for u, e in self.entries.items()
+            if e.online is online and u != me and (hints or not e.hint)
+        ]
+
+    def online_urls(self) -> list[str]:
+        """The base URLs of the online members, this node included (never hints)."""
+        return [u for u, e in self.entries.items() if e.member]
 
     # -- writing -----------------------------------------------------------
 
     def _put(
-        self, server: GossipServer, online: bool, mono: float, changes: Changes | None
+        self,
+        server: GossipServer,
+        online: bool,
+        mono: float,
+        changes: Changes | None,
+        hint: bool = False,
     ) -> None:
         url = server.base_url
         old = self.entries.get(url)
-        self.entries[url] = Entry(server, online, mono)
+        self.entries[url] = Entry(server, online, mono, hint=hint and online)
         self.version += 1
         self.own_changes += url == self.base_url
         self.dirty.add(url)
-        if changes is not None and (old is not None and old.online) != online:
-            (changes.joined if online else changes.left).append(server)
+        # Signals follow what the app sees: a hint never joined, so it never leaves either.
+        was, now = old is not None and old.member, online and not hint
+        if changes is not None and was != now:
+            (changes.joined if now else changes.left).append(server)
 
     def heartbeat(self, now: int, mono: float, max_skew_ms: int | None = None) -> None:
         """Bring this node's own record up to date: its state and, while online, its time.
@@ -239,6 +267,7 @@ class Membership:
         retention_ms: int,
         max_members: int | None = None,
         max_bytes: int | None = None,
+        hints: bool = False,
     ) -> Changes:
         """Merge incoming records; return the transitions they caused.
 
@@ -246,6 +275,12 @@ class Membership:
         older than ``retention_ms`` (already purged, or about to be) are ignored.
         Records of members not yet known enter only while the table stays within
         ``max_members`` records and ``max_bytes`` (see :meth:`_admit`).
+
+        ``hints``: the records come from the master list, which lists members that
+        stopped long ago as well as live ones. An online one enters as a hint unless
+        its member is online here already: rounds try it, but it is not in the view
+        and no signal fires until a peer's record newer than it (its own heartbeat,
+        directly or by gossip) or :meth:`settle_hint` confirms it.
         """
         changes = Changes()
         horizon = now + max_skew_ms
@@ -286,9 +321,25 @@ class Membership:
             if old is None:
                 newcomers.append((server, online))
             elif _rank(server, online) > _rank(old.server, old.online):
-                self._put(server, online, mono, changes)
+                self._put(server, online, mono, changes, hints and not old.member)
         if newcomers:
-            self._admit(newcomers, mono, changes, max_members, max_bytes)
+            self._admit(newcomers, mono, changes, max_members, max_bytes, hints)
+        return changes
+
+    def settle_hint(self, base_url: str, reported: bool, mono: float) -> Changes:
+        """A direct exchange with the hint ``base_url`` succeeded: confirmed if the peer
+        reported itself online under that base URL, dropped if it answered as another
+        member (a second address of one node: it is not a member under this one)."""
+        changes = Changes()
+        entry = self.entries.get(base_url)
+        if entry is None or not entry.hint:
+            return changes
+        if reported:
+            self._put(entry.server, True, mono, changes)
+        else:
+            del self.entries[base_url]
+            self.version += 1
+            self.dirty.add(base_url)
         return changes
 
     def _admit(
@@ -298,6 +349,7 @@ class Membership:
         changes: Changes,
         max_members: int | None,
         max_bytes: int | None,
+        hints: bool = False,
     ) -> None:
         """Add records of unknown members, newest first, within the cap.
 
@@ -335,7 +387,7 @@ class Membership:
                 self.dirty.add(url)
                 count, size = count - 1, size - record_bytes(url)
             else:
-                self._put(server, online, mono, changes)
+                self._put(server, online, mono, changes, hints)
                 count, size = count + 1, size + cost
                 continue
             changes.refused += 1

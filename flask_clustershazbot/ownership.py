@@ -110,7 +110,7 @@ class Ownership:
             def read(m: Membership) -> tuple[int, list[str] | None]:
                 if m.version == version:
                     return version, None
-                return m.version, [u for u, e in m.entries.items() if e.online]
+                return m.version, m.online_urls()
 
             new_version, online = self.engine.store.transact(read)
             if online is None:
@@ -120,9 +120,7 @@ class Ownership:
             if now < expires:
                 return ring
             new_version = None
-            online = self.engine.store.transact(
-                lambda m: [u for u, e in m.entries.items() if e.online]
-            )
+            online = self.engine.store.transact(lambda m: m.online_urls())
         if set(online) != set(ring.members):
             known = self._states  # replaced, never changed: safe for concurrent callers
             self._states = {u: known.get(u) or _member_hash(u) for u in online}

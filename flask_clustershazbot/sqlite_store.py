@@ -51,6 +51,9 @@ BUSY_TIMEOUT = 30.0
 #: gunicorn (docs/performance.md). Any other change, ours or a peer's, is written at once.
 HEARTBEAT_SAVE_MS = 1000
 
+#: ``member.online`` of an online hint (Entry.hint): 0 offline, 1 online, 2 online hint.
+ONLINE_HINT = 2
+
 #: Bumped when the tables change shape: a file of another version is started afresh.
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -100,6 +103,22 @@ def run_id(pid: int) -> str:
     except (OSError, IndexError):
         started = "?"
     return f"{pid}:{started}"
+
+
+def parent_of(host_id: str | None) -> int | None:
+    """The parent pid of the live run named ``host_id``; None if unknown or over."""
+    pid, _, _ = (host_id or "").partition(":")
+    if not pid.isdigit() or not run_alive(host_id):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pid(host_id: str) -> int:
+    return int(host_id.partition(":")[0])
 
 
 def run_alive(host_id: str | None) -> bool:
@@ -183,6 +202,8 @@ class SqliteStore(Store):
         self._cache_ok = True
         #: Our own record (lastUpdate, online) as this process last wrote it; None: unknown.
         self._saved_self: tuple[int, bool] | None = None
+        #: The pid of the master that took this host over from ours (a binary upgrade), if any.
+        self.successor: int | None = None
         create_private_file(path)
         ref = weakref.ref(self)
         os.register_at_fork(before=lambda: _close_before_fork(ref))
@@ -303,7 +324,7 @@ class SqliteStore(Store):
                 )
                 + "; give every node its own SHAZBOT_STATE_PATH"
             )
-        if self.host_id is not None and host_id != self.host_id:
+        if host_id != self.host_id and not self._same_host(conn, host_id):
             return self._reset(conn)
         recovered = list(m.entries.values()) if self._recovering and self._cache_ok else None
         self._recovering = False
@@ -332,11 +353,45 @@ class SqliteStore(Store):
         self._generation, self._purges = generation, purges
         return m
 
+    def _same_host(self, conn: sqlite3.Connection, host_id: str | None) -> bool:
+        """The file names another run than ours: False if that run is over (a new run of
+        the host starts afresh); True if it is ours under another master (a binary upgrade:
+        one master forked the other, and both run until the old one stops); else another
+        host claims our base URL, and is refused. Without a run of our own: True."""
+        if self.host_id is None:
+            return True
+        other = _pid(host_id) if host_id else None
+        if not run_alive(host_id):
+            if other is None or other != self.successor:
+                return False
+            # The new master stopped before the old one: the file is ours again.
+            conn.execute("UPDATE host SET host_id = ?", (self.host_id,))
+            self.successor = None
+            return True
+        if parent_of(self.host_id) == other:  # the old master's run: the file is ours now
+            conn.execute("UPDATE host SET host_id = ?", (self.host_id,))
+            self.successor = None
+            return True
+        if parent_of(host_id) == _pid(self.host_id):  # the new master's: we are the old one
+            self.successor = other
+            return True
+        raise ConfigError(
+            f"SHAZBOT_BASE_URL {self._membership.base_url} is already served on this machine "
+            f"by another host (master pid {other}) whose state is SHAZBOT_STATE_PATH "
+            f"{self.path!r}: this host refuses to act for it; give each host its own "
+            "SHAZBOT_BASE_URL (and SHAZBOT_STATE_PATH)"
+        )
+
     def _read(self, conn: sqlite3.Connection, sql: str, args: tuple[int, ...]) -> list[Entry]:
         # Monotonic clocks restart at boot: a "seen" from the future restarts at now.
         mono = self.monotonic()
         return [
-            Entry(GossipServer(url, bool(monitor), last_update), bool(online), min(seen, mono))
+            Entry(
+                GossipServer(url, bool(monitor), last_update),
+                bool(online),
+                min(seen, mono),
+                hint=online == ONLINE_HINT,
+            )
             for url, monitor, last_update, online, seen, _ in conn.execute(sql, args)
         ]
 
@@ -376,7 +431,8 @@ class SqliteStore(Store):
                 gone.append((url,))
             else:
                 s = entry.server
-                rows.append((url, s.monitor, s.last_update, entry.online, entry.seen, generation))
+                state = ONLINE_HINT if entry.hint else int(entry.online)
+                rows.append((url, s.monitor, s.last_update, state, entry.seen, generation))
                 if url == m.base_url:
                     self._saved_self = (s.last_update, entry.online)
         conn.executemany("INSERT OR REPLACE INTO member VALUES (?, ?, ?, ?, ?, ?)", rows)
