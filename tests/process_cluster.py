@@ -1,0 +1,203 @@
+"""Node processes (``tests/signal_node.py``) for fault tests, and what their apps saw.
+
+:class:`NodeProcess` is one node in its own OS process, with its log and signals files;
+it can be killed and restarted on the same port (so the same base URL). With a proxy
+(``tests/proxy.py``) in front of it and its own source address, the test can cut it off
+from chosen peers. Views are read over HTTP from the node's own port, with the control
+secret, past any proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from cluster import CONTROL, SECRET, host_env
+
+SCRIPT = Path(__file__).with_name("signal_node.py")
+ENV = {"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL}
+
+
+class NodeProcess:
+    """One ``signal_node.py`` process; ``start()`` again after a kill restarts it on its port."""
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        master: str,
+        interval: float,
+        options: dict[str, Any] | None = None,
+        monitor: bool = False,
+        base_url: str | None = None,
+        source: str | None = None,
+        refuse_port: int | None = None,
+    ) -> None:
+        self.name = name
+        self.master = master
+        self.interval = interval
+        self.options = options or {}
+        self.monitor = monitor
+        self.base_url = base_url
+        self.source = source
+        self.refuse_port = refuse_port
+        self.log_path = directory / f"{name}.log"
+        self.signals_path = directory / f"{name}.signals"
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """The node's base URL (its identity): the proxy's, or its own address."""
+        return self.base_url or f"http://127.0.0.1:{self.port}/"
+
+    def spawn(self) -> None:
+        """Start the process; :meth:`ready` waits for it to serve."""
+        cmd = [sys.executable, "-u", str(SCRIPT), "--master", self.master]
+        cmd += ["--port", str(self.port), "--interval", str(self.interval)]
+        if self.monitor:
+            cmd.append("--monitor")
+        for flag, value in (
+            ("--base-url", self.base_url),
+            ("--source", self.source),
+            ("--refuse-port", self.refuse_port),
+        ):
+            if value is not None:
+                cmd += [flag, str(value)]
+        cmd += ["--signals", str(self.signals_path)]
+        for key, value in self.options.items():
+            cmd += ["--option", f"{key}={value}"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=host_env(ENV)
+            )
+
+    def ready(self, timeout: float = 30.0) -> None:
+        """Wait for ``READY <port>``; raise with the log's tail if it does not come."""
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([proc.stdout], [], [], left)[0]:
+                break  # no line within the deadline: readline() alone could wait forever
+            line = proc.stdout.readline()
+            if line.startswith("READY "):
+                self.port = int(line.split()[1])
+                return
+            if not line and proc.poll() is not None:
+                break
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        raise AssertionError(f"{self.name} did not start (exit {proc.poll()}):\n{tail}")
+
+    def start(self) -> NodeProcess:
+        self.spawn()
+        self.ready()
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """SIGKILL (a crash: no announcement) or SIGTERM (a clean shutdown), and reap it."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout:
+            proc.stdout.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def raw_list(self) -> str | None:
+        """The body of its /clustershazbot/list with the control secret; None if no answer."""
+        try:
+            r = requests.get(
+                f"http://127.0.0.1:{self.port}/clustershazbot/list",
+                headers={"Authorization": CONTROL},
+                timeout=5,
+            )
+        except requests.RequestException:
+            return None
+        return r.text if r.status_code == 200 else None
+
+    def view(self) -> dict[str, bool] | None:
+        """Its view {base_url: online}, offline records included; None if it does not answer."""
+        text = self.raw_list()
+        if text is None:
+            return None
+        data = json.loads(text)
+        view = {s["baseUrl"]: True for s in data["online"]}
+        view.update({s["baseUrl"]: False for s in data["offline"]})
+        return view
+
+    def online(self) -> set[str] | None:
+        view = self.view()
+        return None if view is None else {u for u, on in view.items() if on}
+
+    def signals(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every signal its app received (across restarts), oldest first."""
+        if not self.signals_path.exists():
+            return []
+        lines = self.signals_path.read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in events if kind in (None, e["kind"])]
+
+    def log_lines(self, *needles: str) -> list[str]:
+        """Lines of its log holding any of ``needles``."""
+        if not self.log_path.exists():
+            return []
+        text = self.log_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if any(n in line for n in needles)]
+
+
+def start_all(nodes: Iterable[NodeProcess]) -> None:
+    """Start processes side by side (each takes a second or so to import Flask)."""
+    nodes = list(nodes)
+    for node in nodes:
+        node.spawn()
+    for node in nodes:
+        node.ready()
+
+
+def stop_all(nodes: Iterable[NodeProcess]) -> None:
+    """At teardown: kill whatever still runs (a stopped one is continued first)."""
+    for node in nodes:
+        if node.running:
+            assert node.proc is not None
+            os.kill(node.proc.pid, signal.SIGCONT)
+        node.kill(signal.SIGKILL)
+
+
+def complete(nodes: Iterable[NodeProcess], expected: set[str]) -> bool:
+    """Whether every one of ``nodes`` lists exactly ``expected`` online."""
+    return all(node.online() == expected for node in nodes)
+
+
+def evidence(nodes: Iterable[NodeProcess], since: float = 0.0) -> str:
+    """The verdict trail of the nodes' logs after ``since`` (time.time()), for a failure message:
+    who judged whom and why, offline transitions, failed exchanges, refutations, stalls."""
+    needles = ("does not answer", "peer offline", "gossip with", "stalled", "refut", "reached it")
+    out = []
+    for node in nodes:
+        for line in node.log_lines(*needles):
+            try:
+                at = float(line.split(" ", 1)[0])
+            except ValueError:
+                continue
+            if at >= since:
+                out.append((at, f"{at:.3f} [{node.name} {node.url}] {line.split(' ', 1)[1]}"))
+    return "\n".join(text for _, text in sorted(out)[-200:])
