@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
-from .peers import parse_allowed_peers
+from .peers import MIN_SECRET_LENGTH, parse_allowed_peers
 from .records import canonical_base_url, url_problem
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,24 @@ def _secret(key: str, value: Any) -> str:
 
 def _secrets(key: str, value: Any) -> tuple[str, ...]:
     """One secret, or several for a rotation: a list, or a comma-separated string. The
-    first is the one sent; all are accepted. Each must be a valid secret (:func:`_secret`)."""
+    first is the one sent; all are accepted. Each must be a valid secret (:func:`_secret`).
+
+    A string with a comma is a rotation only if each part could be a secret of its own
+    (not weak: MIN_SECRET_LENGTH characters or more). Otherwise it cannot be told apart
+    from one secret that contains a comma, as the original library takes it (whole): it
+    would be split, and this node would send a part of it that every peer refuses.
+    """
     items = re.split(r"\s*,\s*", value) if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise ConfigError(f"{key} must be a non-empty string or a list of them")
+    if isinstance(value, str) and len(items) > 1 and min(map(len, items)) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{key} has a comma, which separates the secrets of a rotation, but a part of "
+            f"it is shorter than {MIN_SECRET_LENGTH} characters: one secret that contains a "
+            "comma cannot be told apart from a rotation. A secret cannot contain a comma "
+            f"(choose another); for a rotation, give each secret in full ({MIN_SECRET_LENGTH} "
+            "characters or more) or a list in app.config (the value is not shown)"
+        )
     return tuple(dict.fromkeys(_secret(key, item) for item in items))
 
 

@@ -1052,8 +1052,8 @@ class Engine:
                 self._older_secret_logged = mono
                 log.warning(
                     "%s carried an older %s secret (number %d of SHAZBOT_%sSECRET), still "
-                    "accepted: finish the rotation there before dropping it (%d such requests "
-                    "so far; further ones are counted for a minute without a log line)",
+                    "accepted: finish the rotation there before dropping it (%d so far; "
+                    "further ones are counted for a minute without a log line)",
                     sender,
                     kind,
                     index + 1,

@@ -19,6 +19,8 @@ shows them with no further code. Metrics:
   members refused, and offline records evicted, because the member table was full
 - ``clustershazbot_records_refused_total{node}``: invalid records skipped (never stored,
   contacted or forwarded) in gossip requests, peers' replies and master lists
+- ``clustershazbot_older_secret_requests_total{node, secret="gossip"|"control"}``: requests
+  let in by an older secret of a rotation: something still sends it, so it cannot be dropped yet
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ class Collector:
             "Invalid records skipped in gossip messages, replies and master lists",
             labels=["node"],
         )
+        older = CounterMetricFamily(
+            "clustershazbot_older_secret_requests",
+            "Requests let in by an older secret of a rotation",
+            labels=["node", "secret"],
+        )
         with _lock:
             engines = list(_engines)
         for engine in engines:
@@ -104,7 +111,9 @@ class Collector:
             cap.add_metric([node, "refused"], s["members_refused"])
             cap.add_metric([node, "evicted"], s["members_evicted"])
             invalid.add_metric([node], s["records_refused"])
-        yield from (members, rounds, failures, merge, sent, received, cap, invalid)
+            older.add_metric([node, "gossip"], s["older_gossip_secret_requests"])
+            older.add_metric([node, "control"], s["older_control_secret_requests"])
+        yield from (members, rounds, failures, merge, sent, received, cap, invalid, older)
 
 
 #: The one collector of this process.

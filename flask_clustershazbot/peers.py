@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -180,18 +180,31 @@ def open_master_list_warning(allowed_peers: tuple[str, ...], master_list: str) -
     )
 
 
-def weak_secret_warnings(secret: str, control_secret: str) -> list[str]:
-    """Why the configured secrets are weak, without ever quoting them."""
+def weak_secret_warnings(secrets: Sequence[str], control_secrets: Sequence[str]) -> list[str]:
+    """Why the accepted secrets (the one sent first, then the older ones of a rotation) are
+    weak, without ever quoting them: every accepted secret is checked, an older one lets
+    a caller in as well as the one sent."""
+
+    def name(key: str, index: int) -> str:
+        return key if index == 0 else f"{key}'s secret number {index + 1} (older, still accepted)"
+
     problems = []
-    if secret == control_secret:
-        problems.append(
-            "SHAZBOT_SECRET and SHAZBOT_CONTROL_SECRET are equal: every peer can take "
-            "this node offline and read its full state"
-        )
-    for key, value in (("SHAZBOT_SECRET", secret), ("SHAZBOT_CONTROL_SECRET", control_secret)):
-        if len(value) < MIN_SECRET_LENGTH:
-            problems.append(
-                f"{key} is shorter than {MIN_SECRET_LENGTH} characters; use a long random "
-                "value (python -c 'import secrets; print(secrets.token_hex(32))')"
-            )
+    for i, secret in enumerate(secrets):
+        for j, control in enumerate(control_secrets):
+            if secret == control:
+                both = (
+                    "SHAZBOT_SECRET and SHAZBOT_CONTROL_SECRET are equal"
+                    if i == j == 0
+                    else f"{name('SHAZBOT_SECRET', i)} is also {name('SHAZBOT_CONTROL_SECRET', j)}"
+                )
+                problems.append(
+                    f"{both}: every peer can take this node offline and read its full state"
+                )
+    for key, values in (("SHAZBOT_SECRET", secrets), ("SHAZBOT_CONTROL_SECRET", control_secrets)):
+        for i, value in enumerate(values):
+            if len(value) < MIN_SECRET_LENGTH:
+                problems.append(
+                    f"{name(key, i)} is shorter than {MIN_SECRET_LENGTH} characters; use a long "
+                    "random value (python -c 'import secrets; print(secrets.token_hex(32))')"
+                )
     return problems

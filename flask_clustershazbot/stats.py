@@ -27,6 +27,9 @@ class Stats:
     #: Invalid records skipped (a gossip request, a peer's reply, a master list): never
     #: stored, contacted or forwarded; the rest of their message merged.
     records_refused: int = 0
+    #: Requests let in by an older secret of a rotation (not the first of its setting).
+    older_gossip_secret_requests: int = 0
+    older_control_secret_requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **amounts: float) -> None:

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, render_template, requ
 
 from ._json import encode_json
 from .config import Settings
-from .engine import Engine, check_secret
+from .engine import Engine
 from .formatting import format_age
 from .views import current_engine
 
@@ -34,8 +34,8 @@ def _private(response: Response) -> Response:
 def _require_control_secret() -> Response | None:
     auth = request.authorization
     password = auth.password if auth is not None and auth.type == "basic" else None
-    if password is not None and check_secret(
-        password, current_engine().settings.accepted_control_secrets
+    if password is not None and current_engine().accepts(
+        password, True, f"the live page's login from {request.remote_addr}"
     ):
         return None
     response = current_app.response_class(

@@ -162,32 +162,37 @@ def _error(exc: ShazbotError) -> Response:
 @blueprint.post("/gossip")
 def gossip() -> Response:
     engine, auth = current_engine(), request.headers.get("Authorization")
-    engine.authorize(auth, control=False)  # before reading: strangers cost no parsing
-    raw = read_raw(engine.settings.max_body_bytes)
-    return _json(engine.answer_gossip(raw, f"a gossip request from {request.remote_addr}"))
+    sender = _sender()
+    engine.authorize(auth, False, sender)  # before reading: strangers cost no parsing
+    return _json(engine.answer_gossip(read_raw(engine.settings.max_body_bytes), sender))
 
 
 @blueprint.get("/list")
 def server_list() -> Response:
-    return _json(current_engine().handle_list(request.headers.get("Authorization")))
+    return _json(current_engine().handle_list(request.headers.get("Authorization"), _sender()))
 
 
-def _posted(control: bool, handle: Callable[[Engine, str | None, Any], dict[str, Any]]) -> Response:
+def _sender() -> str:
+    """Where the request came from, for log lines: ``a gossip request from 10.0.0.5``."""
+    return f"a {request.path.rsplit('/', 1)[-1]} request from {request.remote_addr}"
+
+
+def _posted(control: bool, answer: Callable[[Engine, Any], dict[str, Any]]) -> Response:
     """A JSON POST: the secret checked before the body is read (strangers cost no parsing)."""
-    engine, auth = current_engine(), request.headers.get("Authorization")
-    engine.authorize(auth, control=control)
-    return _json(handle(engine, auth, read_body(engine.settings.max_body_bytes)))
+    engine = current_engine()
+    engine.authorize(request.headers.get("Authorization"), control, _sender())
+    return _json(answer(engine, read_body(engine.settings.max_body_bytes)))
 
 
 @blueprint.post("/control")
 def control() -> Response:
-    return _posted(True, Engine.handle_control)
+    return _posted(True, Engine.answer_control)
 
 
 @blueprint.post("/probe")
 def probe() -> Response:
     """Indirect probe (an extension; seed nodes answer 404): try a member for the asker."""
-    return _posted(False, Engine.handle_probe)
+    return _posted(False, Engine.answer_probe)
 
 
 class FastGossip:
@@ -212,13 +217,14 @@ class FastGossip:
             return self.wsgi_app(environ, start_response)
         engine, auth = self.engine, environ.get("HTTP_AUTHORIZATION")
         limit = engine.settings.max_body_bytes
+        sender = f"a gossip request from {environ.get('REMOTE_ADDR')}"
         try:
             sent_limit = min(limit, self.config["MAX_CONTENT_LENGTH"] or limit)
             length = content_length(environ.get("CONTENT_LENGTH") or None, sent_limit)
-            engine.authorize(auth, control=False)
+            if length is None:
+                raise BadMessage("no Content-Length")  # chunked: the app reads it
+            engine.authorize(auth, False, sender)
         except ShazbotError:  # the app's route refuses it: 401 before a length's 400 or 413
-            return self.wsgi_app(environ, start_response)
-        if length is None:
             return self.wsgi_app(environ, start_response)
         raw = b""
         try:
@@ -226,7 +232,6 @@ class FastGossip:
             if len(raw) != length:
                 raise BadMessage(HUNG_UP)  # the app's route says so
             inflated = inflate(raw, environ.get("HTTP_CONTENT_ENCODING"), limit)
-            sender = f"a gossip request from {environ.get('REMOTE_ADDR')}"
             body = engine.answer_gossip(inflated, sender)
         except Exception:  # the app answers it (and reports it) as without this path
             environ["wsgi.input"] = io.BytesIO(raw)

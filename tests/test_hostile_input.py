@@ -12,17 +12,26 @@ import gzip
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
+from flask import Flask
+from prometheus_client import make_wsgi_app
+from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from cluster import SECRET, Node, wait_until
+from cluster import CONTROL, SECRET, Node, wait_until
+from flask_clustershazbot import ClusterShazbot
+from flask_clustershazbot.errors import ConfigError
 from test_cli import SCRIPT
 
 
@@ -232,3 +241,129 @@ def clustershazbot(*args: str) -> subprocess.CompletedProcess[bytes]:
     turn a raw \\r into a line end)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHAZBOT_", "FLASK_"))}
     return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, timeout=30)
+
+
+# -- item 9: secrets -----------------------------------------------------------------
+
+OLD, OLD_CONTROL = "old-gossip-secret-0123456789", "old-control-secret-abcdefghij"
+
+
+def test_a_comma_string_that_could_be_one_secret_is_refused_at_start(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SHAZBOT_SECRET="<19 chars>,z"` was split: the node sent the 19 characters and
+    accepted `z` too, silently; a secret with a comma, as the original library takes it,
+    was split the same way."""
+    for key, value in [
+        ("SHAZBOT_SECRET", "nineteen-characters,z"),
+        ("SHAZBOT_SECRET", "legacy,secret-with-a-comma-0123456789"),
+        ("SHAZBOT_CONTROL_SECRET", f"ctl,{SECRET}"),
+    ]:
+        monkeypatch.setenv(key, value)  # the environment, as a deployment sets it
+        app = Flask("comma")
+        app.config.update({k: v for k, v in config.items() if k != key})
+        app.config["SHAZBOT_BASE_URL"] = "http://127.0.0.1:9/"
+        with pytest.raises(ConfigError) as refused:
+            ClusterShazbot(app)
+        message = str(refused.value)
+        assert message.startswith(f"{key} has a comma") and "cannot be told apart" in message
+        assert not any(part in message for part in re.split(",", value)), message
+        monkeypatch.delenv(key)
+
+
+def test_every_accepted_secret_is_checked_for_weakness(
+    make_node: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the first secret of each setting was checked: an older one that is short, or
+    one that is also the control secret (every member a controller), passed silently."""
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    node = make_node(
+        SHAZBOT_SECRET=[SECRET, "q7#z"],  # a list: each item is one secret
+        SHAZBOT_CONTROL_SECRET=f"{CONTROL},{SECRET}",  # the gossip secret, still accepted
+    )
+    wait_until(lambda: node.engine.live, 15, "the node going live")
+    weak = [r.getMessage() for r in caplog.records if r.getMessage().startswith("weak secret")]
+    assert weak == [
+        "weak secret: SHAZBOT_SECRET is also SHAZBOT_CONTROL_SECRET's secret number 2 (older, "
+        "still accepted): every peer can take this node offline and read its full state",
+        "weak secret: SHAZBOT_SECRET's secret number 2 (older, still accepted) is shorter than "
+        "16 characters; use a long random value (python -c 'import secrets; "
+        "print(secrets.token_hex(32))')",
+    ]
+    # What the first warning is about: the gossip secret takes the node offline.
+    reply = requests.post(
+        node.base_url + "clustershazbot/control",
+        json={"message": "control", "online": True},
+        headers={"Authorization": SECRET},
+        timeout=10,
+    )
+    assert reply.status_code == 200
+    assert "q7#z" not in caplog.text and SECRET not in caplog.text
+
+
+def test_requests_with_an_older_secret_are_counted_on_metrics_and_logged_once_a_minute(
+    make_node: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Weeks after a rotation, nothing said whether any node or tool still sent the old
+    secret, which step 3 of the rotation drops."""
+    caplog.set_level(logging.INFO, logger="flask_clustershazbot")
+    node = make_node(
+        SHAZBOT_SECRET=f"{SECRET},{OLD}", SHAZBOT_CONTROL_SECRET=f"{CONTROL},{OLD_CONTROL}"
+    )
+    node.server.dispatch.app = DispatcherMiddleware(node.app, {"/metrics": make_wsgi_app()})
+    wait_until(lambda: node.engine.live, 15, "the node going live")
+    url = node.base_url
+    body = {"message": "gossip", "online": [], "offline": []}
+
+    def post(path: str, secret: str, data: dict[str, Any]) -> int:
+        headers = {"Authorization": secret}
+        return requests.post(url + path, json=data, headers=headers, timeout=10).status_code
+
+    def older() -> dict[str, float]:
+        text = requests.get(url + "metrics", timeout=10).text
+        return {
+            s.labels["secret"]: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "clustershazbot_older_secret_requests_total" and s.labels["node"] == url
+        }
+
+    assert post("clustershazbot/gossip", SECRET, body) == 200  # the current secrets: not counted
+
+    def listed(secret: str) -> dict[str, Any]:
+        headers = {"Authorization": secret}
+        return requests.get(url + "clustershazbot/list", headers=headers, timeout=10).json()  # type: ignore[no-any-return]
+
+    assert "offline" in listed(CONTROL)
+    assert older() == {"gossip": 0, "control": 0}
+    for _ in range(3):  # the fast path
+        assert post("clustershazbot/gossip", OLD, body) == 200
+    probe = {"message": "probe", "baseUrl": url, "timeout": 1}
+    assert post("clustershazbot/probe", OLD, probe) == 200  # the route
+    assert (
+        post("clustershazbot/control", OLD_CONTROL, {"message": "control", "online": True}) == 200
+    )
+    assert "offline" in listed(OLD_CONTROL)
+    page = requests.get(url + "clustershazbot/", auth=("ops", OLD_CONTROL), timeout=10)
+    assert page.status_code == 200
+    assert post("clustershazbot/gossip", "wrong-secret-0123456789", body) == 401  # not counted
+    assert older() == {"gossip": 4, "control": 3}
+    lines = [r.getMessage() for r in caplog.records if "carried an older" in r.getMessage()]
+    assert lines == [
+        "a gossip request from 127.0.0.1 carried an older gossip secret (number 2 of "
+        "SHAZBOT_SECRET), still accepted: finish the rotation there before dropping it "
+        "(1 so far; further ones are counted for a minute without a log line)"
+    ]
+    # A minute later (on the node's monotonic clock), the next one is logged again.
+    node.engine.monotonic = lambda: time.monotonic() + 61
+    assert (
+        post("clustershazbot/control", OLD_CONTROL, {"message": "control", "online": True}) == 200
+    )
+    lines = [r.getMessage() for r in caplog.records if "carried an older" in r.getMessage()]
+    assert len(lines) == 2 and lines[1].startswith(
+        "a control request from 127.0.0.1 carried an older control secret (number 2 of "
+        "SHAZBOT_CONTROL_SECRET)"
+    )
+    assert "(4 so far;" in lines[1]
+    for secret in (SECRET, OLD, CONTROL, OLD_CONTROL):
+        assert secret not in caplog.text
