@@ -24,9 +24,10 @@ demo: $(VENV)/.package
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The long soak: 10 nodes, 5 minutes of crashes, restarts and a partition; prints its figures.
+# The long soaks: 5 minutes of crashes, restarts and a partition, 10 nodes in one process,
+# then 6 nodes in processes of their own; prints their figures.
 soak: $(VENV)/.dev
-	SHAZBOT_SOAK=1 $(BIN)/python -m pytest -q -s -m soak tests/test_soak.py $(PYTEST_ARGS)
+	SHAZBOT_SOAK=1 $(BIN)/python -m pytest -q -s -m soak tests/test_soak.py tests/test_process_soak.py $(PYTEST_ARGS)
 
 $(VENV)/.bench: $(VENV)/.package requirements-bench.txt
 	$(BIN)/python -m pip install -q -r requirements-bench.txt

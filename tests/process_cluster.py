@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,7 +44,9 @@ class NodeProcess:
         base_url: str | None = None,
         source: str | None = None,
         refuse_port: int | None = None,
+        port: int = 0,
     ) -> None:
+        """``port``: 0 for any; a restart keeps the port the first start got."""
         self.name = name
         self.master = master
         self.interval = interval
@@ -53,7 +57,7 @@ class NodeProcess:
         self.refuse_port = refuse_port
         self.log_path = directory / f"{name}.log"
         self.signals_path = directory / f"{name}.signals"
-        self.port = 0
+        self.port = port
         self.proc: subprocess.Popen[str] | None = None
 
     @property
@@ -162,6 +166,20 @@ class NodeProcess:
             return []
         text = self.log_path.read_text(errors="replace")
         return [line for line in text.splitlines() if any(n in line for n in needles)]
+
+
+def lasting_port(rng: random.Random) -> int:
+    """A free port below the kernel's ephemeral range (32768 and up on Linux): a node restarted
+    on it finds it free, as no outgoing connection of anyone is given it meanwhile."""
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32767")
 
 
 def start_all(nodes: Iterable[NodeProcess]) -> None:
