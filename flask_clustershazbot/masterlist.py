@@ -28,7 +28,7 @@ from ._json import decode_json, encode_json
 from .config import Settings, config_key, mask
 from .errors import BadMessage, ShazbotError, TooLarge
 from .membership import _rank
-from .records import GossipServer, ServerList, base_url_problem
+from .records import MAX_URL_LENGTH, GossipServer, ServerList, base_url_problem
 from .transport import TransportError, file_path
 
 if TYPE_CHECKING:
@@ -46,6 +46,10 @@ MAX_PUBLISH_ATTEMPTS = 100
 MAX_CONFLICT_PAUSE = 5.0
 #: Redis key of the member hash when the URL names none (``?key=``).
 DEFAULT_REDIS_KEY = "clustershazbot:members"
+#: A Redis field (name or value) longer than this is not a record of ours (a base URL has
+#: at most MAX_URL_LENGTH characters, a record about 90 more): it is never read, and the
+#: next publish deletes it.
+MAX_REDIS_FIELD_BYTES = 4 * MAX_URL_LENGTH
 #: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
 HINT_MARGIN_MS = 60_000
 
@@ -369,18 +373,22 @@ class S3MasterList(_Location):
 #: Keeps, per member, the record of highest merge rank (lastUpdate, offline, monitor), and
 #: deletes every field that is not a usable record (see ``usable``) or whose stamp lies
 #: outside the window kept. KEYS[1]: the hash; ARGV: the oldest and newest stamps kept,
-#: the key's lifetime (ms), then per record: baseUrl, lastUpdate, offline (0/1), monitor
-#: (0/1), JSON. A script that fails is not rolled back, so every decision is made before
-#: the first write. Returns {records written, fields deleted, of which unusable}.
+#: the key's lifetime (ms), the longest field, then per record: baseUrl, lastUpdate,
+#: offline (0/1), monitor (0/1), JSON. A script that fails is not rolled back, so every
+#: decision is made before the first write. Returns {records written, fields deleted, of
+#: which unusable}.
 _REDIS_PUBLISH = """
 local key = KEYS[1]
-local oldest, newest, lifetime = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local oldest, newest, lifetime, longest = tonumber(ARGV[1]), tonumber(ARGV[2]),
+  tonumber(ARGV[3]), tonumber(ARGV[4])
 
 -- A stored field's rank {lastUpdate, offline, monitor}; false for a record stamped outside
--- [oldest, newest]; nil for anything this script does not write: not JSON, another shape,
--- a lastUpdate that is not an integer (cjson reads 1e3 and 1000.0 as numbers too: the
--- text must be digits, as a reader requires), a baseUrl that is not the field's name.
+-- [oldest, newest] (a stamp beyond the clock guard would win every merge); nil for anything
+-- this script does not write: too long (never fetched), not JSON, another shape, a
+-- lastUpdate that is not an integer (cjson reads 1e3 and 1000.0 as numbers too: the text
+-- must be digits, as a reader requires), a baseUrl that is not the field's name.
 local function usable(field)
+  if #field > longest or redis.call('HSTRLEN', key, field) > longest then return nil end
   local value = redis.call('HGET', key, field)
   local ok, r = pcall(cjson.decode, value)
   if not ok or type(r) ~= 'table' or r.baseUrl ~= field or type(r.monitor) ~= 'boolean'
@@ -393,7 +401,7 @@ local function usable(field)
 end
 
 local writes, known, unusable = {}, {}, 0
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local field, new = ARGV[i], {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
     tonumber(ARGV[i + 3])}
   local old = redis.call('HEXISTS', key, field) == 1 and usable(field)
@@ -420,13 +428,34 @@ redis.call('PEXPIRE', key, lifetime)
 return {#writes, #deletes, unusable}
 """
 
+#: The fields of the hash, within bounds: a field longer than the longest (ARGV[1]) is
+#: skipped unread (HSTRLEN first); records adding up to more than ARGV[2] bytes are not
+#: sent at all. Returns {fields skipped, field, value, field, value...}, or {-1}: too large.
+_REDIS_READ = """
+local key, longest, budget = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {0}
+for _, field in ipairs(redis.call('HKEYS', key)) do
+  local size = redis.call('HSTRLEN', key, field)
+  if #field > longest or size > longest then
+    out[1] = out[1] + 1
+  else
+    budget = budget - #field - size
+    if budget < 0 then return {-1} end
+    out[#out + 1] = field
+    out[#out + 1] = redis.call('HGET', key, field)
+  end
+end
+return out
+"""
+
 
 class RedisMasterList(_Location):
     """A Redis hash: one field per member, value ``{baseUrl, monitor, lastUpdate, online}``.
 
     Each publish runs one script that keeps, per member, the newer record by the merge
     rule, so concurrent announcements cannot overwrite each other; offline records stay
-    as tombstones, and records older than the retention are deleted.
+    as tombstones; records older than the retention or beyond the clock guard, and fields
+    that are not records of ours, are deleted.
     """
 
     def __init__(self, settings: Settings, setting: str, location: str) -> None:
@@ -447,33 +476,45 @@ class RedisMasterList(_Location):
             )
         except ValueError as exc:
             raise self.error(f"not a valid Redis URL ({exc})") from None
-        self.script = self.client.register_script(_REDIS_PUBLISH)
+        self.publish_script = self.client.register_script(_REDIS_PUBLISH)
+        self.read_script = self.client.register_script(_REDIS_READ)
 
     def read(self) -> ServerList:
+        """The records of the hash, read within ``max_body_bytes`` (as the other backends
+        read a list): a longer field is skipped without being read, a hash whose records
+        add up to more is refused (:class:`TooLarge`) without being read."""
+        args = [MAX_REDIS_FIELD_BYTES, self.settings.max_body_bytes]
         try:
-            fields = self.client.hgetall(self.key)
+            reply = self.read_script(keys=[self.key], args=args)
         except self._errors as exc:
-            raise self.error(f"HGETALL failed: {type(exc).__name__}") from None
+            raise self.error(f"read script failed: {type(exc).__name__}") from None
+        if reply[0] < 0:
+            raise TooLarge(f"{self.where} is larger than the body limit")
+        skipped = reply[0]
         online: list[GossipServer] = []
         offline: list[GossipServer] = []
-        newest = _now_ms() + self.settings.max_clock_skew_ms
-        for field, value in fields.items():
+        newest = _window(_now_ms(), self.settings)[1]
+        for field, value in zip(reply[1::2], reply[2::2], strict=True):
             try:
                 data = decode_json(value, f"a record of {self.where}")
                 server = GossipServer.from_dict(data, f"{self.where} record")
             except BadMessage:
-                continue  # one foreign field must not hide every member
+                skipped += 1  # one foreign field must not hide every member
+                continue
             # Only what the publish script keeps (see ``usable`` there): it drops the rest.
-            usable = data.get("baseUrl") == field.decode("utf-8", "replace") and isinstance(
+            if data.get("baseUrl") != field.decode("utf-8", "replace") or not isinstance(
                 data.get("online"), bool
-            )
-            if usable and server.last_update <= newest:
+            ):
+                skipped += 1
+            elif server.last_update <= newest:  # beyond the clock guard: the publish drops it
                 (online if data["online"] else offline).append(server)
+        if skipped:
+            log.warning("%s: skipped %d unusable record(s)", self.where, skipped)
         return ServerList(tuple(online), tuple(offline))
 
     def publish(self, view: ServerList) -> None:
         oldest, newest = _window(_now_ms(), self.settings)
-        args: list[Any] = [oldest, newest, self.settings.retention_ms]
+        args: list[Any] = [oldest, newest, self.settings.retention_ms, MAX_REDIS_FIELD_BYTES]
         for servers, online in ((view.online, True), (view.offline, False)):
             for s in servers:
                 if not oldest <= s.last_update <= newest:
@@ -487,7 +528,7 @@ class RedisMasterList(_Location):
                     encode_json(record),
                 ]
         try:
-            _, _, unusable = self.script(keys=[self.key], args=args)
+            _, _, unusable = self.publish_script(keys=[self.key], args=args)
         except self._errors as exc:
             raise self.error(f"publish script failed: {type(exc).__name__}") from None
         if unusable:

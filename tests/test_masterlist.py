@@ -20,7 +20,7 @@ import pytest
 from backends import REDIS_SERVER, DnsServer, RedisServer, S3Server
 from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, free_port, wait_until
 from flask_clustershazbot.config import Settings, load_settings
-from flask_clustershazbot.errors import ConfigError, ShazbotError
+from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
 from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.transport import HttpTransport
 
@@ -414,6 +414,90 @@ def test_redis_a_malformed_field_never_fails_a_publish_and_is_dropped(
     assert [n.engine.stats.master_list_failures for n in nodes] == [0, 0, 0]
     assert 0 < client.pttl(key) <= 30_000  # the key lives as long as announcements go on
     assert "dropped 1 unusable record(s)" in caplog.text
+    client.close()
+
+
+def redis_output_bytes(client: Any) -> int:
+    """Bytes redis-server has sent to its clients so far (its own count, INFO stats)."""
+    return int(client.info("stats")["total_net_output_bytes"])
+
+
+@pytest.mark.parametrize("where", ["value", "name"])
+def test_redis_an_oversized_field_is_never_read_and_is_deleted(
+    where: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 24: a 30 MiB field was read whole by every read (+60 MiB of RSS)."""
+    import redis
+
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    client = redis.Redis.from_url(redis_server.url)
+    key = "clustershazbot:members"
+    huge = 30 << 20
+    padded = {"baseUrl": member(9), "monitor": False, "lastUpdate": now_ms(), "online": True}
+    if where == "value":
+        client.hset(key, member(9), json.dumps({**padded, "pad": "x" * huge}))
+    else:
+        client.hset(key, member(9) + "x" * huge, json.dumps(padded))
+    t = HttpTransport(settings_for(0, redis_server.url))
+    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    assert client.hkeys(key) == [member(0).encode()]  # the publish deleted it unread
+    if where == "value":
+        client.hset(key, member(9), json.dumps({**padded, "pad": "x" * huge}))
+    else:
+        client.hset(key, member(9) + "x" * huge, json.dumps(padded))
+    sent = redis_output_bytes(client)
+    assert listed(t) == {member(0)}
+    assert redis_output_bytes(client) - sent < 64 * 1024  # the record, not the 30 MiB
+    assert "skipped 1 unusable record(s)" in caplog.text
+    t.close()
+    client.close()
+
+
+def test_redis_a_hash_larger_than_the_body_limit_is_refused_unread(
+    redis_server: RedisServer,
+) -> None:
+    """As a file, HTTP or S3 list larger than ``SHAZBOT_MAX_BODY_BYTES`` is: TooLarge."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    key = "clustershazbot:members"
+    stamp = now_ms()
+    for i in range(2000):  # about 170 KB of records
+        url = f"http://127.0.{10 + i // 250}.{1 + i % 250}:9/"
+        record = {"baseUrl": url, "monitor": False, "lastUpdate": stamp, "online": True}
+        client.hset(key, url, json.dumps(record))
+    t = HttpTransport(settings_for(0, redis_server.url, max_body_bytes=64 * 1024))
+    sent = redis_output_bytes(client)
+    with pytest.raises(TooLarge) as raised:
+        t.read_master_list()
+    assert redis_output_bytes(client) - sent < 16 * 1024
+    assert (
+        str(raised.value) == f"SHAZBOT_MASTER_LIST {redis_server.url} is larger than the body limit"
+    )
+    t.close()
+    client.close()
+
+
+def test_redis_a_record_beyond_the_clock_guard_is_replaced_and_swept(
+    redis_server: RedisServer,
+) -> None:
+    """Issue 24: a record stamped a day ahead was never replaced nor swept; the file, HTTP
+    and S3 lists drop such records when they write (the merge ignores them anyway)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    key = "clustershazbot:members"
+    ahead = now_ms() + 86_400_000
+    for i in (1, 2):
+        record = {"baseUrl": member(i), "monitor": True, "lastUpdate": ahead, "online": False}
+        client.hset(key, member(i), json.dumps(record))
+    t = HttpTransport(settings_for(0, redis_server.url))
+    assert t.read_master_list() == ServerList()  # ignored on reads, as before
+    now = now_ms()
+    t.write_master_list(ServerList(online=(GossipServer(member(1), False, now),)))
+    assert client.hkeys(key) == [member(1).encode()]  # member(2)'s swept
+    assert t.read_master_list() == ServerList(online=(GossipServer(member(1), False, now),))
+    t.close()
     client.close()
 
 
