@@ -71,7 +71,7 @@ def assert_skipped(url: str) -> None:
 # -- item 1: lone surrogates --------------------------------------------------------
 
 
-def test_lone_surrogate_is_refused_with_400_json_by_a_gunicorn_host(
+def test_a_lone_surrogate_record_is_skipped_by_a_gunicorn_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One such message made a gunicorn host answer 500 HTML to every message carrying it.

@@ -639,3 +639,59 @@ def test_a_refutation_past_a_peer_whose_clock_is_ahead_is_not_undone() -> None:
     assert state(m, ME) == (NOW + 6_001, True)
     m.heartbeat(NOW, 2.0, 6_000)  # still past now + skew, but not by our clock: keep climbing
     assert state(m, ME) == (NOW + 6_002, True)
+
+
+# -- hints: members learnt only from the master list ----------------------------------
+
+
+def hint_table() -> Membership:
+    m = table()
+    changes = m.merge(ServerList((peer(A, NOW - 60_000),)), NOW, 1.0, SKEW, RETENTION, hints=True)
+    assert not changes, "a hint fires no signal"
+    return m
+
+
+def test_a_hint_is_tried_but_never_listed_forwarded_or_signalled() -> None:
+    m = hint_table()
+    assert [p.base_url for p in m.peers(online=True, hints=True)] == [A]
+    assert m.peers(online=True) == []  # not a helper, not a shutdown target
+    assert A not in urls(list(m.server_list().online)) + urls(list(m.server_list().offline))
+    assert A.encode() not in m.gossip_body()
+    assert all(r["baseUrl"] != A for r in m.gossip_message()["online"])
+    assert m.online_urls() == [ME]
+
+
+def test_a_hint_confirmed_by_a_newer_record_joins_once() -> None:
+    m = hint_table()
+    changes = merge(m, online=[peer(A, NOW - 100)])
+    assert changes.joined == [peer(A, NOW - 100)]
+    assert A in urls(list(m.server_list().online))
+    assert not merge(m, online=[peer(A, NOW - 50)]).joined  # already a member
+
+
+def test_a_hint_that_goes_offline_never_leaves() -> None:
+    m = hint_table()
+    assert not merge(m, offline=[peer(A, NOW - 100)])
+    assert state(m, A) == (NOW - 100, False)
+    m = hint_table()
+    assert not m.mark_offline(A, NOW, 2.0)
+    assert not m.expire(NOW, 1e6, 5.0)  # nothing online left to expire
+
+
+def test_a_hint_is_settled_by_a_direct_exchange() -> None:
+    m = hint_table()
+    assert m.settle_hint(A, reported=True, mono=2.0).joined == [peer(A, NOW - 60_000)]
+    m = hint_table()
+    assert not m.settle_hint(A, reported=False, mono=2.0)  # answered as another member
+    assert A not in m.entries
+
+
+def test_the_master_list_never_demotes_a_member_to_a_hint() -> None:
+    m = table()
+    merge(m, online=[peer(A, NOW - 100)])
+    changes = m.merge(ServerList((peer(A, NOW - 50),)), NOW, 1.0, SKEW, RETENTION, hints=True)
+    assert not changes and A in urls(list(m.server_list().online))
+    # A member known offline comes back from the master list as a hint: no join until confirmed.
+    merge(m, offline=[peer(A, NOW - 40)])
+    assert not m.merge(ServerList((peer(A, NOW - 30),)), NOW, 1.0, SKEW, RETENTION, hints=True)
+    assert A not in urls(list(m.server_list().online))
