@@ -434,7 +434,8 @@ class Engine:
                 self.scheduler.after(0, self._self_check_job)
 
     def _schedule(self) -> None:
-        self._suspects.clear()  # retries of a stopped scheduler never run
+        with self._in_flight_lock:
+            self._suspects.clear()  # retries of a stopped scheduler never run
         self.scheduler.start()
         self.scheduler.after(0, self.bootstrap)
         if self.self_check and not self.wait_for_self_check:
@@ -735,7 +736,8 @@ class Engine:
         now, mono = self.clock(), self.monotonic()
         s = self.settings
 
-        judged = set(self._suspects)
+        with self._in_flight_lock:
+            judged = set(self._suspects)
 
         def choose(m: Membership) -> tuple[str | None, str | None, float]:
             # A peer under judgement is being tried already: rounds go to the others, so
