@@ -19,6 +19,7 @@ from .engine import Engine
 from .errors import ConfigError
 from .factory import make_engine
 from .health import register_happy, register_healthcheck
+from .hosting import after_fork_in_child
 from .lifecycle import exit_on_sigterm, loaded_by_flask_command
 from .membership import Changes
 from .metrics import register as register_metrics
@@ -94,7 +95,7 @@ class ClusterShazbot:
         self._apps.add(app)
         atexit.register(engine.shutdown)
         engine_ref = weakref.ref(engine)
-        os.register_at_fork(after_in_child=lambda: _reset(engine_ref))
+        after_fork_in_child(lambda: _reset(engine_ref))
         not_serving = loaded_by_flask_command() if settings.autostart else None
         if not_serving:
             log.info("not started: %s", not_serving)

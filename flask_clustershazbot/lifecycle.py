@@ -2,12 +2,14 @@
 
 The policy the extension applies when it loads an app: a ``flask`` command other
 than ``run``, and the reloader parent of ``flask run --debug``, never start the
-node; and where nobody else handles SIGTERM, SIGTERM becomes a normal exit, so
-that ``atexit`` announces the shutdown (``docker stop``, Kubernetes).
+node; and where nobody else handles SIGTERM (no server, no application handler, in
+Python or in C), SIGTERM becomes a normal exit, so that ``atexit`` announces the
+shutdown (``docker stop``, Kubernetes). A signal is never taken from a server.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -51,18 +53,43 @@ def exit_on_sigterm() -> bool:
     """Make SIGTERM a normal exit (``SystemExit(143)``) where nobody else handles it.
 
     Only from the main thread and only over the default action: an application's own
-    handler is never replaced (it should call ``shutdown()`` or exit normally), and
-    gunicorn installs its own. True when the handler is (or already was) ours.
+    handler is never replaced (it should call ``shutdown()`` or exit normally), nor a
+    server's (gunicorn's in Python, uWSGI's and Apache's in C), whose own exit path
+    announces the shutdown. True when the handler is (or already was) ours.
     """
     if threading.current_thread() is not threading.main_thread():
         return False
-    current = signal.getsignal(signal.SIGTERM)
-    if current is _exit:
+    if signal.getsignal(signal.SIGTERM) is _exit:
         return True
-    if current is not signal.SIG_DFL:
+    if handled(signal.SIGTERM):
         return False
     signal.signal(signal.SIGTERM, _exit)
     return True
+
+
+def handled(signum: int) -> bool:
+    """Whether anything but the default action handles ``signum`` in this process: a handler
+    in Python (an application's, a server's), or one in C that Python cannot see
+    (``signal.getsignal`` shows uWSGI's and Apache's as the default)."""
+    if signal.getsignal(signum) is not signal.SIG_DFL:
+        return True
+    return _c_handler(signum) not in (None, 0)  # 0 is SIG_DFL
+
+
+def _c_handler(signum: int) -> int | None:
+    """The handler address the kernel has for ``signum`` (0: default); None if unknown.
+
+    ``struct sigaction`` starts with the handler on Linux and macOS alike; the rest of
+    the structure is left to a buffer larger than any platform's.
+    """
+    try:
+        libc = ctypes.CDLL(None)  # this process's symbols, the C library's among them
+        buffer = ctypes.create_string_buffer(512)
+        if libc.sigaction(signum, None, buffer) != 0:
+            return None
+    except (OSError, AttributeError, TypeError):
+        return None
+    return ctypes.c_void_p.from_buffer(buffer).value or 0
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:

@@ -46,7 +46,8 @@ REQUEST_TIMEOUT = 15.0
 
 
 class Host:
-    """One gunicorn master and its workers, in a session of their own."""
+    """One server's master and its workers (gunicorn unless told otherwise), in a session of
+    their own."""
 
     def __init__(
         self,
@@ -55,7 +56,9 @@ class Host:
         master_list: Path,
         args: list[str],
         extra_env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
+        """gunicorn with ``args``, or another server's ``command`` (``{port}`` filled in)."""
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
@@ -82,7 +85,9 @@ class Host:
                 **(extra_env or {}),
             }
         )
-        command = gunicorn_command(self.port, "gunicorn_app:create_app()", *args)
+        if command is None:
+            command = gunicorn_command(self.port, "gunicorn_app:create_app()", *args)
+        command = [part.format(port=self.port) for part in command]
         self.stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(
             command,
