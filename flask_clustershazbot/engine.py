@@ -249,9 +249,7 @@ class Engine:
         for server in changes.joined:
             log.info("peer online: %s", server.base_url, extra=node)
         for server in changes.left:
-            log.info(
-                "peer offline: %s (stamped %d)", server.base_url, server.last_update, extra=node
-            )
+            log.info("peer offline: %s", server.base_url, extra=node)
         for server in changes.purged:
             log.info("peer purged: %s", server.base_url)
         if changes.refuted:
