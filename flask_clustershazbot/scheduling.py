@@ -146,7 +146,10 @@ class BackgroundJobs(Scheduler):
             # lock first means no pass is under way and none starts.
             with scheduler._jobstores_lock:
                 scheduler.pause()
-            scheduler.shutdown(wait=False)
+            try:
+                scheduler.shutdown(wait=False)  # stops it, then joins its thread
+            except Exception:  # gevent at exit: the join "would block forever"; it is a daemon
+                _quiet.debug("the scheduler's thread was not joined", exc_info=True)
 
     def reset_after_fork(self) -> None:
         """Drop the scheduler of the parent process (in a forked child; its thread is gone)."""
