@@ -227,6 +227,7 @@ def test_sigint_stops_each_host_and_announces_it_once(cluster: dict[str, Any]) -
         left_before = seen[f"left {host.base_url}"]
         wait_until(lambda: observer.view().get(host.base_url), what=f"{name} online")
         others = [h for h in hosts.values() if h is not host and h.process.poll() is None]
+        others_left = {h.name: h.signals()[f"left {host.base_url}"] for h in others}
         host.process.send_signal(signal.SIGINT)
         stopped_at = time.monotonic()
         wait_until(
@@ -242,9 +243,8 @@ def test_sigint_stops_each_host_and_announces_it_once(cluster: dict[str, Any]) -
         )
         assert seen[f"left {host.base_url}"] == left_before + 1, name
         for other in others:
-            other_left = other.signals()[f"left {host.base_url}"]
             wait_until(
-                lambda: other.signals()[f"left {host.base_url}"] == other_left + 1,
+                lambda: other.signals()[f"left {host.base_url}"] == others_left[other.name] + 1,
                 timeout=FAILURE_TIMEOUT / 3,
                 what=f"{other.name} sees {name} leave",
             )
