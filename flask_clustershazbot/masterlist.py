@@ -19,9 +19,10 @@ import os
 import random
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._json import decode_json, encode_json
@@ -35,11 +36,8 @@ if TYPE_CHECKING:
     from .transport import HttpTransport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: Conditional writes (HTTP with ETags, S3) retried after a conflict, at most this many
-#: times: each conflict means another node's write went through, so N nodes announcing
-#: at once need at most N attempts, and far fewer with the growing random pauses.
-MAX_PUBLISH_ATTEMPTS = 100
 #: Random pauses after a conflict grow from 0..20 ms, doubling, to 0..this many seconds:
 #: a hundred nodes announcing at once then spread their next attempts over seconds
 #: instead of all retrying together against a busy server.
@@ -103,6 +101,10 @@ def merge_stored(
     )
 
 
+class _Late(TransportError):
+    """A master-list request given up on at the deadline of its read or publish."""
+
+
 def _window(now_ms: int, settings: Settings) -> tuple[int, int]:
     """The oldest and the newest ``lastUpdate`` a master list keeps: within the retention,
     and no further ahead than the clock guard lets a merge accept."""
@@ -126,37 +128,69 @@ class _Location:
         return TransportError(f"{self.where}: {problem}")
 
     def parse(self, body: bytes, repair: bool = False) -> ServerList:
-        """The stored list, validated as a peer's message is: one bad record rejects it.
+        """The stored list, validated as a peer's message is: a list of the wrong shape is
+        refused; an invalid record is skipped (the engine counts and logs it on a read).
 
-        ``repair`` (before a write): bad records are dropped with a warning instead, so
-        that one bad entry (an older writer's, a hand edit) cannot block every update.
+        ``repair`` (before a write): the skipped records are left out of what is written,
+        with a warning, so that one bad entry (an older writer's, a hand edit) goes for good.
         """
         if len(body) > self.settings.max_body_bytes:
             raise TooLarge(f"{self.where} is larger than the body limit")
-        data: Any = None
         try:
-            data = decode_json(body, "the master list")
-            return ServerList.from_dict(data)
+            servers = ServerList.from_dict(decode_json(body, "the master list"))
         except BadMessage as exc:
-            problem = f'{self.where}: {exc} (expected {{"online": [...]}})'
-            # Decoded, but a record is bad: with ``repair`` the others are kept.
-            if not (repair and isinstance(data, dict) and isinstance(data.get("online"), list)):
-                raise BadMessage(problem) from None
-        kept = []
-        for item in data["online"]:
-            try:
-                kept.append(GossipServer.from_dict(item))
-            except BadMessage:
-                continue
-        log.warning(
-            "%s; dropping %d unusable record(s) from it on this update",
-            problem,
-            len(data["online"]) - len(kept),
-        )
-        return ServerList(online=tuple(kept))
+            raise BadMessage(f'{self.where}: {exc} (expected {{"online": [...]}})') from None
+        if repair and servers.skipped:
+            log.warning(
+                "%s: dropping %d unusable record(s) from it on this update (first: %s)",
+                self.where,
+                servers.skipped,
+                servers.problem,
+            )
+        return servers
 
     def merged(self, stored: ServerList, view: ServerList) -> bytes:
         return encode_json(merge_stored(stored, view, _now_ms(), self.settings).to_dict(False))
+
+    def deadline(self) -> float:
+        """When (``time.monotonic()``) a publish begun now must be over, retries included."""
+        return time.monotonic() + self.settings.master_list_timeout
+
+    def within(self, deadline: float, what: str, call: Callable[[], T]) -> T:
+        """``call()``, given up on at ``deadline``.
+
+        Neither requests nor boto3 bound a whole request (their timeouts are per socket
+        operation, and boto3 retries by itself), so the call runs in a helper thread that,
+        given up on, ends by those timeouts. Where no thread can start (at interpreter exit
+        on Python 3.12.0 and 3.12.1) it runs in the caller's, bounded by them alone.
+        """
+        left = deadline - time.monotonic()
+        late = _Late(
+            f"{self.where}: {what} did not finish within SHAZBOT_MASTER_LIST_TIMEOUT "
+            f"({self.settings.master_list_timeout:g} s)"
+        )
+        if left <= 0:
+            raise late
+        outcome: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # handed to the caller
+                outcome.append((False, exc))
+
+        helper = threading.Thread(target=run, name="clustershazbot-master-list", daemon=True)
+        try:
+            helper.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            return call()
+        helper.join(left)
+        if not outcome:
+            raise late
+        done, value = outcome[0]
+        if not done:
+            raise value
+        return value  # type: ignore[no-any-return]
 
     def close(self) -> None:
         pass
@@ -164,21 +198,38 @@ class _Location:
 
 def _publish_conditionally(
     where: _Location,
-    fetch: Callable[[], tuple[ServerList, str | None]],
-    store: Callable[[bytes, str | None], bool],
+    fetch: Callable[[float], tuple[ServerList, str | None]],
+    store: Callable[[bytes, str | None, float], bool],
     view: ServerList,
 ) -> None:
-    """Read (with a version tag), merge, write if still that version; retry on conflict.
+    """Read (with a version tag), merge, write if still that version; retry on conflict;
+    all of it within ``SHAZBOT_MASTER_LIST_TIMEOUT``, the deadline ``fetch`` and ``store``
+    are given (a shutdown must not wait on other writers for minutes).
 
     ``store`` returns False when the stored list changed since ``fetch`` (HTTP 412).
     """
-    for attempt in range(MAX_PUBLISH_ATTEMPTS):
-        stored, tag = fetch()
-        if store(where.merged(stored, view), tag):
-            return
+    deadline = where.deadline()
+    conflicts = 0
+    while True:
+        try:
+            stored, tag = fetch(deadline)
+            if store(where.merged(stored, view), tag, deadline):
+                return
+        except _Late:
+            if not conflicts:
+                raise
+            break  # the conflicts are why: the attempt after them ran out of time
+        conflicts += 1
         # Another node wrote first: a random pause spreads the next attempts out.
-        time.sleep(random.uniform(0, min(MAX_CONFLICT_PAUSE, 0.02 * 2**attempt)))
-    raise where.error(f"gave up after {MAX_PUBLISH_ATTEMPTS} conflicting writes")
+        pause = random.uniform(0, min(MAX_CONFLICT_PAUSE, 0.01 * 2**conflicts))
+        if time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause)
+    raise where.error(
+        f"gave up after {conflicts} conflicting writes within SHAZBOT_MASTER_LIST_TIMEOUT "
+        f"({where.settings.master_list_timeout:g} s): other writers changed the list "
+        "between each read and write"
+    )
 
 
 class FileMasterList(_Location):
@@ -276,9 +327,13 @@ class HttpMasterList(_Location):
     def publish(self, view: ServerList) -> None:
         auth = {"Authorization": self.settings.master_list_update_auth}
 
-        def fetch() -> tuple[ServerList, str | None]:
-            status, etag, body = self.transport.master_request(
-                "GET", self.url, self.where, auth, accept=(403, 404, 405)
+        def fetch(deadline: float) -> tuple[ServerList, str | None]:
+            status, etag, body = self.within(
+                deadline,
+                "GET",
+                lambda: self.transport.master_request(
+                    "GET", self.url, self.where, auth, accept=(403, 404, 405)
+                ),
             )
             if status == 404:
                 return ServerList(), "*"
@@ -286,14 +341,18 @@ class HttpMasterList(_Location):
                 return ServerList(), None
             return self.parse(body, repair=True), etag
 
-        def store(body: bytes, etag: str | None) -> bool:
+        def store(body: bytes, etag: str | None, deadline: float) -> bool:
             headers = {**auth, "Content-Type": "application/json"}
             if etag == "*":
                 headers["If-None-Match"] = "*"
             elif etag is not None:
                 headers["If-Match"] = etag
-            status, _, _ = self.transport.master_request(
-                "PUT", self.url, self.where, headers, data=body
+            status, _, _ = self.within(
+                deadline,
+                "PUT",
+                lambda: self.transport.master_request(
+                    "PUT", self.url, self.where, headers, data=body
+                ),
             )
             return status != 412
 
@@ -346,28 +405,40 @@ class S3MasterList(_Location):
         except BotoCoreError as exc:
             raise self.error(f"{name} failed: {type(exc).__name__}") from None
 
-    def _fetch(self, repair: bool = False) -> tuple[ServerList, str | None]:
+    def _get(self) -> tuple[bytes, str] | None:
+        """The stored body and its ETag; None when nothing is stored yet."""
         reply = self._call("get_object")
         if isinstance(reply, str):
-            return ServerList(), None
+            return None
         if reply.get("ContentLength", 0) > self.settings.max_body_bytes:
             raise TooLarge(f"{self.where} is larger than the body limit")
         try:
-            body = reply["Body"].read()
+            return reply["Body"].read(), str(reply["ETag"])
         except Exception as exc:  # botocore's stream errors are not one class
             raise self.error(f"get_object failed: {type(exc).__name__}") from None
-        return self.parse(body, repair), str(reply["ETag"])
+
+    def _fetch(self, deadline: float, repair: bool = False) -> tuple[ServerList, str | None]:
+        got = self.within(deadline, "get_object", self._get)
+        if got is None:
+            return ServerList(), None
+        return self.parse(got[0], repair), got[1]
 
     def read(self) -> ServerList:
-        return self._fetch()[0]
+        return self._fetch(self.deadline())[0]
 
     def publish(self, view: ServerList) -> None:
-        def store(body: bytes, etag: str | None) -> bool:
+        def store(body: bytes, etag: str | None, deadline: float) -> bool:
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            reply = self._call("put_object", Body=body, ContentType="application/json", **condition)
+            reply = self.within(
+                deadline,
+                "put_object",
+                lambda: self._call(
+                    "put_object", Body=body, ContentType="application/json", **condition
+                ),
+            )
             return not isinstance(reply, str)
 
-        _publish_conditionally(self, lambda: self._fetch(repair=True), store, view)
+        _publish_conditionally(self, lambda d: self._fetch(d, repair=True), store, view)
 
 
 #: Keeps, per member, the record of highest merge rank (lastUpdate, offline, monitor), and

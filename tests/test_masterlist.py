@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +18,23 @@ from typing import Any
 
 import pytest
 
-from backends import REDIS_SERVER, DnsServer, RedisServer, S3Server
-from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, free_port, wait_until
+from backends import REDIS_SERVER, ConflictingS3, DnsServer, RedisServer, S3Server
+from cluster import (
+    CONTROL,
+    MASTER_AUTH,
+    SECRET,
+    MasterListServer,
+    Node,
+    Server,
+    free_port,
+    wait_until,
+)
 from flask_clustershazbot.config import Settings, load_settings
 from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
 from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.transport import HttpTransport
+from proxy import Proxy
+from test_lifecycle import SLOW_DETECTION, App, flask_run
 
 ANNOUNCERS = 20
 
@@ -270,6 +282,151 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
             call()
         assert f"SHAZBOT_MASTER_LIST {path}" in str(raised.value)
     assert path.read_bytes() == body  # bad input changes nothing
+
+
+# -- s3: a publish, retries included, within SHAZBOT_MASTER_LIST_TIMEOUT ----------------
+
+
+#: How late a thread's ``join(timeout)`` may return on a busy machine: the deadline is
+#: kept, the caller just wakes up a little after it.
+JOIN_LATENESS = 0.25
+
+
+@pytest.fixture
+def conflicting_s3(
+    s3_server: S3Server, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ConflictingS3, str]]:
+    """``s3_url``'s bucket behind a proxy that refuses every conditional write with 412."""
+    proxy = ConflictingS3(s3_server)
+    for key, value in proxy.env.items():
+        monkeypatch.setenv(key, value)
+    yield proxy, s3_url
+    proxy.stop()
+
+
+def test_s3_a_publish_that_always_conflicts_gives_up_within_the_timeout(
+    conflicting_s3: tuple[ConflictingS3, str],
+) -> None:
+    """Issue 24: with every write conflicting, a publish went on for minutes (100 attempts,
+    pauses growing to 5 s), past any shutdown's grace period."""
+    proxy, url = conflicting_s3
+    t = HttpTransport(settings_for(0, url, master_list_timeout=2))
+    assert t.read_master_list() == ServerList()  # the S3 client made, as a node's is by then
+    began = time.monotonic()
+    with pytest.raises(ShazbotError) as raised:
+        t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    took = time.monotonic() - began
+    assert took <= 2.0 + JOIN_LATENESS
+    assert proxy.refused >= 5  # it did retry, with growing pauses
+    assert str(raised.value) == (
+        f"SHAZBOT_MASTER_LIST {url}: gave up after {proxy.refused} conflicting writes within "
+        "SHAZBOT_MASTER_LIST_TIMEOUT (2 s): other writers changed the list between each read "
+        "and write"
+    )
+    t.close()
+
+
+def test_http_a_publish_that_always_conflicts_gives_up_within_the_timeout() -> None:
+    """The same bound for HTTP with ETags: a server whose list changes between every GET
+    and PUT (each GET a new ETag, each PUT 412)."""
+    from werkzeug.wrappers import Request, Response
+
+    refused = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if Request(environ).method == "PUT":
+            refused.append(1)
+            return Response("changed meanwhile", 412)(environ, start_response)
+        etag = f'"{len(refused)}"'
+        return Response('{"online": []}', headers={"ETag": etag})(environ, start_response)
+
+    server = Server(app).start()
+    t = HttpTransport(
+        settings_for(
+            0,
+            server.url,
+            master_list_update=server.url,
+            master_list_update_auth=MASTER_AUTH,
+            master_list_timeout=2,
+        )
+    )
+    try:
+        began = time.monotonic()
+        with pytest.raises(ShazbotError) as raised:
+            t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+        assert time.monotonic() - began <= 2.0 + JOIN_LATENESS
+        assert len(refused) >= 5
+        assert f"gave up after {len(refused)} conflicting writes within" in str(raised.value)
+    finally:
+        t.close()
+        server.stop()
+
+
+def test_s3_a_hung_server_costs_a_read_or_publish_no_more_than_the_timeout(
+    s3_server: S3Server, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3's timeouts are per socket operation and it retries by itself: a server that
+    accepts and never answers cost twice the timeout and more."""
+    hung = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", hung.url.rstrip("/"))
+    t = HttpTransport(settings_for(0, s3_url, master_list_timeout=1))
+    try:
+        assert t.read_master_list() == ServerList()  # the S3 client made, through the proxy
+        hung.set("hang")
+        for call in read_and_write(t):
+            began = time.monotonic()
+            with pytest.raises(ShazbotError) as raised:
+                call()
+            assert time.monotonic() - began <= 1.0 + JOIN_LATENESS
+            assert str(raised.value) == (
+                f"SHAZBOT_MASTER_LIST {s3_url}: get_object did not finish within "
+                "SHAZBOT_MASTER_LIST_TIMEOUT (1 s)"
+            )
+    finally:
+        t.close()
+        hung.stop()
+
+
+def test_s3_a_node_with_the_shutdown_upload_exits_within_the_bound_after_sigterm(
+    conflicting_s3: tuple[ConflictingS3, str],
+    s3_server: S3Server,
+    make_node: Callable[..., Node],
+    tmp_path: Path,
+) -> None:
+    """Issue 24: a node with SHAZBOT_UPDATE_MASTER_LIST_ON_SHUTDOWN ran 45 s after SIGTERM
+    while every write conflicted; docs/lifecycle.md promises SHAZBOT_REQUEST_TIMEOUT plus
+    SHAZBOT_MASTER_LIST_TIMEOUT."""
+    proxy, url = conflicting_s3
+    peer = make_node(**SLOW_DETECTION)
+    bucket, key = url[len("s3://") :].split("/", 1)
+    seed = {"online": [{"baseUrl": peer.base_url, "monitor": False, "lastUpdate": now_ms()}]}
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=json.dumps(seed).encode())
+    port = free_port()
+    app = App(
+        tmp_path,
+        flask_run(port),
+        port,
+        SHAZBOT_MASTER_LIST=url,
+        SHAZBOT_REQUEST_TIMEOUT=2,
+        SHAZBOT_MASTER_LIST_TIMEOUT=3,
+        SHAZBOT_UPDATE_MASTER_LIST_ON_SHUTDOWN="true",
+        **proxy.env,
+    )
+    try:
+        wait_until(lambda: peer.view().get(app.url) is True, 30, f"the app to join\n{app.log()}")
+        began = time.monotonic()
+        app.signal(signal.SIGTERM)
+        status = app.wait()
+        took = time.monotonic() - began
+        print(f"exited {took:.2f} s after SIGTERM; {proxy.refused} conditional writes refused")
+        assert status == 143
+        assert took <= 2 + 3  # SHAZBOT_REQUEST_TIMEOUT + SHAZBOT_MASTER_LIST_TIMEOUT
+        assert peer.view().get(app.url) is False  # the peers were told first
+        log = app.log()
+        assert f"master list update failed: SHAZBOT_MASTER_LIST {url}: gave up after" in log
+        assert "Traceback" not in log
+    finally:
+        app.stop()
 
 
 # -- errors name the setting and location, never a secret ---------------------------
@@ -589,12 +746,12 @@ def test_nodes_converge_through_dns_discovery(config: dict[str, Any]) -> None:
         dns.stop()
 
 
-def test_a_bad_stored_record_is_refused_on_read_and_dropped_by_the_next_update(
+def test_a_bad_stored_record_is_skipped_on_read_and_dropped_by_the_next_update(
     make_node: Callable[..., Node], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One unusable entry (an older writer's, a hand edit) makes the list unreadable, as a
-    bad message is; the next announcement writes it back without that entry, keeping the
-    others, so one bad record cannot block the list for good."""
+    """One unusable entry (an older writer's, a hand edit) is skipped when the list is read,
+    as an invalid record of a message is; the next announcement writes the list back
+    without that entry, keeping the others, so one bad record stays for no longer."""
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     master = tmp_path / "master.json"
     good = {
