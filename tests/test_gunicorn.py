@@ -140,6 +140,10 @@ class Host:
 
     def stop(self) -> None:
         stop_process(self.process)
+        try:  # whatever it left in its session (the new master of an upgrade that failed)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.stderr.close()
 
 
