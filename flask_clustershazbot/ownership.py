@@ -16,7 +16,6 @@ import functools
 import hashlib
 import logging
 import math
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import g
 
+from .hosting import after_fork_in_child
 from .store import MemoryStore
 
 if TYPE_CHECKING:
@@ -226,7 +226,8 @@ def _reset_runners() -> None:
         runner.reset_after_fork()
 
 
-os.register_at_fork(after_in_child=_reset_runners)
+# Through hosting: uWSGI forks its workers in C, where Python's own fork hooks never run.
+after_fork_in_child(_reset_runners)
 
 
 def make_trigger(seconds: float | None, trigger: BaseTrigger | None) -> BaseTrigger:
