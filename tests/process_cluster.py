@@ -126,12 +126,13 @@ class NodeProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def raw_list(self) -> str | None:
-        """The body of its /clustershazbot/list with the control secret; None if no answer."""
+    def raw_list(self, control: bool = True) -> str | None:
+        """The body of its /clustershazbot/list (``control``: with the control secret, so
+        offline records too); None if it does not answer within 5 s."""
         try:
             r = requests.get(
                 f"http://127.0.0.1:{self.port}/clustershazbot/list",
-                headers={"Authorization": CONTROL},
+                headers={"Authorization": CONTROL} if control else {},
                 timeout=5,
             )
         except requests.RequestException:
@@ -149,8 +150,10 @@ class NodeProcess:
         return view
 
     def online(self) -> set[str] | None:
-        view = self.view()
-        return None if view is None else {u for u, on in view.items() if on}
+        """The members it lists online (the public list: small, whatever the offline ones);
+        None if it does not answer."""
+        text = self.raw_list(control=False)
+        return None if text is None else {s["baseUrl"] for s in json.loads(text)["online"]}
 
     def signals(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every signal its app received (across restarts), oldest first."""
@@ -200,9 +203,21 @@ def stop_all(nodes: Iterable[NodeProcess]) -> None:
         node.kill(signal.SIGKILL)
 
 
+def incomplete(nodes: Iterable[NodeProcess], expected: set[str]) -> str | None:
+    """What keeps ``nodes`` from each listing exactly ``expected`` online, or None."""
+    for node in nodes:
+        online = node.online()
+        if online is None:
+            return f"{node.name} did not answer /list within 5 s"
+        if online != expected:
+            missing, extra = sorted(expected - online), sorted(online - expected)
+            return f"{node.name} lists online {len(online)}: missing {missing}, extra {extra}"
+    return None
+
+
 def complete(nodes: Iterable[NodeProcess], expected: set[str]) -> bool:
     """Whether every one of ``nodes`` lists exactly ``expected`` online."""
-    return all(node.online() == expected for node in nodes)
+    return incomplete(nodes, expected) is None
 
 
 def evidence(nodes: Iterable[NodeProcess], since: float = 0.0) -> str:
