@@ -95,6 +95,8 @@ def announce_at_once(
         )
         for i in range(n)
     ]
+    for t in transports:  # as at a node's bootstrap: its client made, its connection open
+        t.read_master_list()
     barrier = threading.Barrier(n + 1)
     took = [0.0] * n
     errors: list[Exception] = []

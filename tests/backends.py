@@ -1,7 +1,8 @@
 """Real master-list servers for tests and benchmarks, all on 127.0.0.1.
 
 redis-server and moto's S3 server run as subprocesses; the DNS server is dnslib's,
-in a thread. Each ``start`` waits (with a deadline) until the server answers.
+in a thread; :class:`ConflictingS3` is a proxy in front of moto's server that refuses
+every conditional write. Each ``start`` waits (with a deadline) until the server answers.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any
 
 import requests
+from werkzeug.wrappers import Request
 
-from cluster import free_port, wait_until
+from cluster import Server, free_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Credentials moto accepts; boto3 reads them from the environment (its usual chain).
@@ -102,17 +105,69 @@ class S3Server(Subprocess):
         """What boto3 needs to find this server (``AWS_ENDPOINT_URL``) and sign requests."""
         return {**S3_ENV, "AWS_ENDPOINT_URL": self.endpoint}
 
-    def create_bucket(self, name: str) -> None:
+    def client(self) -> Any:
+        """A boto3 S3 client of this server (the tests' own, not a node's)."""
         import boto3
 
-        client = boto3.session.Session().client(
+        return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=S3_ENV["AWS_DEFAULT_REGION"],
             aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
         )
-        client.create_bucket(Bucket=name)
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+
+#: S3's answer when a condition of a write does not hold (another writer changed the object).
+PRECONDITION_FAILED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>'
+    b"<Message>At least one of the pre-conditions you specified did not hold</Message>"
+    b"<Condition>If-Match</Condition></Error>"
+)
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+class ConflictingS3:
+    """A proxy in front of ``s3`` that answers every conditional write (``If-Match``,
+    ``If-None-Match``) 412 PreconditionFailed, as S3 does when another writer changed the
+    object between a node's read and its write: the worst case of a busy list. Anything
+    else is forwarded. ``env`` points boto3 at it."""
+
+    def __init__(self, s3: S3Server) -> None:
+        self.refused = 0
+        lock = threading.Lock()
+        upstream = requests.Session()
+        upstream.trust_env = False
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            request = Request(environ)
+            if request.method == "PUT" and (
+                "If-Match" in request.headers or "If-None-Match" in request.headers
+            ):
+                with lock:
+                    self.refused += 1
+                start_response("412 Precondition Failed", [("Content-Type", "application/xml")])
+                return [PRECONDITION_FAILED]
+            reply = upstream.request(
+                request.method,
+                s3.endpoint + environ["RAW_URI"],
+                headers={k: v for k, v in request.headers if k.lower() not in _HOP_BY_HOP},
+                data=request.get_data(),
+                allow_redirects=False,
+                timeout=30,
+            )
+            headers = [(k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP]
+            start_response(f"{reply.status_code} {reply.reason}", headers)
+            return [reply.content]
+
+        self.server = Server(app).start()
+        self.env = {**s3.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.server.port}"}
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 class DnsServer:
