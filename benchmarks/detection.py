@@ -92,6 +92,13 @@ def detect(rule: str, fault: str, timeout: float) -> dict[str, Any]:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
         stop_nodes(procs.values())
+        keep = os.environ.get("DETECTION_KEEP_LOGS")  # a folder: each run's node logs go there
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(
+                os.path.join(tmp, "nodes.log"),
+                os.path.join(keep, f"{rule}-{fault}-{time.time():.0f}.log"),
+            )
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -114,6 +114,10 @@ class Suspicion:
     #: Monotonic time of the first attempt that waited out its timeout: the hang silence
     #: counts from there.
     since: float | None = None
+    #: How long the next attempt, and the helpers, wait: twice the last attempt's timeout
+    #: when it was waited out (the judgement's own backoff; the node's estimate also
+    #: grows with the probes it runs for others, which would stretch a verdict).
+    wait: float = 0.0
 
 
 def wall_clock_ms() -> int:
@@ -882,7 +886,8 @@ class Engine:
         reached the peer or the peer proved alive meanwhile (:meth:`_moot`). The helpers
         wait as long as our next attempt would (the backed-off timeout).
         """
-        self._decide(s, failure, self._probe_indirectly(s.base_url, self._timeout(s.base_url)))
+        s.wait = min(failure.timeout * (2 if failure.slow else 1), self.settings.request_timeout)
+        self._decide(s, failure, self._probe_indirectly(s.base_url, s.wait))
 
     def _decide(self, s: Suspicion, failure: Failure, reached: bool | None) -> None:
         """:meth:`_judge` once the helpers have answered (``reached``, as from
@@ -913,7 +918,8 @@ class Engine:
             why = f"silent for {self.monotonic() - (s.since or 0.0):.1f} s over {s.slow} attempts"
         else:
             why = f"{s.failed} attempts failed"
-        why += " (helpers: could not reach it)" if reached is False else " (no helper answered)"
+        why += " (helpers: could not reach it" if reached is False else " (no helper answered"
+        why += f"; health score {self.awareness.score})"
         log.info("%s does not answer: %s", s.base_url, why, extra={"node": self.settings.base_url})
         # Stamped when the judgement began, not now: the verdict says "silent since then",
         # so it never outbids a heartbeat the peer issued later, which a peer that is alive
@@ -954,10 +960,6 @@ class Engine:
         silence = self.awareness.scale(HANG_SILENCE * self.settings.request_timeout)
         return since + silence - self.monotonic()
 
-    def _timeout(self, base_url: str) -> float:
-        """The next attempt's timeout: the adaptive one, doubled after each timeout."""
-        return self.round_trips.timeout(base_url)
-
     def _spread(self) -> None:
         """Tell a few members at once that a peer went offline, instead of waiting for rounds."""
         k = self.settings.probe_helpers
@@ -977,13 +979,13 @@ class Engine:
         if not self.live or self._moot(s, trust_news=False):
             self._end_suspicion(s, None)
             return
-        timeout, reached = self._timeout(url), None
+        timeout, reached = s.wait, None
         deciding = s.since is not None and s.slow + 1 >= SLOW_FAILURES
         if s.since is not None and deciding:
             # The attempt that can settle a hang: the helpers are asked first, then the
-            # peer is waited on until the silence settles it (within the request timeout).
-            # The verdict then comes when the silence ends, not a round of helpers after
-            # it, and the peer is watched up to that moment.
+            # peer is waited on until the silence settles it, and no less than the backoff
+            # (within the request timeout). The verdict then comes when the silence ends,
+            # not a round of helpers after it, and the peer is watched up to that moment.
             reached = self._probe_indirectly(url, timeout)
             left = self._silence_left(s.since)
             timeout = min(max(left, timeout), self.settings.request_timeout)
