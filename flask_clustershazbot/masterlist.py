@@ -8,7 +8,9 @@ and ``dns://name:port`` (read-only discovery).
 Publishing merges this node's view into the stored list by the protocol's merge rule,
 so announcements made at the same moment never drop each other's entries: the file
 backend under a lock, HTTP (with ETags) and S3 with conditional writes retried on
-conflict, Redis with one hash field per member written by a server-side script.
+conflict, Redis with one hash field per member written by a server-side script. A whole
+publish, its retries included, ends within ``SHAZBOT_MASTER_LIST_TIMEOUT``: a shutdown
+waits no longer than that for the master list.
 """
 
 from __future__ import annotations
