@@ -7,7 +7,9 @@ engine treats both as a failed exchange that changes nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -251,13 +253,10 @@ class HttpTransport(Transport):
         if not urls:
             return {}
         data, extra = gossip_body(message)  # encoded and compressed once for all
-        return dict(
-            zip(
-                urls,
-                _in_parallel([partial(self._post_gossip, u, data, extra) for u in urls]),
-                strict=True,
-            )
-        )
+        # As long as MAX_PARALLEL threads would take at worst, also when sent one by one.
+        budget = math.ceil(len(urls) / MAX_PARALLEL) * self.settings.request_timeout
+        calls = [partial(self._post_gossip, u, data, extra) for u in urls]
+        return dict(zip(urls, _in_parallel(calls, budget), strict=True))
 
     def identify(self, base_url: str) -> str | None:
         """The instance token that answers at ``base_url`` (None: not a clustershazbot node)."""
@@ -343,19 +342,28 @@ class HttpTransport(Transport):
         return response.status_code, response.headers.get("ETag"), self._body(response, what, data)
 
 
-def _in_parallel(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
-    """Run ``calls`` on up to MAX_PARALLEL threads; each result or exception, in order.
+def _in_parallel(
+    calls: Sequence[Callable[[], T]], budget: float | None = None
+) -> list[T | Exception]:
+    """Run ``calls`` on up to MAX_PARALLEL threads, the caller's among them; each result or
+    exception, in order. With ``budget``, no call starts later than ``budget`` seconds from
+    now: those left are reported not sent.
 
-    Plain threads, not a ThreadPoolExecutor: this runs at interpreter exit too (the
-    shutdown announcement from atexit), where executors refuse new work.
+    The caller takes calls too, so that they still go out, one after another, where no new
+    thread can be started: Python 3.12.0 and 3.12.1 refuse them once the interpreter is
+    exiting, when atexit sends the shutdown announcement. Plain threads, not a
+    ThreadPoolExecutor, for the same reason on every version: executors refuse new work then.
     """
-    results: list[T | Exception] = [TransportError("not sent")] * len(calls)
+    results: list[T | Exception] = [TransportError("not sent in the time allowed")] * len(calls)
     jobs = iter(enumerate(calls))
     lock = threading.Lock()
+    deadline = None if budget is None else time.monotonic() + budget
 
     def work() -> None:
         while True:
             with lock:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
                 index, call = next(jobs, (-1, None))
             if call is None:
                 return
@@ -364,13 +372,17 @@ def _in_parallel(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
             except Exception as exc:  # every outcome is reported, none escapes
                 results[index] = exc
 
-    threads = [
-        threading.Thread(target=work, daemon=True) for _ in range(min(MAX_PARALLEL, len(calls)))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    helpers: list[threading.Thread] = []
+    for _ in range(min(MAX_PARALLEL, len(calls)) - 1):
+        helper = threading.Thread(target=work, daemon=True)
+        try:
+            helper.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            break
+        helpers.append(helper)
+    work()
+    for helper in helpers:
+        helper.join()
     return results
 
 
