@@ -5,9 +5,10 @@
 [--option KEY=VALUE ...]`` serves a Flask app with ClusterShazbot on 127.0.0.1 under
 werkzeug's threaded server, as ``demo node`` does, and prints ``READY <port>``.
 
-- ``--signals``: each ``peer_joined`` / ``peer_left`` the app receives is appended as
-  ``{"t": time.time(), "kind": "joined" | "left", "peer": base_url}``, flushed at once,
-  so a test reads what a user's receiver would have seen, even of a process it killed.
+- ``--signals``: each ``peer_joined`` / ``peer_left`` the app receives is appended,
+  flushed at once, as ``{"t": time.time(), "kind": "joined" | "left", "peer": base_url,
+  "stamp": lastUpdate}``: a test reads what a user's receiver would have seen, even of a
+  process it killed.
 - ``--base-url``: the node's identity when it sits behind a proxy (``tests/proxy.py``);
   ``--source``: every outgoing request leaves from that loopback address, so that the
   proxy in front of a peer can tell this node's requests from the others'.
@@ -55,7 +56,9 @@ def write_signals(app: Any, path: str) -> None:
 
     def receiver(kind: str) -> Callable[..., None]:
         def receive(sender: Any, server: Any, **kwargs: Any) -> None:
-            line = json.dumps({"t": time.time(), "kind": kind, "peer": server.base_url})
+            record = {"t": time.time(), "kind": kind, "peer": server.base_url}
+            record["stamp"] = server.last_update  # the record behind the signal
+            line = json.dumps(record)
             with lock:
                 out.write(line + "\n")
                 out.flush()

@@ -70,6 +70,17 @@ class Timeline:
         lags = [max(0.0, at - end) for start, end in faults if start <= at <= end + WINDOW]
         return min(lags) if lags else None
 
+    def describe(self, start: float) -> list[str]:
+        """The faults, in seconds since ``start``."""
+        lines = [
+            f"n{i} down {a - start:.1f}-{b - start:.1f} s"
+            for i, spans in sorted(self.down.items())
+            for a, b in spans
+        ]
+        for a, b, t0, t1 in self.cut:
+            lines.append(f"cut {sorted(a)} | {sorted(b)} {t0 - start:.1f}-{t1 - start:.1f} s")
+        return lines
+
 
 def run_soak(directory: Path, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
@@ -181,10 +192,13 @@ def run_soak(directory: Path, seconds: float, seed: int) -> dict[str, Any]:
         figures["peer_left_across_the_cut"] = len(across)  # the partition was real
         figures["false_alarms"] = len(false)
         figures["false_alarm_events"] = [
-            f"n{i} lost n{index[e['peer']]} at {e['t'] - start:.1f} s ({e['t']:.3f})"
+            f"n{i} lost n{index[e['peer']]} at {e['t'] - start:.1f} s ({e['t']:.3f}), "
+            f"stamped {e['stamp']}"
             for i, e in false
         ]
         if false:
+            names = [f"n{i} = {node.url}" for i, node in enumerate(nodes)]
+            figures["faults"] = timeline.describe(start) + names
             figures["evidence"] = evidence(nodes, min(e["t"] for _, e in false) - WINDOW)
             keep = os.environ.get("SHAZBOT_SOAK_LOG")
             if keep:
@@ -197,10 +211,12 @@ def run_soak(directory: Path, seconds: float, seed: int) -> dict[str, Any]:
 
 
 def report(name: str, figures: dict[str, Any]) -> None:
-    shown = {k: v for k, v in figures.items() if k != "evidence"}
+    shown = {k: v for k, v in figures.items() if k not in ("evidence", "faults")}
     print(f"\nprocess soak ({name}):", shown)
     assert figures["false_alarms"] == 0, "\n".join(
-        figures["false_alarm_events"] + ["-- logs --", figures.get("evidence", "")]
+        figures["false_alarm_events"]
+        + figures["faults"]
+        + ["-- logs --", figures.get("evidence", "")]
     )
 
 
