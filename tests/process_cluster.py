@@ -81,9 +81,11 @@ class NodeProcess:
         cmd += ["--signals", str(self.signals_path)]
         for key, value in self.options.items():
             cmd += ["--option", f"{key}={value}"]
+        # Only the test's settings: none of the developer's or the soak's SHAZBOT_* variables.
+        env = {k: v for k, v in host_env(ENV).items() if k in ENV or not k.startswith("SHAZBOT_")}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=host_env(ENV)
+                cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env
             )
 
     def ready(self, timeout: float = 30.0) -> None:
