@@ -214,6 +214,8 @@ class Engine:
         self._suspects: dict[str, Suspicion] = {}
         #: This node's own health: a node in trouble waits longer before it accuses a peer.
         self.awareness = Awareness()
+        #: The staleness timeout of the last round: failures within it count against health.
+        self._failure_timeout = settings.failure_timeout_for(1)
         #: Monotonic time the next round is due (a round that runs late says this node is slow).
         self._round_due: float | None = None
         #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
@@ -771,7 +773,8 @@ class Engine:
         if probe is not None:
             self._exchange(probe, quiet=True)
         now, mono = self.clock(), self.monotonic()
-        retention, stale = s.retention_ms, self.awareness.scale(timeout)
+        self._failure_timeout = timeout
+        retention, stale = s.retention_ms, timeout * (1 + self._health())
 
         def tidy(m: Membership) -> Changes:
             return m.expire(now, mono, stale).extend(m.cleanup(now, retention))
@@ -831,6 +834,7 @@ class Engine:
             slow = self._slow(started, timeout)
             if slow:
                 self.round_trips.timed_out(base_url)
+            self.awareness.failed(base_url, started)
             if not quiet:
                 self.stats.add(gossip_failures=1)
                 log.warning(
@@ -843,7 +847,7 @@ class Engine:
         self.round_trips.sample(base_url, self.monotonic() - started)
         if not self._merge_quietly(reply, base_url):
             return Failure(False, False, timeout, started, began)
-        self.awareness.apply(-1)
+        self.awareness.reached(base_url)
         return None
 
     def _merge_quietly(self, reply: ServerList, base_url: str) -> bool:
@@ -899,12 +903,17 @@ class Engine:
         # News that the peer is alive outweighs our failed attempts unless the helpers tried
         # it and could not reach it either while this node is healthy: a peer that sends
         # but cannot be reached is unfit to serve. A node in poor health trusts the news.
-        trust_news = reached is not False or self.awareness.score > 0
+        health = self._health(s.base_url)
+        trust_news = reached is not False or health > 0
         if reached or self._moot(s, trust_news):
             self._end_suspicion(s, reached)
             return
         confirmed = reached is False and failure.refused
-        hung = s.slow >= SLOW_FAILURES and s.since is not None and self._silence_left(s.since) <= 0
+        hung = (
+            s.slow >= SLOW_FAILURES
+            and s.since is not None
+            and self._silence_left(s.since, s.base_url) <= 0
+        )
         if not confirmed and not hung and s.failed <= self.settings.retries:
             # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
             # on the helpers counts towards the delay.
@@ -919,7 +928,7 @@ class Engine:
         else:
             why = f"{s.failed} attempts failed"
         why += " (helpers: could not reach it" if reached is False else " (no helper answered"
-        why += f"; health score {self.awareness.score})"
+        why += f"; health {health})"
         log.info("%s does not answer: %s", s.base_url, why, extra={"node": self.settings.base_url})
         # Stamped when the judgement began, not now: the verdict says "silent since then",
         # so it never outbids a heartbeat the peer issued later, which a peer that is alive
@@ -954,11 +963,15 @@ class Engine:
             if self._suspects.get(s.base_url) is s:
                 del self._suspects[s.base_url]
 
-    def _silence_left(self, since: float) -> float:
-        """Seconds until a peer silent since ``since`` has been silent long enough to be
-        judged hung (zero or less: it has). A node in poor health waits longer."""
-        silence = self.awareness.scale(HANG_SILENCE * self.settings.request_timeout)
+    def _silence_left(self, since: float, suspect: str) -> float:
+        """Seconds until ``suspect``, silent since ``since``, has been silent long enough to
+        be judged hung (zero or less: it has). A node in poor health waits longer."""
+        silence = HANG_SILENCE * self.settings.request_timeout * (1 + self._health(suspect))
         return since + silence - self.monotonic()
+
+    def _health(self, suspect: str | None = None) -> int:
+        """This node's health (awareness.py) when it judges ``suspect``: 0 is healthy."""
+        return self.awareness.health(self.monotonic(), self._failure_timeout, suspect)
 
     def _spread(self) -> None:
         """Tell a few members at once that a peer went offline, instead of waiting for rounds."""
@@ -987,7 +1000,7 @@ class Engine:
             # (within the request timeout). The verdict then comes when the silence ends,
             # not a round of helpers after it, and the peer is watched up to that moment.
             reached = self._probe_indirectly(url, timeout)
-            left = self._silence_left(s.since)
+            left = self._silence_left(s.since, url)
             timeout = min(max(left, timeout), self.settings.request_timeout)
         failure = self._attempt(url, timeout=timeout) if self.live and not reached else None
         if failure is None:  # the peer answered (to us or a helper), or this node stopped
