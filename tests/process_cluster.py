@@ -222,9 +222,10 @@ def complete(nodes: Iterable[NodeProcess], expected: set[str]) -> bool:
     return incomplete(nodes, expected) is None
 
 
-def evidence(nodes: Iterable[NodeProcess], since: float = 0.0) -> str:
-    """The verdict trail of the nodes' logs after ``since`` (time.time()), for a failure message:
-    who judged whom and why, transitions, failed exchanges, refutations, stalls."""
+def evidence(nodes: Iterable[NodeProcess], since: float = 0.0, until: float = 1e12) -> str:
+    """The verdict trail of the nodes' logs from ``since`` to ``until`` (time.time()), for a
+    failure message (its last 200 lines): who judged whom and why, transitions, failed
+    exchanges, refutations, stalls."""
     needles = ("does not answer", "peer o", "gossip with", "stalled", "refut", "reached it")
     out = []
     for node in nodes:
@@ -233,6 +234,6 @@ def evidence(nodes: Iterable[NodeProcess], since: float = 0.0) -> str:
                 at = float(line.split(" ", 1)[0])
             except ValueError:
                 continue
-            if at >= since:
+            if since <= at <= until:
                 out.append((at, f"{at:.3f} [{node.name} {node.url}] {line.split(' ', 1)[1]}"))
     return "\n".join(text for _, text in sorted(out)[-200:])

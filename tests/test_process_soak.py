@@ -1,10 +1,11 @@
-"""Soak with one OS process per node: 6 nodes, crashes, restarts on the same port, a partition.
+"""Soak with one OS process per node: 6 nodes, crashes, restarts on the same port, partitions.
 
 Each node is a ``tests/signal_node.py`` process behind its own fault proxy
 (``tests/proxy.py``, in this process): its base URL is the proxy's, and its requests leave
-from its own loopback address, so a partition is a matter of proxy rules. Faults: SIGKILL
-(75 %) or SIGTERM, at most 2 nodes down, one every 1 to 3 s; restarts on the same port;
-a 3/3 partition and its heal; more churn. Every signal the nodes' apps receive is read
+from its own loopback address, so a partition is a matter of proxy rules. Cycles of 5 s
+of churn (SIGKILL 75 %, else SIGTERM; at most 2 nodes down, one fault every 1 to 3 s;
+restarts on the same port; all revived at the end) and a 3/3 partition of 4.5 to 7.5 s that
+swallows traffic, then its heal. Every signal the nodes' apps receive is read
 from their signals files. A false alarm is a ``peer_left`` about a node that was running,
 and not cut off from the observer, for the whole ``WINDOW`` before it.
 
@@ -42,6 +43,9 @@ FAILURE_TIMEOUT = INTERVAL * 16
 #: (or a judgement: two request timeouts and the helpers), plus a few rounds of spreading.
 WINDOW = FAILURE_TIMEOUT + 3.0
 MAX_DOWN = 2
+#: Each cycle: this long of crashes and restarts, then a partition of a random length.
+CHURN_SECONDS = 5.0
+CUT_SECONDS = (4.5, 7.5)
 #: A partition swallows traffic (connections accepted, never answered), as a firewall that
 #: drops packets does: every exchange across it waits out its timeout.
 CUT = "hang"
@@ -69,6 +73,11 @@ class Timeline:
         faults += [[start, end] for a, b, start, end in self.cut if pair & a and pair & b]
         lags = [max(0.0, at - end) for start, end in faults if start <= at <= end + WINDOW]
         return min(lags) if lags else None
+
+    def across(self, observer: int, peer: int, at: float) -> bool:
+        """Whether ``observer`` and ``peer`` were on two sides of a cut at ``at``."""
+        pair = {observer, peer}
+        return any(pair & a and pair & b and t0 <= at <= t1 for a, b, t0, t1 in self.cut)
 
     def describe(self, start: float) -> list[str]:
         """The faults, in seconds since ``start``."""
@@ -148,34 +157,36 @@ def run_soak(directory: Path, seconds: float, seed: int) -> dict[str, Any]:
                     what="the next fault",
                 )
 
-        churn(start + seconds * 0.35)
-        for i in sorted(set(range(NODES)) - alive):
-            revive(i)
-        settle("convergence after churn")
+        def partition() -> None:
+            side_a = set(rng.sample(range(NODES), NODES // 2))
+            side_b = set(range(NODES)) - side_a
+            cut_at, split_for = time.time(), rng.uniform(*CUT_SECONDS)
+            for mine, theirs in ((side_a, side_b), (side_b, side_a)):
+                for i in mine:
+                    proxies[i].set(CUT, sources=[source_ip(j) for j in theirs])
+            wait_until(
+                lambda: time.time() - cut_at > split_for,
+                timeout=split_for + 5,
+                what="the partition to last",
+            )
+            for proxy in proxies:
+                proxy.heal()
+            timeline.cut.append((side_a, side_b, cut_at, time.time()))
+            settle("convergence after the partition heals")
 
-        side_a = set(rng.sample(range(NODES), NODES // 2))
-        side_b = set(range(NODES)) - side_a
-        cut_at = time.time()
-        for mine, theirs in ((side_a, side_b), (side_b, side_a)):
-            for i in mine:
-                proxies[i].set(CUT, sources=[source_ip(j) for j in theirs])
-        split_for = max(6.0, seconds * 0.15)
-        wait_until(
-            lambda: time.time() - cut_at > split_for,
-            timeout=split_for + 5,
-            what="the partition to last",
-        )
-        for proxy in proxies:
-            proxy.heal()
-        timeline.cut.append((side_a, side_b, cut_at, time.time()))
-        settle("convergence after the partition heals")
-
-        churn(start + seconds * 0.85)
-        for i in sorted(set(range(NODES)) - alive):
-            revive(i)
-        settle("final convergence")
+        # Cycles of churn (all revived at the end) and a partition, until the time is up:
+        # each heal comes at another moment of the judgements the cut began.
+        end = start + seconds
+        while time.time() < end:
+            churn(min(end, time.time() + CHURN_SECONDS))
+            for i in sorted(set(range(NODES)) - alive):
+                revive(i)
+            settle("convergence after churn")
+            if time.time() < end:
+                partition()
 
         figures["seconds"] = round(time.time() - start, 1)
+        figures["partitions_s"] = [round(t1 - t0, 1) for _, _, t0, t1 in timeline.cut]
         index = {node.url: i for i, node in enumerate(nodes)}
         left = [(i, e) for i, node in enumerate(nodes) for e in node.signals("left")]
         figures["peer_left"] = len(left)
@@ -183,13 +194,10 @@ def run_soak(directory: Path, seconds: float, seed: int) -> dict[str, Any]:
         false = [(i, e) for lag, i, e in lags if lag is None]
         # How close the explained ones came to the end of the window: the oracle's margin.
         figures["longest_lag_s"] = round(max((lag for lag, _, _ in lags if lag), default=0), 2)
-        across = [
-            e
-            for i, e in left
-            if (i in side_a) != (index[e["peer"]] in side_a)
-            and cut_at <= e["t"] <= cut_at + split_for
-        ]
-        figures["peer_left_across_the_cut"] = len(across)  # the partition was real
+        # Lost across a cut while it lasted: the partitions were real.
+        figures["peer_left_across_cuts"] = sum(
+            timeline.across(i, index[e["peer"]], e["t"]) for i, e in left
+        )
         figures["false_alarms"] = len(false)
         figures["false_alarm_events"] = [
             f"n{i} lost n{index[e['peer']]} at {e['t'] - start:.1f} s ({e['t']:.3f}), "
@@ -199,7 +207,8 @@ def run_soak(directory: Path, seconds: float, seed: int) -> dict[str, Any]:
         if false:
             names = [f"n{i} = {node.url}" for i, node in enumerate(nodes)]
             figures["faults"] = timeline.describe(start) + names
-            figures["evidence"] = evidence(nodes, min(e["t"] for _, e in false) - WINDOW)
+            times = [e["t"] for _, e in false]
+            figures["evidence"] = evidence(nodes, min(times) - WINDOW, max(times) + 0.5)
             keep = os.environ.get("SHAZBOT_SOAK_LOG")
             if keep:
                 shutil.copytree(directory, Path(keep) / f"process-soak-{int(start)}")
@@ -222,10 +231,11 @@ def report(name: str, figures: dict[str, Any]) -> None:
 
 @pytest.mark.timeout(300)
 def test_process_soak_short(tmp_path: Path) -> None:
-    seconds = float(os.environ.get("SHAZBOT_SOAK_SHORT_SECONDS", 30))
+    seconds = float(os.environ.get("SHAZBOT_SOAK_SHORT_SECONDS", 35))
     figures = run_soak(tmp_path, seconds, seed=1)
     report("short", figures)
     assert figures["kills"] + figures["sigterms"] > 0 and figures["restarts"] > 0
+    assert figures["peer_left_across_cuts"] > 0, "the partitions were not seen"
 
 
 @pytest.mark.soak
