@@ -20,7 +20,12 @@ from .errors import ConfigError
 from .factory import make_engine
 from .health import register_happy, register_healthcheck
 from .hosting import after_fork_in_child
-from .lifecycle import exit_on_sigterm, loaded_by_flask_command
+from .lifecycle import (
+    exit_on_sigterm,
+    loaded_by_flask_command,
+    patient_reloader_parent,
+    reloader_parent,
+)
 from .membership import Changes
 from .metrics import register as register_metrics
 from .ownership import Key, attach_singleton_job, make_trigger, ownership_of
@@ -99,6 +104,8 @@ class ClusterShazbot:
         not_serving = loaded_by_flask_command() if settings.autostart else None
         if not_serving:
             log.info("not started: %s", not_serving)
+            if reloader_parent():
+                patient_reloader_parent()
         elif settings.autostart:
             _start(engine)
         for name, func, trigger in self._singleton_jobs:

@@ -37,9 +37,17 @@ def loaded_by_flask_command() -> str | None:
         return (
             f"the flask CLI loaded this app for the {ctx.command.name!r} command, not to serve it"
         )
-    if os.environ.get("WERKZEUG_RUN_MAIN") != "true" and _reloads(ctx):
+    if reloader_parent():
         return "this is the reloader's parent process; its child serves the app and runs the node"
     return None
+
+
+def reloader_parent() -> bool:
+    """Whether this process is the reloader's parent of ``flask run`` (its child serves)."""
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true" or os.environ.get("WERKZEUG_RUN_MAIN"):
+        return False
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.command.name == "run" and _reloads(ctx)
 
 
 def _reloads(ctx: click.Context) -> bool:
@@ -96,3 +104,32 @@ def _exit(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM stops at once
     log.info("SIGTERM: exiting, the shutdown is announced at exit")
     raise SystemExit(128 + signum)
+
+
+#: Seconds a reloader's parent waits for its child to finish its shutdown after Ctrl-C.
+RELOADER_PATIENCE = 5.0
+
+
+def patient_reloader_parent() -> bool:
+    """In the reloader's parent of ``flask run --debug``: let the child finish its shutdown.
+
+    Ctrl-C reaches both processes. On its own, the parent gives its child 0.25 s to exit
+    (``subprocess``'s rule) and then kills it, which a loaded machine's announcement can
+    outlast. Here the parent's first SIGINT only waits for the child, which exits by itself
+    and lets the parent return; if it does not within RELOADER_PATIENCE seconds (the parent
+    alone was signalled), the SIGINT is raised again as before. A second SIGINT acts at
+    once. Only from the main thread and over Python's default handler. True if installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return False
+
+    def wait_for_child(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        timer = threading.Timer(RELOADER_PATIENCE, os.kill, (os.getpid(), signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGINT, wait_for_child)
+    return True
