@@ -23,7 +23,7 @@ from ._json import decode_json
 from .awareness import Awareness
 from .config import Settings, mask
 from .errors import BadMessage, Busy, NotStarted, ShazbotError, Unauthorized
-from .membership import Changes, Membership
+from .membership import Changes, Entry, Membership
 from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
 from .records import Incoming, ServerList, base_url_problem, decode_gossip, parse_control
 from .rtt import RoundTrips
@@ -118,6 +118,9 @@ class Suspicion:
     #: when it was waited out (the judgement's own backoff; the node's estimate also
     #: grows with the probes it runs for others, which would stretch a verdict).
     wait: float = 0.0
+    #: Whether news of the peer (see :meth:`Engine._news`) had come when the helpers last
+    #: answered: only such news can their "could not reach it" outweigh.
+    news_when_asked: bool = False
 
 
 def wall_clock_ms() -> int:
@@ -891,7 +894,9 @@ class Engine:
         wait as long as our next attempt would (the backed-off timeout).
         """
         s.wait = min(failure.timeout * (2 if failure.slow else 1), self.settings.request_timeout)
-        self._decide(s, failure, self._probe_indirectly(s.base_url, s.wait))
+        reached = self._probe_indirectly(s.base_url, s.wait)
+        s.news_when_asked = self._news(s)
+        self._decide(s, failure, reached)
 
     def _decide(self, s: Suspicion, failure: Failure, reached: bool | None) -> None:
         """:meth:`_judge` once the helpers have answered (``reached``, as from
@@ -901,10 +906,12 @@ class Engine:
             s.slow += 1
             s.since = failure.started if s.since is None else s.since
         # News that the peer is alive outweighs our failed attempts unless the helpers tried
-        # it and could not reach it either while this node is healthy: a peer that sends
-        # but cannot be reached is unfit to serve. A node in poor health trusts the news.
+        # it and could not reach it either, with that news already in, while this node is
+        # healthy: a peer that sends but cannot be reached is unfit to serve. News newer
+        # than their answer (a partition healed meanwhile) counts; so does any news for a
+        # node in poor health.
         health = self._health(s.base_url)
-        trust_news = reached is not False or health > 0
+        trust_news = reached is not False or not s.news_when_asked or health > 0
         if reached or self._moot(s, trust_news):
             self._end_suspicion(s, reached)
             return
@@ -942,18 +949,29 @@ class Engine:
     def _moot(self, s: Suspicion, trust_news: bool) -> bool:
         """Whether the judgement ``s`` has nothing left to decide: the peer is no longer
         online here (another member's verdict arrived, or its record is gone), or, with
-        ``trust_news``, it proved alive since the judgement began (a record of it newer
-        than the one known then, stamped after the judgement began: a heartbeat, by gossip
+        ``trust_news``, there is news of it (:meth:`_news`)."""
+
+        def check(m: Membership) -> bool:
+            entry = m.entries.get(s.base_url)
+            return entry is None or not entry.online or (trust_news and self._proves(s, entry))
+
+        return self._transact(check)
+
+    def _news(self, s: Suspicion) -> bool:
+        """Whether the peer proved alive since the judgement ``s`` began: a record of it newer
+        than the one known then, stamped after the judgement began (a heartbeat, by gossip
         or in its own request)."""
 
         def check(m: Membership) -> bool:
             entry = m.entries.get(s.base_url)
-            if entry is None or not entry.online:
-                return True
-            stamp = entry.server.last_update
-            return trust_news and stamp > s.known and stamp >= s.began
+            return entry is not None and entry.online and self._proves(s, entry)
 
         return self._transact(check)
+
+    @staticmethod
+    def _proves(s: Suspicion, entry: Entry) -> bool:
+        stamp = entry.server.last_update
+        return stamp > s.known and stamp >= s.began
 
     def _end_suspicion(self, s: Suspicion, reached: bool | None) -> None:
         """The judgement ``s`` is over (``reached``: a helper reached the peer)."""
@@ -1000,6 +1018,7 @@ class Engine:
             # (within the request timeout). The verdict then comes when the silence ends,
             # not a round of helpers after it, and the peer is watched up to that moment.
             reached = self._probe_indirectly(url, timeout)
+            s.news_when_asked = self._news(s)
             left = self._silence_left(s.since, url)
             timeout = min(max(left, timeout), self.settings.request_timeout)
         failure = self._attempt(url, timeout=timeout) if self.live and not reached else None
