@@ -819,6 +819,9 @@ class Engine:
             log.warning("this node stalled for %.1f s; restarting peer timeouts", mono - last)
             self.awareness.apply(2)
             self._transact(lambda m: m.forgive(mono))
+            with self._in_flight_lock:  # nor count its own stall as a judged peer's silence
+                for suspicion in self._suspects.values():
+                    suspicion.since, suspicion.slow = None, 0
 
     def _exchange(self, base_url: str, quiet: bool = False) -> bool:
         """Send our state to one peer and merge its reply. True on success."""
@@ -916,12 +919,17 @@ class Engine:
             self._end_suspicion(s, reached)
             return
         confirmed = reached is False and failure.refused
+        # A node in the worst health whose helpers did not answer cannot tell a silent
+        # peer from its own trouble: only helpers that tried the peer settle a hang then.
         hung = (
             s.slow >= SLOW_FAILURES
             and s.since is not None
             and self._silence_left(s.since, s.base_url) <= 0
+            and (reached is False or health < self.awareness.maximum)
         )
-        if not confirmed and not hung and s.failed <= self.settings.retries:
+        # Attempts that waited out their timeout are judged by the hang rule alone: counting
+        # them as retries would cut short the silence a node in poor health waits out.
+        if not confirmed and not hung and s.failed - s.slow <= self.settings.retries:
             # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
             # on the helpers counts towards the delay.
             delay = self.settings.retry_delay - (self.monotonic() - failure.started)
