@@ -883,7 +883,21 @@ class Engine:
             if base_url in self._suspects:
                 return
             suspicion = self._suspects[base_url] = Suspicion(base_url, failure.began, stamp)
-        self.scheduler.after(0, lambda: self._judge(suspicion, failure))
+        self._later(0, suspicion, lambda: self._judge(suspicion, failure))
+
+    def _later(self, delay: float, s: Suspicion, step: Callable[[], None]) -> None:
+        """Run a step of the judgement ``s`` on a job of its own. A step that fails ends the
+        judgement: rounds pass over a peer under judgement, so a judgement left hanging
+        would hide the peer from them for good."""
+
+        def run() -> None:
+            try:
+                step()
+            except Exception:
+                log.exception("judging %s failed", s.base_url)
+                self._end_suspicion(s, None)
+
+        self.scheduler.after(delay, run)
 
     def _judge(self, s: Suspicion, failure: Failure) -> None:
         """After a failed direct attempt: ask helpers, then clear, retry or move the peer offline.
@@ -933,7 +947,7 @@ class Engine:
             # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
             # on the helpers counts towards the delay.
             delay = self.settings.retry_delay - (self.monotonic() - failure.started)
-            self.scheduler.after(max(delay, 0.0), lambda: self._retry(s))
+            self._later(max(delay, 0.0), s, lambda: self._retry(s))
             return
         self._end_suspicion(s, False)
         if confirmed:
