@@ -320,3 +320,32 @@ def test_a_hang_is_settled_when_the_silence_ends_and_watched_until_then(resume_a
     else:
         assert online_peers(engine) == set(PEERS)
     assert jobs.jobs == []
+
+
+class ProbesFail(Refuses):
+    """Exchanges are refused and asking helpers raises (a store or transport fault)."""
+
+    def probe_many(self, helpers: Any, target: str, timeout: float, waits: Any) -> list[Any]:
+        raise RuntimeError("the helpers could not be asked")
+
+
+def test_a_judgement_that_fails_ends_so_rounds_try_the_peer_again(caplog):
+    """Rounds pass over a peer under judgement: a judgement whose step raised must end, or
+    the peer would be hidden from every later round (and never found dead)."""
+    clock, transport, jobs = Clock(), ProbesFail(), Pending()
+    engine = make_engine(clock, transport, jobs, failure_timeout=1e6)
+    engine.start()
+    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS[:2])))
+    jobs.jobs.clear()  # bootstrap and the first round/announcement jobs: not run here
+    engine.gossip_round()
+    judged = transport.attempts
+    assert len(jobs.jobs) == 1
+    jobs.jobs.pop()()  # the judgement: asking the helpers raises
+    assert "judging" in caplog.text
+    assert not engine._suspects
+    for _ in range(4):  # each round meets a peer again; each judgement fails and ends
+        engine.gossip_round()
+        while jobs.jobs:
+            jobs.jobs.pop()()
+    assert transport.attempts == judged + 4
+    assert not engine._suspects
