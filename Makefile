@@ -25,9 +25,11 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The long soaks: 5 minutes of crashes, restarts and a partition, 10 nodes in one process,
-# then 6 nodes in processes of their own; prints their figures.
+# then 6 nodes in processes of their own; then the fault tests of a truthful view held for
+# a full minute each (a third of it in `make test`); prints their figures.
 soak: $(VENV)/.dev
 	SHAZBOT_SOAK=1 $(BIN)/python -m pytest -q -s -m soak tests/test_soak.py tests/test_process_soak.py $(PYTEST_ARGS)
+	SHAZBOT_SOAK=1 $(BIN)/python -m pytest -q -s tests/test_truthful_faults.py $(PYTEST_ARGS)
 
 $(VENV)/.bench: $(VENV)/.package requirements-bench.txt
 	$(BIN)/python -m pip install -q -r requirements-bench.txt

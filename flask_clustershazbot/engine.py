@@ -221,6 +221,7 @@ class Engine:
         self._failure_timeout = settings.failure_timeout_for(1)
         #: Monotonic time the next round is due (a round that runs late says this node is slow).
         self._round_due: float | None = None
+        self._round_delay = settings.gossip_interval
         #: Round-trip estimates behind the adaptive gossip timeout (rtt.py).
         self.round_trips = RoundTrips(settings.min_request_timeout, settings.request_timeout)
         self._probes = threading.BoundedSemaphore(MAX_PROBES)
@@ -714,9 +715,15 @@ class Engine:
     # -- gossip rounds -------------------------------------------------------
 
     def _schedule_round(self) -> None:
-        delay = self.settings.gossip_interval * self.rng.uniform(0.9, 1.1)
-        self._round_due = self.monotonic() + delay
-        self.scheduler.after(delay, self._round_job)
+        # A node in trouble (its score: late rounds, helpers that did not answer, stalls)
+        # gossips less often (Lifeguard's LHA-Probe): an overloaded process that kept its
+        # pace would pile up requests that time out, and judgements of peers that are only
+        # waiting on it, until the load itself made every exchange fail.
+        self._round_delay = (
+            self.settings.gossip_interval * self.rng.uniform(0.9, 1.1) * (1 + self.awareness.score)
+        )
+        self._round_due = self.monotonic() + self._round_delay
+        self.scheduler.after(self._round_delay, self._round_job)
 
     def _round_job(self) -> None:
         if not self.live:
@@ -815,7 +822,7 @@ class Engine:
     def _check_pause(self, mono: float, timeout: float) -> None:
         """If this node itself stalled (GC, SIGSTOP, overload), do not blame its peers for it."""
         last, self._last_round_mono = self._last_round_mono, mono
-        if last is not None and mono - last > max(3 * self.settings.gossip_interval, timeout / 2):
+        if last is not None and mono - last > max(3 * self._round_delay, timeout / 2):
             log.warning("this node stalled for %.1f s; restarting peer timeouts", mono - last)
             self.awareness.apply(2)
             self._transact(lambda m: m.forgive(mono))
@@ -935,25 +942,28 @@ class Engine:
         confirmed = reached is False and failure.refused
         # A node in the worst health whose helpers did not answer cannot tell a silent
         # peer from its own trouble: only helpers that tried the peer settle a hang then.
+        since = s.since  # read once: a stall of this node may clear it (_check_pause)
         hung = (
             s.slow >= SLOW_FAILURES
-            and s.since is not None
-            and self._silence_left(s.since, s.base_url) <= 0
+            and since is not None
+            and self._silence_left(since, s.base_url) <= 0
             and (reached is False or health < self.awareness.maximum)
         )
         # Attempts that waited out their timeout are judged by the hang rule alone: counting
         # them as retries would cut short the silence a node in poor health waits out.
         if not confirmed and not hung and s.failed - s.slow <= self.settings.retries:
-            # Attempts begin ``retry_delay`` apart: the time spent waiting on this one and
-            # on the helpers counts towards the delay.
-            delay = self.settings.retry_delay - (self.monotonic() - failure.started)
+            # Attempts begin ``retry_delay`` apart (longer for a node in trouble, as rounds
+            # are): the time spent waiting on this one and on the helpers counts towards it.
+            delay = self.settings.retry_delay * (1 + self.awareness.score) - (
+                self.monotonic() - failure.started
+            )
             self._later(max(delay, 0.0), s, lambda: self._retry(s))
             return
         self._end_suspicion(s, False)
         if confirmed:
             why = "its connection was refused, and no helper reached it"
         elif hung:
-            why = f"silent for {self.monotonic() - (s.since or 0.0):.1f} s over {s.slow} attempts"
+            why = f"silent for {self.monotonic() - (since or 0.0):.1f} s over {s.slow} attempts"
         else:
             why = f"{s.failed} attempts failed"
         why += " (helpers: could not reach it" if reached is False else " (no helper answered"
@@ -1041,8 +1051,10 @@ class Engine:
             # not a round of helpers after it, and the peer is watched up to that moment.
             reached = self._probe_indirectly(url, timeout)
             s.news_when_asked = self._news(s)
-            left = self._silence_left(s.since, url)
-            timeout = min(max(left, timeout), self.settings.request_timeout)
+            since = s.since  # None if a stall of this node restarted the silence meanwhile
+            if since is not None:
+                left = self._silence_left(since, url)
+                timeout = min(max(left, timeout), self.settings.request_timeout)
         failure = self._attempt(url, timeout=timeout) if self.live and not reached else None
         if failure is None:  # the peer answered (to us or a helper), or this node stopped
             self._end_suspicion(s, reached)

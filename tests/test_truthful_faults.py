@@ -36,6 +36,10 @@ OPTIONS = {
 
 MakeNodes = Callable[..., list[NodeProcess]]
 
+#: How long a fault is held, in seconds: the issue's full minute under ``make soak``
+#: (SHAZBOT_SOAK=1), a third of it in ``make test``.
+HOLD = 60.0 if os.environ.get("SHAZBOT_SOAK") else 20.0
+
 
 @pytest.fixture
 def make_nodes(tmp_path: Path) -> Iterator[MakeNodes]:
@@ -164,11 +168,11 @@ def test_an_odd_record_from_nodes_of_the_original_never_splits_a_mixed_cluster(
                     return f"the original's node {s} lists online {sorted(online)}"
             return None
 
-        problems = hold(60, check)
+        problems = hold(HOLD, check)
         spread = [n.name for n in ours if n.log_lines("tenant=a")]
         left = left_since(ours, 0)
         print(
-            f"\nmixed cluster: {len(problems)} incomplete views in 60 s, {len(left)} peer_left "
+            f"\nmixed cluster: {len(problems)} incomplete views in {HOLD:.0f} s, {len(left)} peer_left "
             f"in ours; our nodes that skipped the odd record: {spread}; "
             f"the original's view of it: {seed_view(seeds[0][1]).get(odd)}"
         )
@@ -213,11 +217,11 @@ def test_a_record_one_version_refuses_never_splits_the_cluster(make_nodes: MakeN
                 return f"the strict node lists the record it refuses: {view[refused]}"
         return None
 
-    problems = hold(30, check)
+    problems = hold(HOLD / 2, check)
     left = [e for e in left_since(nodes, 0) if not e.endswith(refused)]
     skipped = strict.log_lines("must not use port 9")
     print(
-        f"\ntwo versions: {len(problems)} incomplete views in 30 s, {len(left)} false peer_left; "
+        f"\ntwo versions: {len(problems)} incomplete views in {HOLD / 2:.0f} s, {len(left)} false peer_left; "
         f"the strict node's log: {skipped[:1]}"
     )
     assert skipped, "the record never reached the strict node: the test proves nothing"
@@ -230,8 +234,8 @@ def test_a_record_one_version_refuses_never_splits_the_cluster(make_nodes: MakeN
 
 
 @pytest.mark.timeout(300)
-def test_sixty_seconds_of_cpu_starvation_raise_no_false_alarm(make_nodes: MakeNodes) -> None:
-    """One busy loop per core for 60 s beside 5 node processes (the Lifeguard paper's test):
+def test_cpu_starvation_raises_no_false_alarm(make_nodes: MakeNodes) -> None:
+    """One busy loop per core for HOLD s beside 5 node processes (the Lifeguard paper's test):
     every node is slow, none is dead, so none may be reported gone."""
     nodes = make_nodes(5)
     urls = {n.url for n in nodes}
@@ -243,7 +247,7 @@ def test_sixty_seconds_of_cpu_starvation_raise_no_false_alarm(make_nodes: MakeNo
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     gaps: list[str] = []
     try:
-        gaps = hold(60, lambda: incomplete(nodes, urls), every=2.0)
+        gaps = hold(HOLD, lambda: incomplete(nodes, urls), every=2.0)
     finally:
         for loop in loops:
             loop.kill()
@@ -257,7 +261,7 @@ def test_sixty_seconds_of_cpu_starvation_raise_no_false_alarm(make_nodes: MakeNo
     print(
         f"\nCPU starvation: {count} busy loops for {starved - start:.0f} s; signals since: "
         f"{len(left)} peer_left, {len(joined)} peer_joined; {len(verdicts)} verdicts, "
-        f"{len(stalls)} stalls logged; incomplete views seen in {len(gaps)} of 30 polls: {gaps[:3]}"
+        f"{len(stalls)} stalls logged; incomplete views seen in {len(gaps)} of {HOLD / 2:.0f} polls: {gaps[:3]}"
     )
     assert not left, "\n".join(left + ["-- logs --", evidence(nodes, start)])
     assert incomplete(nodes, urls) is None, incomplete(nodes, urls)
@@ -308,13 +312,13 @@ def test_two_accepted_big_messages_raise_no_false_alarm(make_nodes: MakeNodes) -
         t.join(90)
     assert [answers.get(i, (None, 0))[0] for i in (0, 1)] == [200, 200], answers
 
-    problems = hold(30, lambda: incomplete(nodes, urls))
+    problems = hold(HOLD / 2, lambda: incomplete(nodes, urls))
     left = left_since(nodes, start)
     members = [len(n.view() or {}) for n in nodes]
     print(
         f"\ntwo {len(bodies[0]) / 1e6:.2f} MB messages: answered in "
         f"{', '.join(f'{answers[i][1]:.2f} s' for i in (0, 1))}; members after: {members}; "
-        f"{len(left)} peer_left, {len(problems)} incomplete views in 30 s"
+        f"{len(left)} peer_left, {len(problems)} incomplete views in {HOLD / 2:.0f} s"
     )
     assert not left, "\n".join(left + ["-- logs --", evidence(nodes, start)])
     assert not problems, problems[:20]
