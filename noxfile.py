@@ -20,16 +20,16 @@ from pathlib import Path
 import nox
 
 VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
-#: The unit tests and the in-process cluster tests, with the exit tests that stop ``flask
-#: run`` with Ctrl-C and SIGTERM under the session's interpreter: about 80 s a version.
+#: What depends most on the interpreter: parsing and validation, threads and the scheduler,
+#: the protocol's rounds, in-process clusters over HTTP, and the exit tests that stop
+#: ``flask run`` with Ctrl-C and SIGTERM under the session's interpreter: about 50 s a
+#: version.
 FAST = [
     "tests/test_records.py",
     "tests/test_config.py",
     "tests/test_rtt.py",
     "tests/test_scheduling.py",
     "tests/test_engine_rounds.py",
-    "tests/test_leader.py",
-    "tests/test_ownership.py",
     "tests/test_cluster.py",
     "tests/test_lifecycle.py",
 ]
