@@ -265,16 +265,36 @@ def _base_url(key: str, value: Any) -> str:
 
 _USERINFO = re.compile(r"//[^/@\s]*@")
 _QUERY_VALUE = re.compile(r"([?&][^=&#\s'\"]*=)[^&#\s'\"]*")
+#: A Redis master-list URL, or a query value anywhere else (mask() tells them apart).
+_MASKED = re.compile(
+    r"(?P<redis>\brediss?://[^\s'\"]*)|(?P<name>[?&][^=&#\s'\"]*=)[^&#\s'\"]*", re.IGNORECASE
+)
+#: Query parameters of a Redis URL shown as they are: the hash's name and the database
+#: number say where the list is, not how to get in (redis-py takes any other parameter,
+#: ``password=`` among them, as a connection option).
+_PUBLIC_REDIS_PARAMETERS = frozenset({"key", "db"})
+
+
+def _mask_query(match: re.Match[str]) -> str:
+    if match["redis"] is None:
+        return match["name"] + "***"
+
+    def value(query: re.Match[str]) -> str:
+        public = query[1][1:-1].lower() in _PUBLIC_REDIS_PARAMETERS
+        return query[0] if public else query[1] + "***"
+
+    return _QUERY_VALUE.sub(value, match["redis"])
 
 
 def mask(text: str) -> str:
-    """``text`` with URL credentials and query values masked (``?token=***``).
+    """``text`` with URL credentials and query values masked (``?token=***``), except
+    the hash's name (``?key=``) and database of a Redis URL, which are no secrets.
 
     The one masking function of the package: settings shown by the CLI, errors,
     log lines (urllib3's too, see transport.py) go through it, so a token in a
     master-list URL is never printed.
     """
-    return _QUERY_VALUE.sub(r"\1***", _USERINFO.sub("//***@", text))
+    return _MASKED.sub(_mask_query, _USERINFO.sub("//***@", text))
 
 
 #: "This network" (RFC 1122): no peer can reach a node there.

@@ -29,7 +29,7 @@ from cluster import (
     free_port,
     wait_until,
 )
-from flask_clustershazbot.config import Settings, load_settings
+from flask_clustershazbot.config import Settings, load_settings, mask
 from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
 from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.transport import HttpTransport
@@ -456,6 +456,23 @@ def test_redis_errors_name_the_url_without_its_password() -> None:
         message = str(raised.value)
         assert message.startswith(f"SHAZBOT_MASTER_LIST redis://***@127.0.0.1:{port}/0")
         assert "hunter2" not in message
+
+
+def test_redis_errors_show_the_key_and_mask_passwords() -> None:
+    """The hash's name (``?key=``) says where the list is, not how to get in: errors
+    show it, so an operator sees which hash failed; passwords, in the URL's user part or
+    as a query parameter (redis-py takes both), are still masked."""
+    url = "redis://:hunter2-secret@127.0.0.1:1/0?key=prod:members&password=hunter3-secret"
+    t = HttpTransport(settings_for(0, url, master_list_timeout=1))
+    with pytest.raises(ShazbotError) as raised:
+        t.read_master_list()
+    message = str(raised.value)
+    assert message.startswith(
+        "SHAZBOT_MASTER_LIST redis://***@127.0.0.1:1/0?key=prod:members&password=***:"
+    )
+    assert "hunter" not in message
+    # Elsewhere a query value is masked whatever its name: ?key= of an HTTP list may be a token.
+    assert mask("https://m.example/list.json?key=k-123") == "https://m.example/list.json?key=***"
 
 
 def test_http_errors_name_the_url_without_a_token(master_server: MasterListServer) -> None:
