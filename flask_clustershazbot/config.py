@@ -460,8 +460,11 @@ _PARSERS: dict[str, _Parser] = {
 }
 #: Secrets that take older values still accepted during a rotation (``accepted_*s``).
 _ROTATED = ("secret", "control_secret")
-#: Settings a file master list lets you leave out: the same file is updated.
-_IN_PLACE_OPTIONAL = {"master_list_update", "master_list_update_auth"}
+#: Settings that only an HTTP(S) master list needs (see updated_in_place), and what they are.
+_IN_PLACE_OPTIONAL = {
+    "master_list_update": "the URL its updated list is PUT to",
+    "master_list_update_auth": "the Authorization header value of that PUT",
+}
 
 
 def config_key(name: str) -> str:
@@ -528,7 +531,13 @@ def load_settings(
         key = config_key(name)
         if name not in raw or raw[name] is None:
             if name not in defaults:
-                hint = " (or use a file master list)" if name in _IN_PLACE_OPTIONAL else ""
+                what = _IN_PLACE_OPTIONAL.get(name)
+                hint = (
+                    f" with an HTTP(S) master list: {what} (file, S3 and Redis master lists "
+                    "are updated where they are read, DNS ones never: they need no such setting)"
+                    if what
+                    else ""
+                )
                 raise ConfigError(f"{key} is required{hint}")
             values[name] = defaults[name]
         elif name == "master_list_update_auth" and in_place and raw[name] == "":

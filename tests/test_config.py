@@ -138,6 +138,30 @@ def test_an_http_master_list_needs_update_and_auth() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "location",
+    ["s3://bucket/master.json", "redis://127.0.0.1:9/0?key=k", "dns://nodes.example:3000"],
+)
+def test_the_update_settings_error_says_which_master_lists_need_them(location: str) -> None:
+    """The error used to say "(or use a file master list)", as if S3, Redis and DNS needed
+    an update URL too: it says which backends need one, and those do not."""
+    app = Flask("needs-update")
+    app.config.update({k: v for k, v in HTTP_REQUIRED.items() if "UPDATE" not in k})
+    with pytest.raises(ConfigError) as raised:
+        ClusterShazbot(app)
+    assert str(raised.value) == (
+        "SHAZBOT_MASTER_LIST_UPDATE is required with an HTTP(S) master list: the URL its "
+        "updated list is PUT to (file, S3 and Redis master lists are updated where they are "
+        "read, DNS ones never: they need no such setting)"
+    )
+    app = Flask("needs-no-update")
+    app.config.update({**SECRETS, "SHAZBOT_BASE_URL": "http://127.0.0.1:5000/"})
+    app.config.update(SHAZBOT_MASTER_LIST=location, SHAZBOT_AUTOSTART=False)
+    del app.config["SHAZBOT_MASTER_LIST_UPDATE_AUTH"]
+    ClusterShazbot(app)
+    assert app.config["SHAZBOT_MASTER_LIST_UPDATE"] == location
+
+
 # -- invalid values --------------------------------------------------------------
 
 
