@@ -153,6 +153,14 @@ def demo_command(args: tuple[str, ...]) -> None:
     sys.exit(demo_main(list(args)))
 
 
+@main_group.command("gunicorn-conf")
+def gunicorn_conf_command() -> None:
+    """Print the package's gunicorn configuration (`> gunicorn.conf.py` to edit it)."""
+    from importlib.resources import files
+
+    click.echo((files(__package__) / "gunicorn_conf.py").read_text(encoding="utf-8"), nl=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``clustershazbot`` console script."""
     main_group.main(args=argv, prog_name="clustershazbot")

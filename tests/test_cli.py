@@ -210,3 +210,36 @@ def _lists_itself(url: str) -> bool:
     except (requests.RequestException, ValueError, KeyError):
         return False
     return url in {s["baseUrl"] for s in online}
+
+
+def test_console_script_prints_the_packaged_gunicorn_config(tmp_path: Path) -> None:
+    """`clustershazbot gunicorn-conf` prints a config gunicorn reads, the same one that
+    `-c python:flask_clustershazbot.gunicorn_conf` and examples/gunicorn.conf.py load."""
+    from gunicorn.app.base import Application
+
+    class Loader(Application):  # type: ignore[misc]
+        def init(self, *args: Any) -> None:
+            return None
+
+        def load(self) -> Any:
+            return None
+
+    printed = script("gunicorn-conf")
+    assert printed.returncode == 0, printed.stderr
+    (tmp_path / "gunicorn.conf.py").write_text(printed.stdout)
+    names = ("bind", "workers", "worker_class", "threads", "limit_request_line", "on_exit")
+    settings = []
+    for source in (
+        str(tmp_path / "gunicorn.conf.py"),
+        "python:flask_clustershazbot.gunicorn_conf",
+        str(Path(__file__).parent.parent / "examples" / "gunicorn.conf.py"),
+    ):
+        loader = Loader.__new__(Loader)  # without __init__, which parses sys.argv
+        loader.usage, loader.prog = None, "gunicorn"
+        loader.load_default_config()
+        loader.load_config_from_module_name_or_filename(source)
+        settings.append({name: getattr(loader.cfg, name) for name in names})
+    assert settings[0] == settings[1] == settings[2]
+    assert settings[0]["worker_class"].__name__ == "ThreadWorker" and settings[0]["threads"] == 64
+    on_exit = settings[0]["on_exit"]
+    assert f"{on_exit.__module__}.{on_exit.__name__}" == "flask_clustershazbot.gunicorn.on_exit"
