@@ -179,14 +179,32 @@ def _tls(settings: Settings) -> TLS:
     return settings.tls_ca, settings.tls_cert, settings.tls_key
 
 
-def public_config(settings: Settings) -> dict[str, Any]:
-    """Every setting except the secrets (the fields kept out of ``repr``), URL tokens masked."""
-    return {
+def public_config(settings: Settings, members: int | None = None) -> dict[str, Any]:
+    """Every setting except the secrets (the fields kept out of ``repr``), URL tokens masked.
+    A SHAZBOT_FAILURE_TIMEOUT left unset is given as the node derives it for a table of
+    ``members`` records (:meth:`Settings.failure_timeout_for`); None when that is unknown."""
+    config = {
         config_key(f.name): mask(value) if isinstance(value, str) else value
         for f in fields(settings)
         if f.repr
         for value in (getattr(settings, f.name),)
     }
+    if settings.failure_timeout is None and members is not None:
+        config[config_key("failure_timeout")] = settings.failure_timeout_for(members)
+    return config
+
+
+def _config_text(settings: Settings, config: dict[str, Any], members: int | None) -> str:
+    """One ``KEY = value`` line per setting; a derived value says what it was derived from."""
+    shown, key = dict(config), config_key("failure_timeout")
+    if settings.failure_timeout is None:
+        shown[key] = (
+            f"{config[key]:g} (derived: {config[key] / settings.gossip_interval:g} rounds of "
+            f"SHAZBOT_GOSSIP_INTERVAL for {members} members)"
+            if members is not None
+            else "derived from SHAZBOT_GOSSIP_INTERVAL and the number of members"
+        )
+    return "\n".join(f"{k} = {v}" for k, v in shown.items())
 
 
 @shazbot_cli.command("status")
@@ -194,19 +212,21 @@ def public_config(settings: Settings) -> dict[str, Any]:
 def status_command(as_json: bool) -> None:
     """This app's settings (secrets left out) and its node's view."""
     settings = _settings()
-    config = public_config(settings)
     try:
         view = fetch_view(settings.base_url, settings.control_secret, _tls(settings))
     except NodeError as exc:
+        config = public_config(settings)
         if as_json:
             click.echo(
                 json.dumps({"config": config, "error": exc.message}, indent=2, sort_keys=True)
             )
         else:
-            click.echo("\n".join(f"{k} = {v}" for k, v in config.items()))
+            click.echo(_config_text(settings, config, None))
         raise
+    members = len(view.online) + len(view.offline)  # the node's whole table, as it counts
+    config = public_config(settings, members)
     data = members_data(settings.base_url, view, True)
-    text = "\n".join(f"{k} = {v}" for k, v in config.items()) + "\n\n" + members_table(data)
+    text = _config_text(settings, config, members) + "\n\n" + members_table(data)
     _emit({"config": config, **data}, as_json, text)
 
 

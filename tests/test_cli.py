@@ -93,8 +93,14 @@ def test_flask_shazbot_members_status_and_json(flask_app: Any, pair: tuple[Any, 
     assert status.returncode == 0, status.stderr
     assert f"SHAZBOT_BASE_URL = {a.base_url}" in status.stdout
     assert "2 online, 0 offline" in status.stdout
+    # The failure timeout left unset shows what the node derives for its 2 members, not None.
+    assert (
+        "SHAZBOT_FAILURE_TIMEOUT = 360 (derived: 12 rounds of SHAZBOT_GOSSIP_INTERVAL for "
+        "2 members)" in status.stdout.splitlines()
+    )
     status_json = json.loads(flask_app("status", "--json").stdout)
     assert status_json["config"]["SHAZBOT_GOSSIP_INTERVAL"] == 30.0
+    assert status_json["config"]["SHAZBOT_FAILURE_TIMEOUT"] == 360.0
     for out in (status.stdout + status.stderr, json.dumps(status_json)):
         assert SECRET not in out and CONTROL not in out
         assert "SHAZBOT_SECRET" not in out and "SHAZBOT_CONTROL_SECRET" not in out
