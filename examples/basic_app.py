@@ -1,12 +1,17 @@
-"""The seed's Express example, redone in Flask.
+"""The original TypeScript library's Express example, redone in Flask.
 
 The extension registers /clustershazbot/gossip, /list and /control itself,
 starts the engine and shuts it down (with an announcement) at exit.
 
     SHAZBOT_SECRET=... SHAZBOT_CONTROL_SECRET=... \
     SHAZBOT_BASE_URL=http://127.0.0.1:3000/ SHAZBOT_MASTER_LIST=/tmp/master-list.json \
-    python examples/basic_app.py
+    python examples/basic_app.py --port 3000
+
+The port is ``--port``, else ``PORT``, else 3000; SHAZBOT_BASE_URL must lead to it.
 """
+
+import argparse
+import os
 
 from flask import Flask
 
@@ -33,4 +38,6 @@ def index() -> dict:
 
 
 if __name__ == "__main__":
-    app.run(port=3000, threaded=True)
+    parser = argparse.ArgumentParser(description="A clustershazbot node in a Flask app")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    app.run(port=parser.parse_args().port, threaded=True)

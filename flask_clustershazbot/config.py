@@ -255,7 +255,7 @@ def _base_url(key: str, value: Any) -> str:
         raise ConfigError(
             f"{key} {exc} (expected e.g. https://host:3000/), got {_shown(value)}"
         ) from None
-    problem = _unreachable_base_url(url)
+    problem = unreachable_base_url(url)
     if problem:
         raise ConfigError(
             f"{key} {problem} (expected e.g. https://host:3000/), got {_shown(value)}"
@@ -301,7 +301,7 @@ def mask(text: str) -> str:
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
-def _unreachable_base_url(url: str) -> str | None:
+def unreachable_base_url(url: str) -> str | None:
     """Why peers could not reach this node at ``url``, or None.
 
     A bind-all address (``0.0.0.0``, ``::``) is where a server listens, not where it is

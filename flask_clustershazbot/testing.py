@@ -26,8 +26,8 @@ from flask import Flask
 from ._json import encode_json
 from .constants import EXTENSION_KEY
 from .engine import Engine
-from .errors import BadMessage
-from .records import GossipServer, ServerList
+from .config import unreachable_base_url
+from .records import GossipServer, ServerList, canonical_base_url
 from .scheduling import Scheduler
 from .transport import Transport, TransportError, gossip_body
 
@@ -44,24 +44,33 @@ def _engine(app: Flask) -> Engine:
         raise RuntimeError("ClusterShazbot.init_app(app) was not called for this app") from None
 
 
-def _record(engine: Engine, base_url: str, monitor: bool) -> GossipServer:
-    if base_url == engine.settings.base_url:
+def _peer_url(engine: Engine, base_url: str) -> str:
+    """``base_url`` in canonical form, if a peer could have it as its SHAZBOT_BASE_URL
+    (the same checks as the setting's); ValueError saying why not."""
+    try:
+        url = canonical_base_url(base_url)
+    except ValueError as exc:
+        raise ValueError(f"baseUrl {base_url!r} {exc}") from None
+    problem = unreachable_base_url(url)
+    if problem:
+        raise ValueError(f"baseUrl {base_url!r} {problem}")
+    if url == engine.settings.base_url:
         raise ValueError("join() and leave() are for peers, not for this node itself")
+    return url
+
+
+def _record(engine: Engine, base_url: str, monitor: bool) -> GossipServer:
     known = engine.server_list(include_offline=True)
     last = max(
         (s.last_update for s in known.online + known.offline if s.base_url == base_url), default=-1
     )
-    record = {"baseUrl": base_url, "monitor": monitor, "lastUpdate": max(engine.clock(), last + 1)}
-    try:
-        return GossipServer.from_dict(record, "base_url")
-    except BadMessage as exc:
-        raise ValueError(str(exc)) from None
+    return GossipServer(base_url, monitor, max(engine.clock(), last + 1))
 
 
 def join(app: Flask, base_url: str, monitor: bool = False) -> GossipServer:
     """Make ``base_url`` an online peer of ``app``'s node, as its gossip would."""
     engine = _engine(app)
-    server = _record(engine, base_url, monitor)
+    server = _record(engine, _peer_url(engine, base_url), monitor)
     engine.merge(ServerList(online=(server,)))
     return server
 
@@ -69,8 +78,9 @@ def join(app: Flask, base_url: str, monitor: bool = False) -> GossipServer:
 def leave(app: Flask, base_url: str) -> GossipServer:
     """Make ``base_url`` an offline peer of ``app``'s node, as news of its shutdown would."""
     engine = _engine(app)
+    url = _peer_url(engine, base_url)
     known = {s.base_url: s for s in engine.server_list(include_offline=True).online}
-    server = _record(engine, base_url, known[base_url].monitor if base_url in known else False)
+    server = _record(engine, url, known[url].monitor if url in known else False)
     engine.merge(ServerList(offline=(server,)))
     return server
 

@@ -79,3 +79,47 @@ def test_singleton_job_example_names_owners_and_claims_each_tick_once(env, monke
             assert module.claim("nightly-report") is True
     finally:
         module.shazbot.shutdown()
+
+
+@pytest.mark.parametrize("how", ["--port", "PORT"])
+def test_basic_app_serves_on_the_port_it_is_given(tmp_path, how):
+    """`python examples/basic_app.py --port N` (or PORT=N) serves its node on N, not 3000."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    from cluster import free_port, host_env, wait_until
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {
+        "SHAZBOT_SECRET": SECRET,
+        "SHAZBOT_CONTROL_SECRET": CONTROL,
+        "SHAZBOT_BASE_URL": url,
+        "SHAZBOT_MASTER_LIST": str(tmp_path / "master-list.json"),
+    }
+    args = ["--port", str(port)] if how == "--port" else []
+    if how == "PORT":
+        env["PORT"] = str(port)
+    environ = {k: v for k, v in host_env(env).items() if k != "PORT" or how == "PORT"}
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "basic_app.py"), *args],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def peers():
+        try:
+            return requests.get(url, timeout=5).json()["peers"]
+        except requests.RequestException:
+            return None
+
+    try:
+        assert wait_until(peers, 30, f"basic_app.py to serve on {port}") == [url]
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(15)
