@@ -132,6 +132,11 @@ def _why(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, ShazbotError) else mask(f"{type(exc).__name__}: {exc}")
 
 
+def _failed(what: str, exc: BaseException) -> str:
+    """``<what> failed: <why>``, naming ``what`` once: the transport's errors begin with it."""
+    return f"{what} failed: {_why(exc).removeprefix(what + ': ')}"
+
+
 def check_secret(header: str | None, secrets: str | Sequence[str]) -> bool:
     """True if ``header`` carries one of ``secrets`` (:func:`secret_index`)."""
     return secret_index(header, secrets) >= 0
@@ -641,7 +646,7 @@ class Engine:
                 self._merge_quietly(reply, url)
             else:
                 self.stats.add(gossip_failures=1)
-                log.warning("bootstrap gossip with %s failed: %s", url, _why(reply))
+                log.warning("bootstrap %s", _failed(f"gossip with {url}", reply))
         if not self._listed(listed):
             self._claim_listing(0)
 
@@ -851,9 +856,8 @@ class Engine:
             if not quiet:
                 self.stats.add(gossip_failures=1)
                 log.warning(
-                    "gossip with %s failed: %s",
-                    base_url,
-                    _why(exc),
+                    "%s",
+                    _failed(f"gossip with {base_url}", exc),
                     extra={"node": self.settings.base_url},
                 )
             return Failure(bool(getattr(exc, "refused", False)), slow, timeout, started, began)

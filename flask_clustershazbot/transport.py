@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -186,20 +187,35 @@ class HttpTransport(Transport):
             except (
                 Exception
             ) as exc:  # requests, urllib3 (LocationParseError), UnicodeError, ValueError...
-                reason = _reason(exc)
+                cause = _cause(exc)
+                reason = type(cause).__name__
                 if resend and reason in CONNECTION_DROPPED:
                     # The peer closed the connection under the request: a kept-alive one it
                     # had dropped, or it died then. Once more on a new connection, which a
                     # dead peer refuses (strong evidence); every request here is idempotent.
                     continue
                 raise TransportError(  # refused: nothing listens there, evidence of a crash
-                    f"{what}: {type(exc).__name__}: {reason}",
+                    f"{what}: {type(exc).__name__}: {reason}{self._tls_hint(cause)}",
                     refused=reason == "ConnectionRefusedError",
                 ) from None
         if 300 <= response.status_code < 400:
             response.close()
             raise TransportError(f"{what}: HTTP {response.status_code} (a redirect: not followed)")
         return response
+
+    def _tls_hint(self, cause: BaseException) -> str:
+        """What to check when the server's certificate failed verification."""
+        if not isinstance(cause, ssl.SSLCertVerificationError):
+            return ""
+        problem = str(cause.verify_message).rstrip(".")
+        if cause.verify_code in X509_HOST_MISMATCH:
+            return f" ({problem}: the certificate must name the host of the URL)"
+        ca = self.settings.tls_ca
+        trusted = f"SHAZBOT_TLS_CA {ca}" if ca else "requests' CA bundle (SHAZBOT_TLS_CA is unset)"
+        return (
+            f" ({problem}: the certificate does not chain to {trusted}; "
+            "SHAZBOT_TLS_CA names the CA that signed the cluster's certificates)"
+        )
 
     def _body(self, response: requests.Response, what: str, sent: Any) -> bytes:
         """The body of a response (bounded) and the bytes counted both ways."""
@@ -214,7 +230,14 @@ class HttpTransport(Transport):
         response = self._send(method, url, what, timeout, **kw)
         if not 200 <= response.status_code < 300:
             response.close()
-            raise TransportError(f"{what}: HTTP {response.status_code}")
+            # Gossip and probes carry SHAZBOT_SECRET: a 401 is a secret the peer refuses.
+            hint = (
+                " (the peer refuses this node's SHAZBOT_SECRET: the two nodes' secrets differ; "
+                "during a rotation every node accepts a new secret before any sends it)"
+                if response.status_code == 401
+                else ""
+            )
+            raise TransportError(f"{what}: HTTP {response.status_code}{hint}")
         return self._body(response, what, kw.get("data"))
 
     # -- gossip ------------------------------------------------------------
@@ -392,12 +415,16 @@ CONNECTION_DROPPED = frozenset(
 )
 
 
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests error, without URLs or headers."""
+#: OpenSSL's verify codes of a certificate that does not name the host (name, IP) asked for.
+X509_HOST_MISMATCH = frozenset({62, 64})
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The innermost cause of a requests error (its type names it without URLs or headers)."""
     cause: BaseException = exc
     # requests' own errors are OSErrors too: look past them to the socket's (ConnectionRefusedError).
     while cause.__context__ is not None and (
         isinstance(cause, requests.RequestException) or not isinstance(cause, OSError)
     ):
         cause = cause.__context__
-    return type(cause).__name__
+    return cause
