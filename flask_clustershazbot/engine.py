@@ -57,6 +57,9 @@ SELF_CHECK_EVERY = 0.25
 #: ... and after this many seconds without an answer acts as the node anyway, with a warning
 #: (nothing listens yet, or a network that cannot reach its own address).
 SELF_CHECK_PATIENCE = 30.0
+#: A refused connection within this many seconds of the start, before any check succeeded,
+#: is the server not listening yet (it binds after loading the app): retried, not a failure.
+SELF_CHECK_GRACE = 2.0
 #: This many refutations within CONFLICT_WINDOW_ROUNDS gossip intervals (at least a minute)
 #: hint that another process claims this node's base URL, or that peers cannot reach it;
 #: a node acting as the node also checks every CONFLICT_WINDOW_ROUNDS intervals anyway.
@@ -212,6 +215,8 @@ class Engine:
         #: Why the last self-check failed, or None.
         self.self_check_error: str | None = None
         self._check_began = 0.0
+        #: A self-check has found this process at the base URL since start().
+        self._self_checked = False
         #: Monotonic time of the last self-check while acting as the node.
         self._last_self_check = 0.0
         self._refutations: deque[float] = deque(maxlen=CONFLICT_HINTS)
@@ -404,6 +409,7 @@ class Engine:
                 return
             self.started = True
             self._check_began = self.monotonic()
+            self._self_checked = False
             s = self.settings
             for problem in weak_secret_warnings(s.accepted_secrets, s.accepted_control_secrets):
                 log.warning("weak secret: %s", problem)
@@ -518,16 +524,19 @@ class Engine:
         if not self.started or self.passive:
             return
         url = self.settings.base_url
+        refused = False
         try:
             answer = self.transport.identify(url)
         except Exception as exc:  # a TransportError, or anything from below: never fatal
             answer, problem = None, _why(exc)
+            refused = bool(getattr(exc, "refused", False))
         else:
             problem = "the answer is not from a clustershazbot node" if answer is None else ""
         if answer == self.instance:
             if self.self_check_error:
                 log.info("SHAZBOT_BASE_URL %s now leads back to this node", url)
             self.self_check_error = None
+            self._self_checked = True
             with self._lifecycle:
                 self._go_live()
             return
@@ -538,6 +547,10 @@ class Engine:
                 "or a second host with the same base URL)"
             )
             return
+        waited = self.monotonic() - self._check_began
+        if refused and not self._self_checked and waited < SELF_CHECK_GRACE:
+            self.scheduler.after(SELF_CHECK_EVERY, self._self_check_job)  # not listening yet
+            return
         first = self.self_check_error is None
         self.self_check_error = (
             f"SHAZBOT_BASE_URL {url} does not lead back to this node ({problem})"
@@ -546,7 +559,13 @@ class Engine:
         if self.live:
             if first:
                 log.warning("%s; peers cannot reach it there", self.self_check_error)
-        elif self.monotonic() - self._check_began < SELF_CHECK_PATIENCE:
+        elif waited < SELF_CHECK_PATIENCE:
+            if first:  # a wrong port or host: said at once, not after the patience
+                log.warning(
+                    "%s; checking until %g s after the start, then acting as the node anyway",
+                    self.self_check_error,
+                    SELF_CHECK_PATIENCE,
+                )
             self.scheduler.after(SELF_CHECK_EVERY, self._self_check_job)
         else:
             log.warning(
@@ -1220,7 +1239,9 @@ class Engine:
         if not self.live:
             return {
                 "status": "error",
-                "error": "starting: checking that SHAZBOT_BASE_URL "
+                "error": f"starting: {self.self_check_error}"
+                if self.self_check_error
+                else "starting: checking that SHAZBOT_BASE_URL "
                 f"{self.settings.base_url} leads back to this node",
             }
         if self.self_check_error:

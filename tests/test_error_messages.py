@@ -16,7 +16,10 @@ import trustme
 from flask import Flask
 from werkzeug.serving import make_server
 
-from cluster import SECRET, Node, wait_until
+from cluster import SECRET, Node, Server, free_port, wait_until
+from flask_clustershazbot import ClusterShazbot
+from flask_clustershazbot.engine import Engine
+from flask_clustershazbot.transport import TransportError
 
 OTHER_SECRET = "another-gossip-secret-0123456789"
 
@@ -124,3 +127,117 @@ def test_a_certificate_that_fails_verification_points_to_the_setting(
             )
     finally:
         peer.stop()
+
+
+# -- the self-check: a base URL that leads elsewhere, a server that binds a moment later --
+
+
+class Starting:
+    """An app as a user writes it, its node started before its server listens (as
+    ``flask run`` does: it binds its socket after loading the app), on ``port``."""
+
+    def __init__(self, config: dict[str, Any], port: int, base_url: str) -> None:
+        self.port = port
+        self.app = Flask(f"starting{port}")
+        self.app.config.update(config, SHAZBOT_BASE_URL=base_url, SHAZBOT_AUTOSTART=False)
+        self.shazbot = ClusterShazbot(self.app)
+        self.engine: Engine = self.app.extensions["clustershazbot"]
+        self.refused = 0  # self-checks that found nothing listening
+        identify = self.engine.transport.identify
+
+        def counted(url: str) -> str | None:
+            try:
+                return identify(url)
+            except TransportError as exc:
+                self.refused += exc.refused
+                raise
+
+        self.engine.transport.identify = counted  # type: ignore[method-assign]
+        self.server: Server | None = None
+
+    def start(self) -> Starting:
+        self.shazbot.start(self.app)
+        return self
+
+    def serve(self) -> None:
+        self.server = Server(self.app, port=self.port).start()
+
+    def stop(self) -> None:
+        self.engine.shutdown()
+        if self.server is not None:
+            self.server.stop()
+
+
+@pytest.fixture
+def starting(config: dict[str, Any]) -> Iterator[Callable[..., Starting]]:
+    started: list[Starting] = []
+
+    def make(port: int, base_url: str) -> Starting:
+        started.append(Starting(config, port, base_url).start())
+        return started[-1]
+
+    yield make
+    for app in started:
+        app.stop()
+
+
+def self_check_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for m in warnings(caplog, "SHAZBOT_BASE_URL") if "does not lead back" in m]
+
+
+def test_a_server_that_binds_a_moment_after_the_start_is_no_self_check_failure(
+    starting: Callable[..., Starting], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A healthy start whose first check found nothing listening yet counted a failure
+    (1 start in 4 under ``flask run``), so an alert on the metric fired on healthy starts."""
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    port = free_port()
+    node = starting(port, f"http://127.0.0.1:{port}/")
+    wait_until(lambda: node.refused >= 1, what="a self-check that finds nothing listening yet")
+    node.serve()
+    wait_until(lambda: node.engine.live, what="the node acting as the node")
+    assert node.engine.stats.self_check_failures == 0
+    assert self_check_warnings(caplog) == []
+    assert node.engine.health()["status"] == "ok"
+
+
+def test_a_base_url_where_nothing_listens_is_reported_at_once(
+    starting: Callable[..., Starting], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong port was silent for 30 s, then one warning: now within the start's grace."""
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    port, wrong = free_port(), free_port()
+    node = starting(port, f"http://127.0.0.1:{wrong}/")
+    node.serve()  # the server listens on port; the base URL names another one
+    lines = wait_until(lambda: self_check_warnings(caplog), timeout=10, what="the warning")
+    assert lines == [
+        f"SHAZBOT_BASE_URL http://127.0.0.1:{wrong}/ does not lead back to this node "
+        f"(http://127.0.0.1:{wrong}/: ConnectionError: ConnectionRefusedError); checking until "
+        "30 s after the start, then acting as the node anyway"
+    ]
+    assert node.engine.stats.self_check_failures >= 1 and not node.engine.live
+    health = node.engine.health()
+    assert health["status"] == "error" and health["error"].startswith(
+        f"starting: SHAZBOT_BASE_URL http://127.0.0.1:{wrong}/ does not lead back"
+    )
+
+
+def test_a_base_url_answered_by_another_server_is_reported_at_the_first_check(
+    starting: Callable[..., Starting], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    other = Server(Flask("another-app")).start()  # answers 404: not a clustershazbot node
+    try:
+        port = free_port()
+        node = starting(port, other.url)
+        node.serve()
+        lines = wait_until(lambda: self_check_warnings(caplog), timeout=10, what="the warning")
+        assert lines == [
+            f"SHAZBOT_BASE_URL {other.url} does not lead back to this node (the answer is not "
+            "from a clustershazbot node); checking until 30 s after the start, then acting "
+            "as the node anyway"
+        ]
+        assert node.engine.stats.self_check_failures >= 1
+        assert node.refused == 0
+    finally:
+        other.stop()
