@@ -24,9 +24,9 @@ from typing import Any
 from flask import Flask
 
 from ._json import encode_json
+from .config import unreachable_base_url
 from .constants import EXTENSION_KEY
 from .engine import Engine
-from .config import unreachable_base_url
 from .records import GossipServer, ServerList, canonical_base_url
 from .scheduling import Scheduler
 from .transport import Transport, TransportError, gossip_body
