@@ -992,11 +992,15 @@ class Engine:
         why += " (helpers: could not reach it" if reached is False else " (no helper answered"
         why += f"; health {health})"
         log.info("%s does not answer: %s", s.base_url, why, extra={"node": self.settings.base_url})
-        # Stamped when the judgement began, not now: the verdict says "silent since then",
-        # so it never outbids a heartbeat the peer issued later, which a peer that is alive
-        # after all has spread meanwhile (then the verdict changes nothing there).
+        # A silence is stamped when the judgement began, not now: the verdict says "silent
+        # since then", so it never outbids a heartbeat the peer issued later, which a peer
+        # that is alive after all has spread meanwhile (then the verdict changes nothing
+        # there). A refused connection confirmed by helpers says "gone now": stamped now, so
+        # that the last heartbeats of a peer that was stopping when the judgement began,
+        # arriving late, do not bring it back for a moment (peer_left, peer_joined, peer_left).
         now, mono = self.clock(), self.monotonic()
-        changes = self._transact(lambda m: m.mark_offline(s.base_url, min(s.began, now), mono))
+        at = now if confirmed else min(s.began, now)
+        changes = self._transact(lambda m: m.mark_offline(s.base_url, at, mono))
         self._publish(changes)
         if changes.left:
             self._spread()

@@ -349,3 +349,59 @@ def test_a_judgement_that_fails_ends_so_rounds_try_the_peer_again(caplog):
             jobs.jobs.pop()()
     assert transport.attempts == judged + 4
     assert not engine._suspects
+
+
+class StopsAnswering(AnswersAboutItself):
+    """PEERS[0] times out ``hangs`` times (a host whose workers are stopping), then refuses
+    (its listener closed); the helpers cannot reach it either. The clock moves on."""
+
+    def __init__(self, clock: Clock, hangs: int) -> None:
+        super().__init__(clock)
+        self.hangs = hangs
+
+    def gossip(
+        self, base_url: str, message: dict[str, Any], timeout: float | None = None
+    ) -> ServerList:
+        if base_url != PEERS[0]:
+            return super().gossip(base_url, message)
+        if self.hangs:
+            self.hangs -= 1
+            self.clock.mono += timeout or 1.0
+            raise TransportError(f"gossip with {base_url}: ReadTimeout")
+        error = TransportError(f"gossip with {base_url}: ConnectionRefusedError")
+        error.refused = True  # type: ignore[attr-defined]
+        raise error
+
+    def probe_many(self, helpers: list[str], target: str, timeout: float, waits: Any) -> list[Any]:
+        self.clock.mono += 0.1
+        return [False] * len(helpers)
+
+
+def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal():
+    """A peer that hung while it stopped and then refused connections (the helpers could not
+    reach it either) is gone now: the verdict is stamped when it is made. Its last heartbeats,
+    issued after the judgement began and arriving late, leave it offline (no peer_joined and
+    second peer_left); one issued after the verdict (a restart) brings it back."""
+    clock = Clock()
+    jobs = Due(clock)
+    engine = make_engine(clock, StopsAnswering(clock, hangs=1), jobs, failure_timeout=1e6)
+    engine.start()
+    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
+    jobs.jobs.clear()
+    for _ in range(len(PEERS)):  # one pass of rounds meets PEERS[0]
+        clock.mono += 1
+        engine.gossip_round()
+    began = clock.wall()
+    assert engine._suspects.keys() == {PEERS[0]}
+    jobs.jobs = [job for job in jobs.jobs if job[1].__qualname__.startswith("Engine._later")]
+    jobs.run_all()
+    assert PEERS[0] not in online_peers(engine)
+    verdict = clock.wall()
+    assert verdict > began + 1000
+    offline = {s.base_url: s.last_update for s in engine.server_list().offline}
+    assert offline[PEERS[0]] >= verdict - 1
+
+    engine._merge(ServerList((GossipServer(PEERS[0], False, began + 500),)))
+    assert PEERS[0] not in online_peers(engine)
+    engine._merge(ServerList((GossipServer(PEERS[0], False, verdict + 1000),)))
+    assert PEERS[0] in online_peers(engine)
