@@ -109,7 +109,7 @@ class Server:
             text=True,
             stdout=subprocess.PIPE if port is None else self.log,
         )
-        if port is None:  # the seed stand-in prints "READY <port>"
+        if port is None:  # the original's stand-in prints "READY <port>"
             line = self.proc.stdout.readline() if self.proc.stdout else ""
             port = int(line.split()[1]) if line.startswith("READY ") else 0
         self.url = f"http://127.0.0.1:{port}/"
@@ -217,7 +217,7 @@ def start_servers(n: int, tmp: str, master: Path, codec: str, before: str | None
                 )
             )
         else:
-            print("(no seed stand-in: needs node and Debian's node-express)")
+            print("(no stand-in for the original: needs node and Debian's node-express)")
     except BaseException:
         for server in servers:
             server.stop()
@@ -270,7 +270,7 @@ def run(
             "flask-route",
         ):  # each reads its own: our node rewrites its master list
             Path(tmp, f"master.json.{copy}").write_text(master.read_text())
-        body = Path(tmp, "body.json")  # plain JSON, as the seed's nodes send it
+        body = Path(tmp, "body.json")  # plain JSON, as the original's nodes send it
         body.write_text(json.dumps(members.gossip_message(), separators=(",", ":")))
         script = Path(tmp, "gossip.lua")
         script.write_text(
@@ -387,8 +387,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
                 "N",
                 "ours / ceiling req/s",
                 "flask-route / ceiling",
-                "ours / seed req/s",
-                "ours / seed p99",
+                "ours / original req/s",
+                "ours / original p99",
                 "ceiling / seed req/s",
                 "ours / before req/s",
             ],
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, dict[str, Any]]]:
         )
     )
     print(
-        "goals (issue 15): N = 1,000 ours / seed req/s >= 1 and p99 ratio <= 1; "
+        "goals (issue 15): N = 1,000 ours / original req/s >= 1 and p99 ratio <= 1; "
         "N = 100 ours / ceiling >= 0.9"
     )
     print(f"after: {environment()}")

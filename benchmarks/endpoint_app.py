@@ -1,6 +1,6 @@
 """The app the endpoint benchmark serves under gunicorn: one route of its own, plus ClusterShazbot.
 
-Configured by ``SHAZBOT_*`` environment variables (the seed's deployment model).
+Configured by ``SHAZBOT_*`` environment variables (the original's deployment model).
 ``BENCH_CODEC=json`` forces the standard library's JSON codec (as ``merge --codec json``).
 """
 

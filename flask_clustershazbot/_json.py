@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import BadMessage
 
-#: Gossip bodies from this size on are sent gzip-compressed. Seed nodes take them: their
+#: Gossip bodies from this size on are sent gzip-compressed. Nodes of the original take them: their
 #: body parser (Express's) inflates a request whose Content-Encoding says gzip.
 GZIP_MIN_BYTES = 1024
 

@@ -1,4 +1,4 @@
-"""The seed's function API, for apps on other frameworks.
+"""The original's function API, for apps on other frameworks.
 
 One engine per process, configured from ``SHAZBOT_*`` environment variables; under
 gunicorn the workers of a host share it as one node, as with the extension.

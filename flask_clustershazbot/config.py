@@ -61,9 +61,9 @@ class Settings:
     #: Seconds between the retries of a failed gossip exchange.
     retry_delay: float = 3.0
     #: Retries of a failed gossip exchange, ``retry_delay`` apart, before the peer is moved
-    #: offline. The seed retries once; one retry lets transient failures alone take live
+    #: offline. The original retries once; one retry lets transient failures alone take live
     #: peers offline (see docs/performance.md), so the default is 5. Two attempts that each
-    #: wait out the request timeout end the retries early, as in the seed's rule.
+    #: wait out the request timeout end the retries early, as in the original's rule.
     retries: int = 5
     #: Timeout of each gossip request, in seconds: the ceiling of the adaptive timeout.
     request_timeout: float = 5.0
@@ -144,8 +144,8 @@ def _str(key: str, value: Any) -> str:
 def _header_value(key: str, value: Any) -> str:
     """A value sent as an HTTP header as it is: no outer whitespace, visible ASCII and spaces.
 
-    requests refuses outer whitespace and line breaks and sends Latin-1 at most; a seed
-    node compares bytes. Errors say what is wrong, never what the value is.
+    requests refuses outer whitespace and line breaks and sends Latin-1 at most; a node of
+    the original compares bytes. Errors say what is wrong, never what the value is.
     """
     text = _str(key, value)
     if text != text.strip():
@@ -159,7 +159,7 @@ def _header_value(key: str, value: Any) -> str:
 
 
 def _secret(key: str, value: Any) -> str:
-    """A shared secret, sent bare in the Authorization header (as the seed does)."""
+    """A shared secret, sent bare in the Authorization header (as the original does)."""
     secret = _header_value(key, value)
     if secret[:7].lower() == "bearer ":
         raise ConfigError(

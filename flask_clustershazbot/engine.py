@@ -1,4 +1,4 @@
-"""The protocol (PROTOCOL.md "Behaviour"), independent of Flask.
+"""The protocol's behaviour, independent of Flask.
 
 Clock, monotonic clock, random source, transport, store and scheduler are all
 injectable, so that a simulator can run many engines in virtual time with this
@@ -45,7 +45,7 @@ OFFLINE_PROBE = 0.1
 MAX_ROUNDS_IN_FLIGHT = 3
 #: Bootstrap retries after a failed master-list download wait 1, 2, 4 ... s, at most this.
 MAX_BOOTSTRAP_BACKOFF = 60.0
-#: Two attempts that each waited out the request timeout end the retries early (the seed's
+#: Two attempts that each waited out the request timeout end the retries early (the original's
 #: rule): a peer that leaves requests hanging is unfit to serve, whatever the cause.
 SLOW_FAILURES = 2
 #: ... once the peer has been silent, since the first of them, for this share of the
@@ -147,7 +147,7 @@ def check_secret(header: str | None, secrets: str | Sequence[str]) -> bool:
 
 def secret_index(header: str | None, secrets: str | Sequence[str]) -> int:
     """Which of ``secrets`` ``header`` carries: 0 the current one, 1 and on the older ones
-    still accepted during a rotation, -1 none. The seed sends the bare secret;
+    still accepted during a rotation, -1 none. The original sends the bare secret;
     ``Bearer <secret>`` is accepted too. Constant time: each secret is compared, whichever
     matches."""
     value = (header or "").strip()
@@ -1095,7 +1095,7 @@ class Engine:
         """Ask up to ``probe_helpers`` other online members to try ``base_url`` (SWIM's ping-req).
 
         True if any reached it; False if none did and at least one answered that it
-        could not; None if no helper answered (none known, seed nodes' 404, failures).
+        could not; None if no helper answered (none known, a 404 from a node of the original, failures).
         """
         k = self.settings.probe_helpers
 
@@ -1235,7 +1235,7 @@ class Engine:
         log.info("control: this node is now %s", "online" if online else "offline")
 
     def health(self) -> dict[str, Any]:
-        """The seed's health section."""
+        """The original's health section."""
         if self.passive:
             return {"status": "error", "error": self.passive}
         if not self.started:

@@ -1,6 +1,6 @@
 """Health integration: py-healthcheck, flask-healthz, and an optional ``/happy`` endpoint.
 
-All three report :meth:`Engine.health`, the seed's section:
+All three report :meth:`Engine.health`, the original's section:
 ``{"status": "ok", "cluster": {"online": [...], "offline": [...]}}`` or
 ``{"status": "error", "error": "..."}`` (not started, shut down, or failing).
 """
@@ -23,7 +23,7 @@ happy_blueprint = Blueprint("clustershazbot_happy", __name__)
 
 @happy_blueprint.get("")
 def happy() -> Response:
-    """The seed's ``/happy`` shape: 200 when the cluster section is ok, else 503."""
+    """The original's ``/happy`` shape: 200 when the cluster section is ok, else 503."""
     section = current_engine().health()
     ok = section["status"] == "ok"
     body = {"status": "ok" if ok else "error", "extensions": {"clustershazbot": section}}

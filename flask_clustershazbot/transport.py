@@ -293,7 +293,7 @@ class HttpTransport(Transport):
         """Ask ``helper`` to try ``target`` within ``timeout`` s; wait ``wait`` s for its answer.
 
         True if the helper reached the target, False if it could not; an error if the
-        helper itself did not answer (a seed node's 404 included).
+        helper itself did not answer (a 404 from a node of the original included).
         """
         body = self._request(
             "POST",

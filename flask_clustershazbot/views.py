@@ -43,7 +43,7 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def reply_encoding(body: bytes, accept_encoding: str | None) -> tuple[bytes, list[tuple[str, str]]]:
     """A JSON reply's body and encoding headers: gzip only for a client that asked for it
-    (seed nodes may not, and get plain JSON)."""
+    (nodes of the original may not, and get plain JSON)."""
     headers = [("Vary", "Accept-Encoding")]
     if (
         len(body) >= GZIP_MIN_BYTES
@@ -191,7 +191,7 @@ def control() -> Response:
 
 @blueprint.post("/probe")
 def probe() -> Response:
-    """Indirect probe (an extension; seed nodes answer 404): try a member for the asker."""
+    """Indirect probe (an extension; nodes of the original answer 404): try a member for the asker."""
     return _posted(False, Engine.answer_probe)
 
 

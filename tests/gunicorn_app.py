@@ -1,6 +1,6 @@
 """The app that tests/test_gunicorn.py serves with real gunicorn processes.
 
-Configured by ``SHAZBOT_*`` environment variables like a seed deployment; the
+Configured by ``SHAZBOT_*`` environment variables like a deployment of the original; the
 test reads what happened from files:
 - ``TEST_SIGNAL_LOG``: one line per signal, ``<pid> joined|left <baseUrl>``;
 - ``TEST_ROUND_LOG``: one line per gossip round, ``<pid> <unix time>``.

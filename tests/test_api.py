@@ -1,4 +1,4 @@
-"""The seed's function API (shazbot_*), configured from SHAZBOT_* environment variables."""
+"""The original's function API (shazbot_*), configured from SHAZBOT_* environment variables."""
 
 from __future__ import annotations
 

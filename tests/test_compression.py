@@ -134,15 +134,17 @@ def test_a_seed_node_takes_our_gzip_requests(make_node, config):
         pytest.skip("node (Node.js) is not installed")
     write_master(config["SHAZBOT_MASTER_LIST"], [])
     node = make_node()
-    # Our state (30 offline records) is above the threshold: every request to the seed is gzip.
+    # Our state (30 offline records) is above the threshold: every request to the original is gzip.
     wait_until(lambda: OFFLINE_URLS <= set(node.view()), what="the master list merged")
     master = Path(config["SHAZBOT_MASTER_LIST"])
     wait_until(lambda: node.base_url in master.read_text(), what="announced")
     proc, seed = seed_compat.start_seed_peer(config["SHAZBOT_MASTER_LIST"], 0.2)
     try:
-        wait_until(lambda: node.view().get(seed), what="the seed node known")
+        wait_until(lambda: node.view().get(seed), what="the node of the original known")
         rounds = node.engine.stats.rounds
-        wait_until(lambda: node.engine.stats.rounds >= rounds + 10, what="ten rounds with the seed")
+        wait_until(
+            lambda: node.engine.stats.rounds >= rounds + 10, what="ten rounds with the original"
+        )
         assert proc.poll() is None
         assert node.view()[seed] is True
         seen = seed_compat.seed_view(seed)

@@ -51,7 +51,7 @@ def test_a_gossip_message_is_byte_identical_and_round_trips():
     msg = message(300)
     body = encode_json(msg)
     assert body == _json.std_dumps(msg)
-    assert json.loads(body) == msg  # what any JSON peer (a seed node) reads
+    assert json.loads(body) == msg  # what any JSON peer (a node of the original) reads
     assert ServerList.from_dict(
         decode_json(body, "the body"), message="gossip"
     ) == ServerList.from_dict(msg)

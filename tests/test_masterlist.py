@@ -135,7 +135,7 @@ def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: Any) -
 def test_file_announcements_at_once_are_all_listed(tmp_path: Path) -> None:
     master = str(tmp_path / "master.json")
     assert announce_at_once(lambda i: HttpTransport(settings_for(i, master))) == EVERYONE
-    # the file keeps the seed's format
+    # the file keeps the original's format
     assert set(json.loads(Path(master).read_text())) == {"online"}
 
 

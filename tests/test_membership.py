@@ -1,6 +1,6 @@
 """The member table: merge rule, Changes, refutation, heartbeat, failure detection, cleanup.
 
-The property tests check the rule of PROTOCOL.md "Merge" against an independent
+The property tests check the merge rule against an independent
 model: per member, the record ranked highest by (lastUpdate, offline) wins.
 """
 

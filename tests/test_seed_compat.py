@@ -1,4 +1,4 @@
-"""A mixed cluster: Python nodes and Node.js nodes that speak the seed's wire format."""
+"""A mixed cluster: Python nodes and Node.js nodes that speak the original's wire format."""
 
 from __future__ import annotations
 
@@ -46,20 +46,23 @@ def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
     seeds = [start_seed_peer(config["SHAZBOT_MASTER_LIST"], 0.2) for _ in range(2)]
     try:
         everyone = urls | {url for _, url in seeds}
-        # Python nodes learn the seed nodes (which only announce through gossip) ...
+        # Python nodes learn the nodes of the original (which only announce through gossip) ...
         wait_until(
-            lambda: online_everywhere(nodes, everyone), what="seed nodes known by python nodes"
+            lambda: online_everywhere(nodes, everyone),
+            what="nodes of the original known by python nodes",
         )
-        # ... and the seed nodes learn every Python node and each other.
+        # ... and the nodes of the original learn every Python node and each other.
         wait_until(
             lambda: all({u for u, on in seed_view(s).items() if on} == everyone for _, s in seeds),
-            what="python nodes known by seed nodes",
+            what="python nodes known by nodes of the original",
         )
-        # a seed node dies: the Python nodes detect it
+        # a node of the original dies: the Python nodes detect it
         proc, dead = seeds[1]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        wait_until(lambda: offline_everywhere(nodes, dead), what="dead seed node detected")
+        wait_until(
+            lambda: offline_everywhere(nodes, dead), what="dead node of the original detected"
+        )
     finally:
         for proc, _ in seeds:
             proc.kill()
@@ -68,11 +71,11 @@ def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
 
 
 def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, config):
-    # Python nodes ask seed nodes for indirect probes too; a seed answers 404 ("no answer").
+    # Python nodes ask nodes of the original for indirect probes too; a node of the original answers 404 ("no answer").
     nodes = [make_node() for _ in range(3)]
     urls = {n.base_url for n in nodes}
     master = Path(config["SHAZBOT_MASTER_LIST"])
-    # Seed nodes learn members from the master list only: wait until it names every node.
+    # Nodes of the original learn members from the master list only: wait until it names every node.
     wait_until(
         lambda: master.exists() and all(u in master.read_text() for u in urls),
         what="the master list names the python nodes",
@@ -83,7 +86,7 @@ def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, c
         wait_until(lambda: online_everywhere(nodes, everyone), what="python nodes know everyone")
         wait_until(
             lambda: all({u for u, on in seed_view(s).items() if on} == everyone for _, s in seeds),
-            what="seed nodes know everyone",
+            what="nodes of the original know everyone",
         )
         dead = nodes[2]
         dead.stop(graceful=False)  # no announcement: connections are refused from now on
@@ -93,7 +96,7 @@ def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, c
         )
         wait_until(
             lambda: all(seed_view(s).get(dead.base_url) is False for _, s in seeds),
-            what="seed nodes detect the crash",
+            what="nodes of the original detect the crash",
         )
     finally:
         for proc, _ in seeds:
