@@ -8,7 +8,7 @@ directory) and a :class:`~flask_clustershazbot.leader.LeaderJobs` scheduler,
 so that all workers answer from one table and exactly one runs the schedules.
 Workers never announce a shutdown when they exit (recycling, reloads, scaling);
 the master does, once, when the host stops: by itself with ``--preload``, and
-through the :func:`on_exit` hook otherwise (``examples/gunicorn.conf.py``).
+through the :func:`on_exit` hook otherwise (``flask_clustershazbot.gunicorn_conf``).
 
 Outside gunicorn, setting ``SHAZBOT_STATE_PATH`` gives the same shared state and
 election to any group of processes, each of which announces its own shutdown.
