@@ -18,6 +18,7 @@ from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import ConfigError
 from .factory import make_engine
+from .gunicorn import reported_as_app_load_errors
 from .health import register_happy, register_healthcheck
 from .hosting import after_fork_in_child
 from .lifecycle import (
@@ -70,10 +71,11 @@ class ClusterShazbot:
         """
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("ClusterShazbot is already registered on this app")
-        # A testing app starts its node only when SHAZBOT_AUTOSTART is set explicitly.
-        settings = load_settings(
-            app.config, os.environ, self.options, defaults={"autostart": not app.testing}
-        )
+        with reported_as_app_load_errors():  # under gunicorn: one line, not a traceback per worker
+            # A testing app starts its node only when SHAZBOT_AUTOSTART is set explicitly.
+            settings = load_settings(
+                app.config, os.environ, self.options, defaults={"autostart": not app.testing}
+            )
         app_ref = weakref.ref(app)
 
         def listener(changes: Changes) -> None:
@@ -86,7 +88,8 @@ class ClusterShazbot:
                 with sender.app_context():
                     send_changes(sender, changes)
 
-        engine = make_engine(settings, self_check=True, listener=listener)
+        with reported_as_app_load_errors():  # another host serves the base URL
+            engine = make_engine(settings, self_check=True, listener=listener)
         app.extensions[EXTENSION_KEY] = engine
         app.register_blueprint(blueprint)
         if settings.fast_gossip:

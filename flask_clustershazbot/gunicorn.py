@@ -20,9 +20,13 @@ import logging
 import os
 import sys
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
-from .engine import Engine
+from .engine import Engine, _why
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +72,83 @@ def _become_worker(ref: weakref.ref[Engine]) -> None:
     _master_engines.clear()
 
 
+#: gunicorn's exit status of a worker that could not load the app (``Arbiter.APP_LOAD_ERROR``).
+APP_LOAD_ERROR = 4
+
+
+@cache
+def _app_load_error() -> type[ConfigError]:
+    """A ConfigError that gunicorn reports with its message alone: in a worker, as an app
+    that cannot load (AppImportError); in the master (``--preload``), as a RuntimeError."""
+    errors: Any = sys.modules["gunicorn.errors"]  # imported by gunicorn's arbiter
+    namespace = {"__module__": ConfigError.__module__}
+    return type("ConfigError", (ConfigError, errors.AppImportError, RuntimeError), namespace)
+
+
+def _report_token() -> int:
+    """A pipe holding one byte. Made when gunicorn's master imports this module (its config
+    file does, for :func:`on_exit`), it is shared by the workers it forks: the first whose
+    app cannot load takes the byte and says why, the others exit without a word (gunicorn
+    would replace them, but it stops the host when the first one's exit is reaped)."""
+    read, write = os.pipe()
+    os.write(write, b".")
+    os.close(write)
+    os.set_blocking(read, False)
+    return read
+
+
+_token = _report_token() if "gunicorn" in sys.modules else None
+
+
+def _first_to_report() -> bool:
+    global _token
+    if _token is None:  # imported by a worker only: each worker reports
+        _token = _report_token()
+    try:
+        return os.read(_token, 1) == b"."
+    except BlockingIOError:
+        return False
+
+
+@contextmanager
+def reported_as_app_load_errors() -> Iterator[None]:
+    """In a gunicorn process, a ConfigError raised within stops the host with one line,
+    its message: raised as an app that cannot load (gunicorn prints just its message and
+    stops at once) by the first worker, a silent exit by the others. Otherwise gunicorn
+    logs a traceback in every worker, and each boots to fail alike."""
+    try:
+        yield
+    except ConfigError as exc:
+        if gunicorn_process() is None:
+            raise
+        if not _first_to_report():
+            # Not APP_LOAD_ERROR: gunicorn stops on the first worker's, and one more while
+            # it stops the others would end it in a traceback.
+            raise SystemExit(0) from None
+        raise _app_load_error()(str(exc)) from None
+
+
+def _app_never_loaded() -> bool:
+    """Whether gunicorn stops because a worker could not load the app: then no worker of
+    this host ever acted as the node (the same settings fail in each), and the master,
+    loading it again, would only repeat the workers' error."""
+    halt = sys.exc_info()[1]  # the hook runs in the handler of gunicorn's HaltServer
+    return getattr(halt, "exit_status", None) == APP_LOAD_ERROR
+
+
 def on_exit(server: Any) -> None:
     """Gunicorn hook (master, after the workers stopped): announce the host's shutdown once.
 
     Without ``--preload`` the master has not loaded the app yet: it does so now,
-    which creates this host's engine on the shared state.
+    which creates this host's engine on the shared state; not when the app could not
+    load in the workers (a bad setting), whose error gunicorn has printed already.
     """
+    if not _master_engines and _app_never_loaded():
+        return
     try:
         server.app.wsgi()
-    except Exception:
-        log.exception("could not load the app to announce the host's shutdown")
+    except Exception as exc:  # the workers' log has the traceback
+        log.error("could not load the app to announce the host's shutdown: %s", _why(exc))
     for engine in list(_master_engines):
         engine.start()  # in the master: marks the host running, runs no schedules
         engine.shutdown()
