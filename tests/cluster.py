@@ -50,6 +50,14 @@ def host_env(env: dict[str, str]) -> dict[str, str]:
     return merged
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """For ``preexec_fn`` of a process a test will stop with SIGINT: SIGINT at its default in
+    the child, as in a terminal. A runner started in the background (``cmd &`` in a script,
+    many CI runners) ignores SIGINT, its children inherit that, and Python then never raises
+    KeyboardInterrupt: Ctrl-C would be a no-op, not a test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def gunicorn_command(port: int, app: str, *args: str) -> list[str]:
     """gunicorn with examples/gunicorn.conf.py on 127.0.0.1:``port``, serving ``app`` from tests/."""
     return [

@@ -29,6 +29,7 @@ from cluster import (
     CONTROL,
     SECRET,
     Node,
+    ctrl_c_as_in_a_terminal,
     free_port,
     gunicorn_command,
     host_env,
@@ -96,6 +97,7 @@ class Host:
             stdout=self.stderr,
             stderr=self.stderr,
             start_new_session=True,
+            preexec_fn=ctrl_c_as_in_a_terminal,  # tests stop some servers with SIGINT
         )
 
     def get(self, path: str, control: bool = False) -> requests.Response:

@@ -23,20 +23,13 @@ import pytest
 import requests
 from flask import Flask
 
-from cluster import CONTROL, SECRET, Node, free_port, wait_until
+from cluster import CONTROL, SECRET, Node, ctrl_c_as_in_a_terminal, free_port, wait_until
 from flask_clustershazbot import ClusterShazbot, peer_joined, peer_left, testing, transport
 from flask_clustershazbot.config import load_settings
 
 TESTS = Path(__file__).resolve().parent
 #: Failure detection of the peer: far slower than any deadline here.
 SLOW_DETECTION = {"SHAZBOT_RETRY_DELAY": 120, "SHAZBOT_FAILURE_TIMEOUT": 600}
-
-
-def ctrl_c_as_in_a_terminal() -> None:
-    """In the child before exec: SIGINT at its default, as in a terminal. A runner started
-    in the background (``cmd &`` in a script) ignores SIGINT, its children inherit that, and
-    Python then never raises KeyboardInterrupt: Ctrl-C would be a no-op, not a test."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class App:
