@@ -249,6 +249,8 @@ class Engine:
         #: Wall-clock ms of the last completed round and master-list sync (for operators).
         self.last_round: int | None = None
         self.last_master_sync: int | None = None
+        #: Why the last master-list download failed, or None if it succeeded.
+        self.master_list_error: str | None = None
         #: Called whenever this process (re)creates its schedules (singleton jobs arm here).
         self.schedule_hooks: list[Callable[[], None]] = []
 
@@ -724,7 +726,9 @@ class Engine:
             self._merge(listed, sender="the master list", hints=True)
         except Exception as exc:  # a ShazbotError, or anything from below: never fatal
             self.stats.add(master_list_failures=1)
+            self.master_list_error = _why(exc)
             return exc
+        self.master_list_error = None
         return listed
 
     def _upload_master_list(self) -> bool:
@@ -1235,7 +1239,9 @@ class Engine:
         log.info("control: this node is now %s", "online" if online else "offline")
 
     def health(self) -> dict[str, Any]:
-        """The original's health section."""
+        """The original's health section, and ``{"status": "degraded", "reason": ...,
+        "cluster": ...}`` while this node knows no peer online and cannot read the master
+        list."""
         if self.passive:
             return {"status": "error", "error": self.passive}
         if not self.started:
@@ -1251,9 +1257,15 @@ class Engine:
         if self.self_check_error:
             return {"status": "error", "error": self.self_check_error}
         try:
-            return {"status": "ok", "cluster": self.server_list().to_dict()}
+            cluster = self.server_list().to_dict()
         except Exception as exc:
             return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        error = self.master_list_error
+        if error and not any(s["baseUrl"] != self.settings.base_url for s in cluster["online"]):
+            # Alone, and nothing to find the others with: it serves, but outside the cluster.
+            reason = f"alone: no peer online, and the master list cannot be read ({error})"
+            return {"status": "degraded", "reason": reason, "cluster": cluster}
+        return {"status": "ok", "cluster": cluster}
 
 
 def parse_probe(body: Any) -> tuple[str, float | None]:

@@ -149,7 +149,9 @@ class ClusterShazbot:
         return self.engine(app).server_list(include_offline)
 
     def health(self, app: Flask | None = None) -> dict[str, Any]:
-        """``{"status": "ok", "cluster": {...}}`` or ``{"status": "error", "error": ...}``."""
+        """``{"status": "ok", "cluster": {...}}`` or ``{"status": "error", "error": ...}``;
+        ``{"status": "degraded", "reason": ..., "cluster": {...}}`` while this node knows no
+        peer online and cannot read the master list."""
         return self.engine(app).health()
 
     def owner(self, key: Key, app: Flask | None = None) -> str | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +14,7 @@ from flask import Flask
 from flask_healthz import Healthz
 from healthcheck import HealthCheck
 
-from cluster import Server, wait_until
+from cluster import MasterListServer, Server, wait_until
 from flask_clustershazbot import ClusterShazbot, ConfigError
 
 
@@ -130,3 +133,69 @@ def test_bad_happy_path_is_refused(config: dict[str, Any]) -> None:
     app.config.update(config, SHAZBOT_HAPPY_PATH="happy", SHAZBOT_AUTOSTART=False)
     with pytest.raises(ConfigError, match="SHAZBOT_HAPPY_PATH must be a path starting with '/'"):
         ClusterShazbot(app)
+
+
+def test_a_node_alone_without_its_master_list_is_reported_degraded_everywhere(
+    served: Any,
+    make_node: Any,
+    master_server: MasterListServer,
+    http_config: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """It said "ok" while it ran alone, its master list unreachable: it is degraded, says
+    why in health(), /happy and both health packages, and still serves (200)."""
+    master_server.fail_with = 503
+
+    def setup(app: Flask, shazbot: ClusterShazbot) -> None:
+        health = HealthCheck(success_ttl=None, failed_ttl=None)
+        shazbot.register_healthcheck(health)
+        app.add_url_rule("/healthcheck", "healthcheck", view_func=lambda: health.run())
+        app.config["HEALTHZ"] = {
+            "live": lambda: None,
+            "ready": "flask_clustershazbot.health.healthz_check",
+            "strict": "flask_clustershazbot.health.healthz_check_strict",
+        }
+        Healthz(app)
+
+    config = {k: v for k, v in http_config.items() if k != "SHAZBOT_BASE_URL"}
+    app, shazbot, url = served(setup, **config, SHAZBOT_HAPPY_PATH="/happy")
+    reason = (
+        f"alone: no peer online, and the master list cannot be read (SHAZBOT_MASTER_LIST "
+        f"{master_server.url}: GET answered HTTP 503)"
+    )
+    wait_until(lambda: shazbot.health(app)["status"] == "degraded", what="degraded")
+    assert shazbot.health(app) == {
+        "status": "degraded",
+        "reason": reason,
+        "cluster": {"online": [shazbot.server_list(app=app).online[0].to_dict()], "offline": []},
+    }
+    happy = requests.get(url + "happy", timeout=5)
+    assert happy.status_code == 200
+    assert happy.json()["status"] == "degraded"
+    assert happy.json()["extensions"]["clustershazbot"]["reason"] == reason
+    (check,) = requests.get(url + "healthcheck", timeout=5).json()["results"]
+    assert check["passed"] and check["output"] == f"degraded: {reason}; 1 online, 0 offline"
+    assert requests.get(url + "healthz/ready", timeout=5).status_code == 200
+    strict = requests.get(url + "healthz/strict", timeout=5)
+    assert (strict.status_code, strict.json()["title"]) == (
+        503,
+        f"clustershazbot: degraded: {reason}",
+    )
+
+    # A peer that finds it (its own master list names it) ends its solitude ...
+    other_list = tmp_path / "other-master.json"
+    other_list.write_text(
+        json.dumps(
+            {"online": [{"baseUrl": url, "monitor": False, "lastUpdate": int(time.time() * 1000)}]}
+        )
+    )
+    peer = make_node(SHAZBOT_MASTER_LIST=str(other_list))
+    wait_until(lambda: shazbot.health(app)["status"] == "ok", what="ok with a peer online")
+    assert {s.base_url for s in shazbot.server_list(app=app).online} == {url, peer.base_url}
+    peer.stop()
+    wait_until(lambda: shazbot.health(app)["status"] == "degraded", what="alone again")
+
+    # ... and so does a master list that can be read again.
+    master_server.fail_with = None
+    wait_until(lambda: shazbot.health(app)["status"] == "ok", timeout=20, what="ok again")
+    assert requests.get(url + "healthz/strict", timeout=5).status_code == 200
