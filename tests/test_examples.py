@@ -1,4 +1,4 @@
-"""The README's examples run as written."""
+"""The apps of exam/ run as written (imported, and basic_app.py as a real process)."""
 
 from __future__ import annotations
 
