@@ -1,4 +1,4 @@
-"""The apps of exam/ run as written (imported, and basic_app.py as a real process)."""
+"""The apps of examples/ run as written (imported, and basic_app.py as a real process)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_basic_app_serves_on_the_port_it_is_given(tmp_path, how):
 
     import requests
 
-    from cluster import free_port, host_env, wait_until
+    from cluster import ctrl_c_as_in_a_terminal, free_port, host_env, wait_until
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -110,6 +110,7 @@ def test_basic_app_serves_on_the_port_it_is_given(tmp_path, how):
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
 
     def peers():
@@ -122,4 +123,4 @@ def test_basic_app_serves_on_the_port_it_is_given(tmp_path, how):
         assert wait_until(peers, 30, f"basic_app.py to serve on {port}") == [url]
     finally:
         os.kill(proc.pid, signal.SIGINT)
-        proc.wait(15)
+        assert proc.wait(15) == 0

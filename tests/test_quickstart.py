@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster import free_port, host_env, wait_until
+from cluster import ctrl_c_as_in_a_terminal, free_port, host_env, wait_until
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "quickstart.md"
 
@@ -50,6 +50,7 @@ def test_three_flask_run_nodes_print_each_other_joining_and_leaving(tmp_path: Pa
                     env=host_env({**outer, **shared, **env}) | {"PYTHONUNBUFFERED": "1"},
                     stdout=out,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=ctrl_c_as_in_a_terminal,
                 )
             nodes.append((env["SHAZBOT_BASE_URL"], proc, log))
 
