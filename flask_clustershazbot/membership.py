@@ -1,4 +1,4 @@
-"""The member table and its merge rule (PROTOCOL.md "Merge").
+"""The member table and its merge rule (the newer record wins; see docs/protocol-notes.md).
 
 Pure and deterministic: wall-clock time (``now``, ms) and monotonic time
 (``mono``, s) are passed in. Every mutation reports what changed in a

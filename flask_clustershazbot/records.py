@@ -1,4 +1,4 @@
-"""Wire records: parse and validate the seed's JSON, serialise it back.
+"""Wire records: parse and validate the JSON of the original's wire format, serialise it back.
 
 Pure functions only. A message whose shape is wrong (not an object, a wrong
 ``message``, ``online``/``offline`` not lists) is refused whole with a :class:`BadMessage`
@@ -23,7 +23,7 @@ from .errors import BadMessage
 
 #: Longest ``baseUrl`` accepted; longer ones are not a server's address.
 MAX_URL_LENGTH = 2048
-#: ``lastUpdate`` is a JavaScript number on seed nodes: integers beyond 2**53 are not exact there.
+#: ``lastUpdate`` is a JavaScript number on the original's nodes: integers beyond 2**53 are not exact there.
 MAX_LAST_UPDATE = 2**53 - 1
 
 
@@ -141,8 +141,8 @@ def canonical_base_url(url: str) -> str:
     """The one form of a member's base URL: scheme and host lower-cased, port without
     zero-padding, IPv6 compressed, percent-escapes upper-cased, a final ``/``.
 
-    An explicit default port (``http://h:80/``) is kept: seed nodes compare base URLs
-    as strings, and rewriting the form a seed node uses for itself would make it a
+    An explicit default port (``http://h:80/``) is kept: the original's nodes compare base
+    URLs as strings, and rewriting the form one of them uses for itself would make it a
     phantom member in its own view. Raises ValueError (saying why) for a URL no
     canonical form can stand for (a query, a fragment, '..' segments, ...).
     """
