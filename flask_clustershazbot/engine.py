@@ -670,7 +670,7 @@ class Engine:
             replies = self.transport.gossip_many(targets, self._state())
         except Exception:
             self.stats.add(gossip_failures=1)
-            log.exception("the bootstrap announcement failed; gossip rounds carry on")
+            log.exception("telling peers at once failed; gossip rounds carry on")
             return False
         for url, reply in replies.items():
             if isinstance(reply, ServerList):
@@ -1261,12 +1261,19 @@ class Engine:
     def set_online(self, online: bool) -> None:
         now, mono = self.clock(), self.monotonic()
 
-        def op(m: Membership) -> None:
+        def op(m: Membership) -> list[str]:
             m.control_online = online
             m.heartbeat(now, mono, self.settings.max_clock_skew_ms)
+            return self._announce_targets(m)
 
-        self._transact(op)
+        targets = self._transact(op)
         log.info("control: this node is now %s", "online" if online else "offline")
+        if self.live:
+            # Told at once, to those a shutdown tells, not a round or more later (a drained
+            # node should stop getting work now); on a thread of its own, so that the
+            # answer to the control request waits for no peer (nor for a schedule, which
+            # runs in one process of a gunicorn host only).
+            threading.Thread(target=self._greet, args=(targets, True), daemon=True).start()
 
     def health(self) -> dict[str, Any]:
         """The original's health section, and ``{"status": "degraded", "reason": ...,

@@ -169,6 +169,22 @@ def test_console_script_control_and_exit_codes(pair: tuple[Any, Any], make_node:
     wait_until(lambda: a.view().get(b.base_url) is False, what="a sees b offline")
 
 
+def test_console_script_offline_reaches_peers_at_once_not_a_round_later(
+    make_node: Any,
+) -> None:
+    """``clustershazbot offline`` took a round (30 s by default) to reach peers, while a
+    shutdown reaches them in milliseconds: it is told at once, to the same peers."""
+    a, b = make_node(SHAZBOT_GOSSIP_INTERVAL=30), make_node(SHAZBOT_GOSSIP_INTERVAL=30)
+    urls = {a.base_url, b.base_url}
+    wait_until(lambda: set(a.view(False)) == urls == set(b.view(False)), what="convergence")
+    rounds = a.engine.stats.rounds + b.engine.stats.rounds
+    assert script("offline", a.base_url, secret=CONTROL).returncode == 0
+    wait_until(lambda: b.view().get(a.base_url) is False, timeout=5, what="b sees a offline")
+    assert script("online", a.base_url, secret=CONTROL).returncode == 0
+    wait_until(lambda: b.view().get(a.base_url) is True, timeout=5, what="b sees a online")
+    assert a.engine.stats.rounds + b.engine.stats.rounds == rounds  # no round carried it
+
+
 def test_console_script_runs_the_demo() -> None:
     demo = run(
         [str(SCRIPT), "demo", "--nodes", "2", "--interval", "0.2", "--duration", "30"], timeout=60
