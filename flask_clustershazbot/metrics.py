@@ -10,8 +10,9 @@ shows them with no further code. Metrics:
 - ``clustershazbot_members{node, state="online"|"offline"}``: members in this node's view
 - ``clustershazbot_gossip_rounds_total{node}``: completed gossip rounds
 - ``clustershazbot_failures_total{node, kind="gossip"|"master_list"|"self_check"|"identity_conflict"}``:
-  failed exchanges, self-checks whose base URL did not lead back to the node, and identity
-  conflicts (another process serves the node's base URL)
+  failed exchanges, self-checks whose base URL did not lead back to the node (a healthy
+  start counts none: its server not listening yet in the first 2 s is not a failure), and
+  identity conflicts (another process serves the node's base URL)
 - ``clustershazbot_merge_seconds{node}`` (summary): time spent merging records
 - ``clustershazbot_bytes_sent_total{node}``, ``clustershazbot_bytes_received_total{node}``:
   gossip, control and master-list bodies, in both directions
