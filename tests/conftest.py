@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,17 @@ from typing import Any
 import pytest
 
 from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node
+
+
+@pytest.fixture(autouse=True)
+def library_log_level() -> Iterator[None]:
+    """Each test starts with the package logger's level as the suite found it: the
+    simulator quiets it for thousands of engines (benchmarks/simulate.py), and a test that
+    reads the log after one (caplog) would see nothing."""
+    logger = logging.getLogger("flask_clustershazbot")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture
