@@ -25,7 +25,14 @@ from .config import Settings, mask
 from .errors import BadMessage, Busy, NotStarted, ShazbotError, Unauthorized
 from .membership import Changes, Entry, Membership
 from .peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
-from .records import Incoming, ServerList, base_url_problem, decode_gossip, parse_control
+from .records import (
+    Incoming,
+    ServerList,
+    base_url_problem,
+    canonical_base_url,
+    decode_gossip,
+    parse_control,
+)
 from .rtt import RoundTrips
 from .scheduling import Scheduler
 from .stats import Stats
@@ -128,6 +135,26 @@ class Suspicion:
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _reports_itself(servers: ServerList | Incoming, url: str, horizon: int) -> bool | None:
+    """Whether a reply from the hint ``url`` reports ``url`` online: True with a record this
+    node accepts, False with none (it answered as another member), None when its only such
+    record is stamped beyond the clock guard (its clock is ahead: no answer either way).
+    Read from the whole reply, before the records that could not change the table are left
+    out: the hint's own stamp (the master list's) may be newer than the peer's heartbeat."""
+    beyond = False
+    for record in servers.online:
+        if record.base_url != url:
+            try:
+                if canonical_base_url(record.base_url) != url:
+                    continue
+            except ValueError:
+                continue
+        if record.last_update <= horizon:
+            return True
+        beyond = True
+    return None if beyond else False
 
 
 def _why(exc: BaseException) -> str:
@@ -356,8 +383,9 @@ class Engine:
             )
             entry = m.entries.get(answered) if answered else None
             if answered and entry is not None and entry.hint:
-                reported = any(r.base_url == answered for r in fresh.online)
-                changes.extend(m.settle_hint(answered, reported, mono))
+                reported = _reports_itself(servers, answered, now + skew)
+                if reported is not None:
+                    changes.extend(m.settle_hint(answered, reported, mono))
             return changes, reply(m)
 
         started = time.perf_counter()

@@ -405,3 +405,34 @@ def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal()
     assert PEERS[0] not in online_peers(engine)
     engine._merge(ServerList((GossipServer(PEERS[0], False, verdict + 1000),)))
     assert PEERS[0] in online_peers(engine)
+
+
+@pytest.mark.parametrize(
+    ("reply_from", "ahead_ms", "expected"),
+    [
+        (PEERS[0], 0, "member"),  # it reports itself: confirmed
+        (PEERS[1], 0, None),  # it answers as another member (a second address): dropped
+        (PEERS[0], 3_600_000, "hint"),  # its clock is an hour ahead: no answer either way
+    ],
+    ids=["reports-itself", "answers-as-another", "clock-ahead"],
+)
+def test_a_hint_is_settled_only_by_an_answer_this_node_can_read(reply_from, ahead_ms, expected):
+    """A member learnt from the master list is confirmed when it reports itself, dropped
+    when it answers as another member; a reply whose own record is stamped beyond the clock
+    guard says neither, and the hint stays (it used to be dropped: a node whose clock had
+    jumped vanished from its peers' tables)."""
+    clock = Clock()
+
+    class Replies(AnswersAboutItself):
+        def gossip(self, base_url: str, message: Any, timeout: float | None = None) -> Any:
+            return ServerList((GossipServer(reply_from, False, clock.wall() + ahead_ms),))
+
+    engine = make_engine(clock, Replies(clock), NoJobs())
+    engine.start()
+    listed = clock.wall() - 60_000
+    engine._merge(ServerList((GossipServer(PEERS[0], False, listed),)), hints=True)
+    assert engine.store.transact(lambda m: m.entries[PEERS[0]].hint)
+    engine._attempt(PEERS[0])
+    entry = engine.store.transact(lambda m: m.entries.get(PEERS[0]))
+    state = None if entry is None else ("hint" if entry.hint else "member")
+    assert state == expected
