@@ -694,6 +694,8 @@ class Engine:
     def _greet(self, targets: list[str], quiet: bool = False) -> bool:
         """Send our state to ``targets`` at once and merge their replies; False if that
         could not be done at all (logged). A failed exchange is logged unless ``quiet``."""
+        if not targets:  # nobody to tell: no heartbeat either (a node alone stays as it is)
+            return True
         try:
             replies = self.transport.gossip_many(targets, self._state())
         except Exception:
