@@ -267,8 +267,6 @@ class Engine:
         self._pass: list[str] = []
         self._in_pass: set[str] = set()
         self._bootstrap_failures = 0
-        #: The search for peers of the last bootstrap (see _search_while_alone).
-        self._search: object | None = None
         self._warned_future: set[str] = set()
         #: Monotonic time of the last log line about each sender's invalid records.
         self._skips_logged: dict[str, float] = {}
@@ -684,8 +682,6 @@ class Engine:
             return
         self._bootstrap_failures = 0
         self.last_master_sync = self.clock()
-        self._search = search = object()  # a later bootstrap's search replaces this one's
-        self.scheduler.after(1.0, lambda: self._search_while_alone(search, 1))
         if not self._greet(self._transact(lambda m: self._announce_targets(m, hints=True))):
             return
         if not self._listed(listed):
@@ -709,27 +705,6 @@ class Engine:
                 self.stats.add(gossip_failures=1)
                 log.warning("bootstrap %s", _failed(f"gossip with {url}", reply))
         return True
-
-    def _search_while_alone(self, search: object, reads: int) -> None:
-        """Read the master list again and try the members it names that are not online here;
-        again 1, 2, 4 ... s later (up to the announce interval) while this node knew no peer
-        online. Nodes started together refuse each other's first exchanges, and verdicts
-        then keep the named members offline: a list nobody updates (DNS) stamps them too
-        old to win, the announcement, minutes away, read it in vain, and offline probes
-        alone took tens of seconds to form the cluster. The step that finds a peer online
-        still tries the others once: the node that found it may not have met them."""
-        if not self.live or search is not self._search:
-            return
-        online = self._transact(lambda m: set(m.online_urls()))
-        listed = self._sync_master_list()
-        if isinstance(listed, ServerList):
-            named = [s.base_url for s in self.peer_policy.filter(listed).online]
-            named = [url for url in named if url not in online]
-            self._greet(self.rng.sample(named, min(ANNOUNCE_FANOUT, len(named))), quiet=True)
-        if online - {self.settings.base_url}:
-            return
-        delay = min(2.0**reads, max(self.settings.master_announce_interval, 1.0))
-        self.scheduler.after(delay, lambda: self._search_while_alone(search, reads + 1))
 
     def _listed(self, servers: ServerList) -> bool:
         return any(s.base_url == self.settings.base_url for s in servers.online)

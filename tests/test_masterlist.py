@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 
 from backends import REDIS_SERVER, ConflictingS3, DnsServer, RedisServer, S3Server
 from cluster import (
@@ -30,7 +29,6 @@ from cluster import (
     free_port,
     wait_until,
 )
-from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.config import Settings, load_settings, mask
 from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
 from flask_clustershazbot.records import GossipServer, ServerList
@@ -775,57 +773,6 @@ def test_nodes_converge_through_dns_discovery(config: dict[str, Any]) -> None:
     finally:
         for n in nodes:
             n.stop()
-        dns.stop()
-
-
-def test_nodes_started_together_find_each_other_through_dns_at_once(
-    config: dict[str, Any],
-) -> None:
-    """Three nodes went live before any of them listened (started together): every first
-    exchange was refused, verdicts took the named members offline, and read-only DNS,
-    whose records are stamped too old to outbid a verdict, was not read again before the
-    announcement; offline probes alone took 35 s to form the cluster. A node that knows no
-    peer online now reads the list again (1, 2, 4 ... s apart) and tries the members it
-    names."""
-    hosts = ["127.0.5.4", "127.0.5.5", "127.0.5.6"]
-    port = free_port(hosts[0])
-    dns = DnsServer({"nodes.cluster.test": hosts})
-    slow = {  # rounds and announcements as slow as in production: they cannot form it
-        "SHAZBOT_GOSSIP_INTERVAL": 30,
-        "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 300,
-        "SHAZBOT_MASTER_ANNOUNCE_INTERVAL": 600,
-        "SHAZBOT_SELF_CHECK": False,  # live at once, before its server listens
-    }
-    apps: list[Flask] = []
-    servers: list[Server] = []
-    try:
-        for host in hosts:
-            app = Flask(f"dns-{host}")
-            app.config.update(
-                config,
-                **slow,
-                SHAZBOT_BASE_URL=f"http://{host}:{port}/",
-                SHAZBOT_MASTER_LIST=f"dns://nodes.cluster.test:{port}?resolver={dns.resolver}",
-            )
-            ClusterShazbot(app)
-            apps.append(app)
-        engines = [app.extensions["clustershazbot"] for app in apps]
-        # Every bootstrap has tried the others and found nothing listening.
-        wait_until(
-            lambda: all(e.stats.gossip_failures >= 2 for e in engines), what="refused bootstraps"
-        )
-        servers = [Server(app, port=port, host=host).start() for app, host in zip(apps, hosts)]
-        everyone = {f"http://{h}:{port}/" for h in hosts}
-        wait_until(
-            lambda: all({s.base_url for s in e.server_list().online} == everyone for e in engines),
-            timeout=20,
-            what="three nodes started together converge",
-        )
-    finally:
-        for app in apps:
-            app.extensions["clustershazbot"].shutdown()
-        for server in servers:
-            server.stop()
         dns.stop()
 
 
