@@ -275,8 +275,19 @@ def test_bad_master_lists_are_logged_and_change_nothing(
     a = make_node(base=settings)
     wait_until(lambda: sees(a, b.base_url, True), what="a joins through the master list")
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
+    # Count the uploads this thread's announce() makes: both nodes' listing checks from their
+    # start may still run in the background, and one that reads a list with a bad record
+    # and finds itself unlisted claims its place again (the master server counts those too).
+    uploads, write = [0], a.engine.transport.write_master_list
+
+    def counted(servers: ServerList) -> None:
+        write(servers)
+        if threading.current_thread() is threading.main_thread():
+            uploads[0] += 1
+
+    a.engine.transport.write_master_list = counted  # type: ignore[method-assign]
     for name, status, body, reason in BAD_MASTER_LISTS:
-        before, puts = a.view(), master_server.puts
+        before, puts = a.view(), uploads[0]
         with master_server.lock:
             master_server.body, master_server.fail_with = body, (status if status != 200 else None)
         caplog.clear()
@@ -287,10 +298,10 @@ def test_bad_master_lists_are_logged_and_change_nothing(
         if name == "one bad record":
             # The list is still an object with a list: the update drops the bad record, so
             # that one bad entry cannot block the list for good.
-            assert master_server.puts == puts + 1, name
+            assert uploads[0] == puts + 1, name
             assert b'"soon"' not in master_server.body and a.base_url.encode() in master_server.body
         else:
-            assert master_server.puts == puts, f"{name}: nothing uploaded after a failed download"
+            assert uploads[0] == puts, f"{name}: nothing uploaded after a failed download"
     assert "http://127.0.0.1:7/" not in a.view()
 
 
