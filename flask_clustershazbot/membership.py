@@ -277,10 +277,13 @@ class Membership:
         ``max_members`` records and ``max_bytes`` (see :meth:`_admit`).
 
         ``hints``: the records come from the master list, which lists members that
-        stopped long ago as well as live ones. An online one enters as a hint unless
-        its member is online here already: rounds try it, but it is not in the view
-        and no signal fires until a peer's record newer than it (its own heartbeat,
-        directly or by gossip) or :meth:`settle_hint` confirms it.
+        stopped long ago as well as live ones. An online record of a member not known
+        here enters as a hint: rounds try it, but it is not in the view and no signal
+        fires until a peer's record newer than it (its own heartbeat, directly or by
+        gossip) or :meth:`settle_hint` confirms it. One of a member known offline here
+        is left out: the member stays offline in the view until its own heartbeat says
+        otherwise (a hint in its place would take it out of the view, neither online
+        nor offline, and an answer under another name would delete it).
         """
         changes = Changes()
         horizon = now + max_skew_ms
@@ -320,6 +323,8 @@ class Membership:
             old = entries.get(url)
             if old is None:
                 newcomers.append((server, online))
+            elif hints and online and not old.online:
+                continue
             elif _rank(server, online) > _rank(old.server, old.online):
                 self._put(server, online, mono, changes, hints and not old.member)
         if newcomers:

@@ -691,7 +691,13 @@ def test_the_master_list_never_demotes_a_member_to_a_hint() -> None:
     merge(m, online=[peer(A, NOW - 100)])
     changes = m.merge(ServerList((peer(A, NOW - 50),)), NOW, 1.0, SKEW, RETENTION, hints=True)
     assert not changes and A in urls(list(m.server_list().online))
-    # A member known offline comes back from the master list as a hint: no join until confirmed.
+    # A member known offline stays offline, in the view, whatever the master list says: no
+    # join until its own heartbeat comes. (It used to become a hint: out of the view, neither
+    # online nor offline, and deleted by an answer that did not name it; test_clock_jump
+    # lost a node whose clock had jumped from its peers' views that way.)
     merge(m, offline=[peer(A, NOW - 40)])
     assert not m.merge(ServerList((peer(A, NOW - 30),)), NOW, 1.0, SKEW, RETENTION, hints=True)
-    assert A not in urls(list(m.server_list().online))
+    assert state(m, A) == (NOW - 40, False) and not m.entries[A].hint
+    assert A in urls(list(m.server_list().offline))
+    assert not m.settle_hint(A, reported=False, mono=2.0) and A in m.entries
+    assert merge(m, online=[peer(A, NOW - 30)]).joined == [peer(A, NOW - 30)]
