@@ -73,7 +73,7 @@ def make_engine(n: int, factory: StoreFactory) -> Engine:
         rng=random.Random(1),
     )
     engine.start()
-    engine._merge(members(n - 1))
+    engine.table.merge(members(n - 1))
     return engine
 
 
@@ -112,7 +112,7 @@ def measure(n: int, factory: StoreFactory, budget: float) -> dict[str, Any]:
         t1 = time.perf_counter()
         servers = ServerList.from_dict(data, message="gossip")
         t2 = time.perf_counter()
-        reply = engine._merge(servers, heartbeat=True)
+        reply = engine.table.merge(servers, heartbeat=True)
         t3 = time.perf_counter()
         out = encode_json(reply)
         t4 = time.perf_counter()

@@ -119,19 +119,7 @@ class Cluster:
         return engine
 
     def _warm_start(self, engine: Engine, everyone: ServerList) -> None:
-        now, mono = self.loop.clock_ms(), self.loop.monotonic()
-
-        def online(m: Membership) -> None:
-            m.running = True
-            m.heartbeat(now, mono)
-            s = engine.settings
-            m.merge(everyone, now, mono, s.max_clock_skew_ms, s.retention_ms)
-
-        engine.store.transact(online)
-        engine.started = engine.live = True  # started long ago: no bootstrap
-        engine.scheduler.start()
-        engine.scheduler.after(self.rng.uniform(0, self.interval), engine._round_job)
-        engine._schedule_announcement()
+        engine.warm_start(everyone, first_round=self.rng.uniform(0, self.interval))
         self.net.nodes[engine.settings.base_url] = engine
 
     # -- events ------------------------------------------------------------

@@ -123,7 +123,7 @@ def _refuse_without_threads(engine: Engine, process: Process) -> None:
     """Say so at once, and never act as the node (nor announce it): no round would run."""
     if process.problem is not None:
         log.error("%s", process.problem)
-        engine.passive = process.problem
+        engine.become_passive(process.problem, logged=True)
 
 
 def _machine() -> str:

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from .engine import Engine, _why
+from .engine import Engine
+from .engine.common import why as _why
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)

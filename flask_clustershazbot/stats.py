@@ -14,7 +14,7 @@ class Stats:
     gossip_failures: int = 0
     master_list_failures: int = 0
     #: Self-checks whose base URL did not lead back to this node (not those of a start's
-    #: grace that found its server not listening yet: see Engine._self_check_job).
+    #: grace that found its server not listening yet: see Identity.check in engine/identity.py).
     self_check_failures: int = 0
     #: Times another process turned out to serve this node's base URL while it acted as the node.
     identity_conflicts: int = 0

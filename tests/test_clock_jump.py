@@ -53,7 +53,9 @@ def test_an_injected_clock_jump_heals_within_a_few_rounds(make_node: Callable[..
         what="the corrected node online everywhere again",
     )
     # Its heartbeat is back at the right time.
-    assert c.engine._transact(lambda m: m.self_entry.server.last_update) <= wall_clock_ms() + 2000
+    assert (
+        c.engine.table.transact(lambda m: m.self_entry.server.last_update) <= wall_clock_ms() + 2000
+    )
 
 
 @pytest.fixture

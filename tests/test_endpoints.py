@@ -126,7 +126,7 @@ def error_of(response: TestResponse, status: int) -> str:
 
 def snapshot(engine: Engine) -> tuple[Any, ...]:
     servers = engine.server_list(include_offline=True)
-    return servers.online, servers.offline, engine._transact(lambda m: m.control_online)
+    return servers.online, servers.offline, engine.table.transact(lambda m: m.control_online)
 
 
 # -- 503 before start ------------------------------------------------------------
@@ -477,7 +477,7 @@ def test_start_and_shutdown_twice_and_shutdown_without_start_are_no_ops(
     engine.start()
     engine.start()
     # Each job of a start once (the bootstrap, already running, may schedule its own).
-    started = {"_announcement_job", "_round_job", "bootstrap"}
+    started = {"_announcement_job", "run", "bootstrap"}
     assert sorted(name for name in jobs.scheduled if name in started) == sorted(started)
     assert len(jobs.schedulers) == 1
     engine.shutdown()

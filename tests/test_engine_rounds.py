@@ -83,7 +83,7 @@ def engine() -> tuple[Engine, Clock]:
     clock = Clock()
     engine = make_engine(clock, AnswersAboutItself(clock), NoJobs())
     engine.start()
-    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
+    engine.merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
     return engine, clock
 
 
@@ -143,10 +143,10 @@ def test_rounds_meet_every_peer_once_per_pass_and_a_newcomer_within_the_current_
     engine = make_engine(clock, transport, NoJobs(), failure_timeout=1e6)
     engine.start()
     peers = [f"http://127.0.0.1:{2000 + i}/" for i in range(20)]
-    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in peers)))
+    engine.merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in peers)))
     engine.gossip_round()  # the pass begins
     newcomer = "http://127.0.0.1:3000/"
-    engine._merge(ServerList((GossipServer(newcomer, False, clock.wall()),)))
+    engine.merge(ServerList((GossipServer(newcomer, False, clock.wall()),)))
     for _ in range(20 + 21):
         clock.mono += 1
         engine.gossip_round()
@@ -165,9 +165,7 @@ def test_the_pass_goes_over_the_peers_that_are_not_monitors(monkeypatch):
     engine.start()
     peers = [f"http://127.0.0.1:{2000 + i}/" for i in range(10)]
     records = [GossipServer(monitor, True, clock.wall())]
-    engine._merge(
-        ServerList(tuple(records + [GossipServer(u, False, clock.wall()) for u in peers]))
-    )
+    engine.merge(ServerList(tuple(records + [GossipServer(u, False, clock.wall()) for u in peers])))
     rounds = 400
     for _ in range(rounds):
         clock.mono += 1
@@ -176,7 +174,7 @@ def test_the_pass_goes_over_the_peers_that_are_not_monitors(monkeypatch):
     assert 0.4 < 1 - len(others) / rounds < 0.6  # MONITOR_PREFERENCE, and no more
     passes = [others[i : i + 10] for i in range(0, len(others) - 9, 10)]
     assert passes and all(sorted(p) == peers for p in passes)
-    monkeypatch.setattr("flask_clustershazbot.engine.MONITOR_PREFERENCE", 0.0)
+    monkeypatch.setattr("flask_clustershazbot.engine.rounds.MONITOR_PREFERENCE", 0.0)
     transport.targets.clear()
     for _ in range(30):
         clock.mono += 1
@@ -218,7 +216,7 @@ def test_a_refusing_peer_goes_offline_after_the_configured_retries(retries):
     clock, transport, jobs = Clock(), Refuses(), Pending()
     engine = make_engine(clock, transport, jobs, retries=retries, failure_timeout=1e6)
     engine.start()
-    engine._merge(ServerList((GossipServer(PEERS[0], False, clock.wall()),)))
+    engine.merge(ServerList((GossipServer(PEERS[0], False, clock.wall()),)))
     jobs.jobs.clear()  # bootstrap and the first round/announcement jobs: not run here
     engine.gossip_round()
     assert len(jobs.jobs) == 1
@@ -293,16 +291,16 @@ def test_a_hang_is_settled_when_the_silence_ends_and_watched_until_then(resume_a
     jobs = Due(clock)
     engine = make_engine(clock, transport, jobs, failure_timeout=1e6)
     engine.start()
-    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
+    engine.merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
     for _ in range(3):  # round trips sampled: the adaptive timeout is at its 0.5 s floor
-        assert engine._exchange(PEERS[0])
+        assert engine.rounds.attempt(PEERS[0]) is None
     jobs.jobs.clear()  # bootstrap, rounds, announcements: not run here
     transport.hang_from = clock.mono
     if resume_after is not None:
         transport.resume_at = clock.mono + resume_after
-    failure = engine._attempt(PEERS[0])
+    failure = engine.rounds.attempt(PEERS[0])
     assert failure is not None and failure.slow
-    engine._suspect(PEERS[0], failure)
+    engine.suspicions.suspect(PEERS[0], failure)
     for _ in range(3):  # probes this node ran for others timed out too: a longer estimate,
         engine.round_trips.timed_out(PEERS[0])  # which must not stretch this judgement
     jobs.run_all()
@@ -335,20 +333,20 @@ def test_a_judgement_that_fails_ends_so_rounds_try_the_peer_again(caplog):
     clock, transport, jobs = Clock(), ProbesFail(), Pending()
     engine = make_engine(clock, transport, jobs, failure_timeout=1e6)
     engine.start()
-    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS[:2])))
+    engine.merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS[:2])))
     jobs.jobs.clear()  # bootstrap and the first round/announcement jobs: not run here
     engine.gossip_round()
     judged = transport.attempts
     assert len(jobs.jobs) == 1
     jobs.jobs.pop()()  # the judgement: asking the helpers raises
     assert "judging" in caplog.text
-    assert not engine._suspects
+    assert not engine.suspicions.judged()
     for _ in range(4):  # each round meets a peer again; each judgement fails and ends
         engine.gossip_round()
         while jobs.jobs:
             jobs.jobs.pop()()
     assert transport.attempts == judged + 4
-    assert not engine._suspects
+    assert not engine.suspicions.judged()
 
 
 class StopsAnswering(AnswersAboutItself):
@@ -386,14 +384,14 @@ def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal()
     jobs = Due(clock)
     engine = make_engine(clock, StopsAnswering(clock, hangs=1), jobs, failure_timeout=1e6)
     engine.start()
-    engine._merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
+    engine.merge(ServerList(tuple(GossipServer(u, False, clock.wall()) for u in PEERS)))
     jobs.jobs.clear()
     for _ in range(len(PEERS)):  # one pass of rounds meets PEERS[0]
         clock.mono += 1
         engine.gossip_round()
     began = clock.wall()
-    assert engine._suspects.keys() == {PEERS[0]}
-    jobs.jobs = [job for job in jobs.jobs if job[1].__qualname__.startswith("Engine._later")]
+    assert engine.suspicions.judged() == {PEERS[0]}
+    jobs.jobs = [job for job in jobs.jobs if job[1].__qualname__.startswith("Suspicions._later")]
     jobs.run_all()
     assert PEERS[0] not in online_peers(engine)
     verdict = clock.wall()
@@ -401,9 +399,9 @@ def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal()
     offline = {s.base_url: s.last_update for s in engine.server_list().offline}
     assert offline[PEERS[0]] >= verdict - 1
 
-    engine._merge(ServerList((GossipServer(PEERS[0], False, began + 500),)))
+    engine.merge(ServerList((GossipServer(PEERS[0], False, began + 500),)))
     assert PEERS[0] not in online_peers(engine)
-    engine._merge(ServerList((GossipServer(PEERS[0], False, verdict + 1000),)))
+    engine.merge(ServerList((GossipServer(PEERS[0], False, verdict + 1000),)))
     assert PEERS[0] in online_peers(engine)
 
 
@@ -430,9 +428,9 @@ def test_a_hint_is_settled_only_by_an_answer_this_node_can_read(reply_from, ahea
     engine = make_engine(clock, Replies(clock), NoJobs())
     engine.start()
     listed = clock.wall() - 60_000
-    engine._merge(ServerList((GossipServer(PEERS[0], False, listed),)), hints=True)
+    engine.table.merge(ServerList((GossipServer(PEERS[0], False, listed),)), hints=True)
     assert engine.store.transact(lambda m: m.entries[PEERS[0]].hint)
-    engine._attempt(PEERS[0])
+    engine.rounds.attempt(PEERS[0])
     entry = engine.store.transact(lambda m: m.entries.get(PEERS[0]))
     state = None if entry is None else ("hint" if entry.hint else "member")
     assert state == expected

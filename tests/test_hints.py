@@ -35,7 +35,7 @@ def test_a_second_address_of_a_member_never_becomes_a_member(
             wait_until(lambda: a.view().get(b.base_url) is True, what="b joins a's view")
             # Every round tries the hint until it is settled: dropped, as it answered as b.
             wait_until(
-                lambda: second.url not in a.engine._transact(lambda m: set(m.entries)),
+                lambda: second.url not in a.engine.table.transact(lambda m: set(m.entries)),
                 what="the second address dropped",
             )
             deadline = time.monotonic() + 2.0  # more rounds and master-list reads

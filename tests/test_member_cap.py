@@ -54,10 +54,10 @@ def test_a_flood_of_offline_records_never_breaks_exchanges(make_node: Callable[.
         timeout=30,
     )
     assert reply.status_code == 200 and len(reply.content) <= limit
-    assert len(encode_json(a.engine._state())) <= limit
+    assert len(encode_json(a.engine.table.state())) <= limit
     # Exchanges between the healthy nodes go on in both directions.
-    assert b.engine._exchange(a.base_url), "B could not read A's reply"
-    assert a.engine._exchange(b.base_url), "B refused A's state"
+    assert b.engine.rounds.attempt(a.base_url) is None, "B could not read A's reply"
+    assert a.engine.rounds.attempt(b.base_url) is None, "B refused A's state"
     stats = a.engine.stats.snapshot()
     assert stats["members_refused"] > 0
     rounds = b.engine.stats.snapshot()["rounds"]
