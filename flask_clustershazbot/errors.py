@@ -41,3 +41,13 @@ class Busy(ShazbotError):
     """This node runs as many indirect probes as it allows at once."""
 
     status = 503
+
+
+class TransportError(ShazbotError):
+    """A request could not be completed (connection, timeout, HTTP status)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        #: The connection was refused (nothing listens): strong evidence that the peer is down,
+        #: unlike a timeout or a lost message.
+        self.refused = refused

@@ -24,15 +24,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._json import decode_json, encode_json
 from .config import Settings, config_key, mask
-from .errors import BadMessage, ShazbotError, TooLarge
-from .membership import _rank
-from .records import MAX_URL_LENGTH, GossipServer, ServerList, base_url_problem
-from .transport import TransportError, file_path
+from .errors import BadMessage, ShazbotError, TooLarge, TransportError
+from .records import MAX_URL_LENGTH, GossipServer, ServerList, base_url_problem, rank
 
 if TYPE_CHECKING:
     from .transport import HttpTransport
@@ -52,6 +51,13 @@ DEFAULT_REDIS_KEY = "clustershazbot:members"
 MAX_REDIS_FIELD_BYTES = 4 * MAX_URL_LENGTH
 #: DNS hints are stamped this long (ms) after the oldest stamp a node accepts.
 HINT_MARGIN_MS = 60_000
+
+
+def file_path(location: str) -> Path:
+    """The local path of a ``file://`` URL or a plain path."""
+    if location.startswith("file://"):
+        return Path(unquote(urlsplit(location).path))
+    return Path(location)
 
 
 class MasterList(Protocol):
@@ -95,7 +101,7 @@ def merge_stored(
             if base_url_problem(server.base_url):
                 continue  # never written: no reader would accept it (an old state file's)
             old = best.get(server.base_url)
-            if old is None or _rank(server, online) > _rank(*old):
+            if old is None or rank(server, online) > rank(*old):
                 best[server.base_url] = (server, online)
     oldest, newest = _window(now_ms, settings)
     return ServerList(

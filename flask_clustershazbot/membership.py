@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _json
-from .records import GossipServer, ServerList
+from .records import GossipServer, ServerList, rank
 
 
 @dataclass(slots=True)
@@ -89,11 +89,6 @@ def _raw(e: Entry) -> bytes:
             s.last_update,
         )
     return raw
-
-
-def _rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
-    """The merge order: newer wins; on equal timestamps offline wins, then monitor."""
-    return server.last_update, not online, server.monitor
 
 
 #: Wire bytes of a record besides its base URL: the keys, ``false``, 16 digits, ``{}`` and a comma.
@@ -316,7 +311,7 @@ class Membership:
                     ):
                         continue
                 prev = best.get(url)
-                if prev is None or _rank(server, online) > _rank(*prev):
+                if prev is None or rank(server, online) > rank(*prev):
                     best[url] = (server, online)
         newcomers: list[tuple[GossipServer, bool]] = []
         for url, (server, online) in best.items():
@@ -325,7 +320,7 @@ class Membership:
                 newcomers.append((server, online))
             elif hints and online and not old.online:
                 continue
-            elif _rank(server, online) > _rank(old.server, old.online):
+            elif rank(server, online) > rank(old.server, old.online):
                 self._put(server, online, mono, changes, hints and not old.member)
         if newcomers:
             self._admit(newcomers, mono, changes, max_members, max_bytes, hints)
@@ -370,7 +365,7 @@ class Membership:
         size = sum(map(record_bytes, entries)) if max_bytes is not None else 0
         budget = max_bytes if max_bytes is not None else sys.maxsize
         victims: list[tuple[int, str]] | None = None  # newest first: pop() takes the oldest
-        newcomers.sort(key=lambda item: _rank(*item), reverse=True)
+        newcomers.sort(key=lambda item: rank(*item), reverse=True)
         for server, online in newcomers:
             cost = record_bytes(server.base_url)
             while count + 1 > members or size + cost > budget:
@@ -450,7 +445,7 @@ class Membership:
         for entry in entries:
             url = entry.server.base_url
             old = self.entries.get(url)
-            if old is None or _rank(entry.server, entry.online) > _rank(old.server, old.online):
+            if old is None or rank(entry.server, entry.online) > rank(old.server, old.online):
                 self.entries[url] = entry
                 self.version += 1
                 self.dirty.add(url)

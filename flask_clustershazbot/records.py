@@ -227,6 +227,14 @@ _set_monitor = GossipServer.__dict__["monitor"].__set__
 _set_last_update = GossipServer.__dict__["last_update"].__set__
 
 
+def rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
+    """Which record wins, the protocol's one rule: of two records of a member, the one of
+    higher rank (the newer; on equal stamps the offline one, then the monitor). A total
+    order, so that merges are idempotent, commutative and associative. The member table,
+    the master lists and the Redis script (which tests check against this) all use it."""
+    return server.last_update, not online, server.monitor
+
+
 def _new_server(url: str, monitor: bool, last_update: int) -> GossipServer:
     """``GossipServer(url, monitor, last_update)`` for validated values, twice as fast."""
     server = object.__new__(GossipServer)

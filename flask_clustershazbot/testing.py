@@ -27,9 +27,10 @@ from ._json import encode_json
 from .config import unreachable_base_url
 from .constants import EXTENSION_KEY
 from .engine import Engine
+from .errors import TransportError
 from .records import GossipServer, ServerList, canonical_base_url
 from .scheduling import Scheduler
-from .transport import Transport, TransportError, gossip_body
+from .transport import Transport, gossip_body
 
 __all__ = ["EventLoop", "MemoryTransport", "Network", "VirtualScheduler", "join", "leave"]
 

@@ -13,9 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
 from .config import Settings, mask
 from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH, PROBE_PATH
-from .errors import BadMessage, ShazbotError, TooLarge
+from .errors import BadMessage, TooLarge, TransportError
 from .records import ServerList
 from .stats import Stats
 
@@ -33,16 +31,6 @@ if TYPE_CHECKING:
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
 T = TypeVar("T")
-
-
-class TransportError(ShazbotError):
-    """A request could not be completed (connection, timeout, HTTP status)."""
-
-    def __init__(self, message: str, refused: bool = False) -> None:
-        super().__init__(message)
-        #: The connection was refused (nothing listens): strong evidence that the peer is down,
-        #: unlike a timeout or a lost message.
-        self.refused = refused
 
 
 class _MaskUrls(logging.Filter):
@@ -68,13 +56,6 @@ def gossip_body(message: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     if len(body) < GZIP_MIN_BYTES:
         return body, {}
     return gzip_body(body), {"Content-Encoding": "gzip"}
-
-
-def file_path(location: str) -> Path:
-    """The local path of a ``file://`` URL or a plain path."""
-    if location.startswith("file://"):
-        return Path(unquote(urlsplit(location).path))
-    return Path(location)
 
 
 def apply_tls(session: requests.Session, ca: str | None, cert: str | None, key: str | None) -> None:

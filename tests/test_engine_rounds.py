@@ -17,7 +17,7 @@ import pytest
 
 from flask_clustershazbot import Engine, GossipServer, ServerList
 from flask_clustershazbot.config import load_settings
-from flask_clustershazbot.transport import TransportError
+from flask_clustershazbot.errors import TransportError
 
 ME = "http://127.0.0.1:1001/"
 PEERS = [f"http://127.0.0.1:{1002 + i}/" for i in range(3)]

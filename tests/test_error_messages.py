@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from cluster import SECRET, Node, Server, free_port, wait_until
 from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.engine import Engine
-from flask_clustershazbot.transport import TransportError
+from flask_clustershazbot.errors import TransportError
 
 OTHER_SECRET = "another-gossip-secret-0123456789"
 

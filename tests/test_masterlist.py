@@ -31,7 +31,7 @@ from cluster import (
 )
 from flask_clustershazbot.config import Settings, load_settings, mask
 from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
-from flask_clustershazbot.records import GossipServer, ServerList
+from flask_clustershazbot.records import GossipServer, ServerList, rank
 from flask_clustershazbot.transport import HttpTransport
 from proxy import Proxy
 from test_lifecycle import SLOW_DETECTION, App, flask_run
@@ -226,6 +226,52 @@ def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
         c: GossipServer(c, True, now),
         d: GossipServer(d, False, now),
     }
+    t.close()
+
+
+def test_every_backend_keeps_the_record_the_protocols_rule_ranks_first(location: str) -> None:
+    # Every pair of records of one member (stamps equal or one apart, online or offline,
+    # monitor or not), the first published by one node, the second by another: what is
+    # stored is the one records.rank puts first, the rule the member table merges by. For
+    # Redis this checks the Lua script, which writes that rule a second time.
+    now = now_ms()
+    variants = [
+        (GossipServer("", monitor, now + later), online)
+        for later in (0, 1)
+        for online in (True, False)
+        for monitor in (False, True)
+    ]
+    pairs = [(first, second) for first in variants for second in variants]
+    t = HttpTransport(settings_for(0, location))
+
+    def publish(records: list[tuple[GossipServer, bool]]) -> None:
+        placed = [
+            (GossipServer(member(100 + i), s.monitor, s.last_update), online)
+            for i, (s, online) in enumerate(records)
+        ]
+        t.write_master_list(
+            ServerList(
+                online=tuple(s for s, online in placed if online),
+                offline=tuple(s for s, online in placed if not online),
+            )
+        )
+
+    publish([first for first, _ in pairs])
+    publish([second for _, second in pairs])
+    stored = t.read_master_list()
+    got = {s.base_url: (s.monitor, s.last_update, True) for s in stored.online}
+    got.update({s.base_url: (s.monitor, s.last_update, False) for s in stored.offline})
+    # Redis keeps a member's offline record (a tombstone); a file or an S3 object holds online
+    # records only: a member whose offline record wins leaves it, and is not remembered.
+    tombstones = location.startswith("redis://")
+    for i, (first, second) in enumerate(pairs):
+        kept = [first] if first[1] or tombstones else []
+        server, online = max([*kept, second], key=lambda record: rank(*record))
+        expected = (server.monitor, server.last_update, online)
+        assert got.get(member(100 + i)) == (expected if online or tombstones else None), (
+            first,
+            second,
+        )
     t.close()
 
 

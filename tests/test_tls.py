@@ -303,7 +303,8 @@ def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: P
     from werkzeug.serving import make_server
 
     from flask_clustershazbot.config import load_settings
-    from flask_clustershazbot.transport import HttpTransport, TransportError
+    from flask_clustershazbot.errors import TransportError
+    from flask_clustershazbot.transport import HttpTransport
 
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost")

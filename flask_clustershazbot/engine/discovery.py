@@ -3,7 +3,7 @@ announcements that keep this node in the master list."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadMessage
 from ..membership import Membership
@@ -78,6 +78,33 @@ class Discovery:
                 e.stats.add(gossip_failures=1)
                 log.warning("bootstrap %s", failed(f"gossip with {url}", reply))
         return True
+
+    def announce_shutdown(self) -> None:
+        """Go offline and tell up to ANNOUNCE_FANOUT peers and every monitor, then update
+        the master list if the settings say so at shutdown. Never raises."""
+        e = self.engine
+        now, mono = e.clock(), e.monotonic()
+
+        def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]] | None:
+            if not m.running:  # another process of this host announced it already
+                return None
+            m.running = False
+            m.heartbeat(now, mono, e.settings.max_clock_skew_ms)
+            return m.gossip_message(), self.announce_targets(m)
+
+        announcement = e.table.transact(go_offline)
+        if announcement is None:
+            log.info("stopped; another process of this host announced its shutdown")
+            return
+        message, targets = announcement
+        try:
+            e.transport.gossip_many(targets, message)
+        except Exception:  # never skip the upload, never raise to the caller (atexit)
+            e.stats.add(gossip_failures=1)
+            log.exception("the shutdown announcement failed")
+        if e.settings.update_master_list_on_shutdown:
+            self.upload_master_list()
+        log.info("shut down")
 
     def _listed(self, servers: ServerList) -> bool:
         return any(s.base_url == self.engine.settings.base_url for s in servers.online)

@@ -260,28 +260,7 @@ class Engine:
             if stays:
                 log.info("%s; the host stays online", stays)
                 return
-            now, mono = self.clock(), self.monotonic()
-
-            def go_offline(m: Membership) -> tuple[dict[str, Any], list[str]] | None:
-                if not m.running:  # another process of this host announced it already
-                    return None
-                m.running = False
-                m.heartbeat(now, mono, self.settings.max_clock_skew_ms)
-                return m.gossip_message(), self.discovery.announce_targets(m)
-
-            announcement = self.table.transact(go_offline)
-            if announcement is None:
-                log.info("stopped; another process of this host announced its shutdown")
-                return
-            message, targets = announcement
-            try:
-                self.transport.gossip_many(targets, message)
-            except Exception:  # never skip the upload, never raise to the caller (atexit)
-                self.stats.add(gossip_failures=1)
-                log.exception("the shutdown announcement failed")
-            if self.settings.update_master_list_on_shutdown:
-                self.discovery.upload_master_list()
-            log.info("shut down")
+            self.discovery.announce_shutdown()
 
     def crash(self) -> None:
         """Stop at once without a word, as a killed process would: for tests and simulators."""
@@ -333,7 +312,6 @@ class Engine:
         return self.table.merge(ServerList.from_dict(body, message="gossip"), True, sender)
 
     def handle_gossip_body(self, authorization: str | None, raw: bytes) -> bytes:
-        """:meth:`handle_gossip` from the request's JSON bytes to the reply's."""
         self.authorize(authorization, control=False)
         return self.answer_gossip(raw)
 
@@ -352,7 +330,6 @@ class Engine:
         return self.endpoints.answer_list(authorization, sender)
 
     def handle_control(self, authorization: str | None, body: Any) -> dict[str, Any]:
-        """Take this node offline (sticky) or online again."""
         self.authorize(authorization, control=True)
         return self.answer_control(body)
 
