@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import weakref
@@ -20,7 +19,6 @@ from .errors import ConfigError
 from .factory import make_engine
 from .gunicorn import reported_as_app_load_errors
 from .health import register_happy, register_healthcheck
-from .hosting import after_fork_in_child
 from .lifecycle import (
     exit_on_sigterm,
     loaded_by_flask_command,
@@ -101,9 +99,6 @@ class ClusterShazbot:
         register_metrics()  # in prometheus_client's default registry, when it is installed
         app.cli.add_command(shazbot_cli)
         self._apps.add(app)
-        atexit.register(engine.shutdown)
-        engine_ref = weakref.ref(engine)
-        after_fork_in_child(lambda: _reset(engine_ref))
         not_serving = loaded_by_flask_command() if settings.autostart else None
         if not_serving:
             log.info("not started: %s", not_serving)
@@ -253,9 +248,3 @@ def _exempt_at_first_request(app: Flask) -> None:
             done = True
 
     app.before_request(exempt_once)
-
-
-def _reset(engine_ref: weakref.ref[Engine]) -> None:
-    engine = engine_ref()
-    if engine is not None:
-        engine.reset_after_fork()

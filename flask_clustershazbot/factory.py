@@ -29,7 +29,7 @@ from .gunicorn import adopt
 from .hosting import Process, describe, uwsgi_worker_exit
 from .leader import LeaderJobs
 from .membership import Changes, Membership
-from .metrics import track
+from .process import adopt as adopt_in_process
 from .scheduling import BackgroundJobs
 from .stats import Stats
 from .store import MemoryStore
@@ -74,7 +74,7 @@ def make_engine(
             wait_for_self_check=True,
         )
         _refuse_without_threads(engine, process)
-        track(engine)
+        adopt_in_process(engine)
         return engine
     from .sqlite_store import SqliteStore, default_state_path, run_id
 
@@ -107,7 +107,7 @@ def make_engine(
     if process.server == "gunicorn" and process.role == "master":
         adopt(engine)
     _refuse_without_threads(engine, process)
-    track(engine)
+    adopt_in_process(engine)
     log.debug("%s %s: shared state in %s", process.server or "process", process.role, path)
     return engine
 

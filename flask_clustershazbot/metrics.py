@@ -29,24 +29,17 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .engine import Engine
+from .process import engines
 
-_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _registered: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
 
 
-def track(engine: Engine) -> None:
-    """Export ``engine``'s stats from now on (held weakly: a dropped engine disappears)."""
-    with _lock:
-        _engines.add(engine)
-
-
 class Collector:
-    """A ``prometheus_client`` collector of every tracked engine, read at scrape time."""
+    """A ``prometheus_client`` collector of every engine the process made (process.py),
+    read at scrape time."""
 
     def describe(self) -> list[Any]:
         return []  # unchecked collector: the node labels are only known at scrape time
@@ -93,9 +86,7 @@ class Collector:
             "Requests let in by an older secret of a rotation",
             labels=["node", "secret"],
         )
-        with _lock:
-            engines = list(_engines)
-        for engine in engines:
+        for engine in engines():
             node = engine.settings.base_url
             s = engine.stats.snapshot()
             view = engine.server_list()

@@ -27,7 +27,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from flask import g
 
 from .hosting import after_fork_in_child
-from .store import MemoryStore
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -97,7 +96,7 @@ class Ownership:
         self.refresh = (
             refresh if refresh is not None else min(engine.settings.gossip_interval / 4, 0.25)
         )
-        self._exact = isinstance(engine.store, MemoryStore)
+        self._exact = engine.store.exact
         #: Hash states by member, kept across snapshots: a join hashes one new URL.
         self._states: dict[str, Any] = {}
         #: (table version or None, monotonic expiry, ring): replaced whole, never changed.

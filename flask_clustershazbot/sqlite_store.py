@@ -175,6 +175,8 @@ class SqliteStore(Store):
     URL) is refused with a :class:`ConfigError`.
     """
 
+    exact = False  # other processes of the host change the table too
+
     def __init__(
         self,
         path: str,

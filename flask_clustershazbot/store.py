@@ -12,6 +12,11 @@ T = TypeVar("T")
 
 
 class Store(Protocol):
+    #: Whether the table's version moves only with this process's transactions, so that a
+    #: reader may reuse what it derived from the table until the version changes. False for
+    #: a table shared with other processes (a reader then re-reads after a while).
+    exact: bool
+
     def transact(self, fn: Callable[[Membership], T]) -> T:
         """Run ``fn`` on the table atomically and return its result. Never does network I/O."""
         ...
@@ -23,6 +28,8 @@ class Store(Protocol):
 
 class MemoryStore(Store):
     """The table in this process, behind one lock. The default."""
+
+    exact = True
 
     def __init__(self, membership: Membership) -> None:
         self._membership = membership

@@ -141,3 +141,22 @@ def test_logs_transitions_at_info_failures_at_warning_never_secrets(
     for text in messages:
         for secret in (SECRET, CONTROL, MASTER_AUTH):
             assert secret not in text
+
+
+def test_an_app_that_is_dropped_is_no_longer_exported(config: dict[str, Any]) -> None:
+    # The process holds its engines weakly (it used to register each one's shutdown with
+    # atexit, which kept every engine, and its metrics, alive for good).
+    import gc
+    import weakref
+
+    registry = CollectorRegistry()
+    register(registry)
+    app = Flask("dropped")
+    app.config.update(config, SHAZBOT_BASE_URL="http://127.0.3.9:9/", TESTING=True)
+    ClusterShazbot(app)
+    engine = weakref.ref(app.extensions["clustershazbot"])
+    assert samples(generate_latest(registry).decode(), "http://127.0.3.9:9/")
+    del app
+    gc.collect()
+    assert engine() is None
+    assert not samples(generate_latest(registry).decode(), "http://127.0.3.9:9/")
