@@ -400,7 +400,7 @@ def _port_problem(parts: SplitResult) -> str | None:
     return None
 
 
-#: The master-list URL schemes (masterlist.py) and what each needs (see docs/masterlist.md).
+#: The master-list URL schemes (the masterlist package) and what each needs (see docs/masterlist.md).
 _SCHEMES: dict[str, Callable[[SplitResult], str | None]] = {
     "file": lambda parts: None,
     "http": lambda parts: None,

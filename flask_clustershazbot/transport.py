@@ -302,12 +302,12 @@ class HttpTransport(Transport):
 
     # -- master list -------------------------------------------------------
 
-    #: The master lists read and updated (masterlist.py), opened on first use.
+    #: The master lists read and updated (the masterlist package), opened on first use.
     _master: tuple[MasterList, MasterList] | None = None
 
     def _master_lists(self) -> tuple[MasterList, MasterList]:
         if self._master is None:
-            from .masterlist import open_master_list  # masterlist.py builds on this module
+            from .masterlist import open_master_list  # the master lists build on this module
 
             reader = open_master_list(self.settings, self)
             # One object when both settings name one location (a file's update defaults to it);

@@ -267,7 +267,7 @@ def test_a_master_list_with_an_unusable_url_is_skipped_and_repaired(
     master.write_text(json.dumps(message((UNUSABLE_URLS[0], False, 1))))
     a = make_node(SHAZBOT_MASTER_LIST=str(master))
     # The bad record is skipped (with a log line naming it), the rest of the list merges,
-    # and the node's own update drops the bad record from the list (masterlist.py).
+    # and the node's own update drops the bad record from the list (the masterlist package).
     wait_until(lambda: "from the master list" in caplog.text, what="the skipped record")
     assert "node1..example.com" in caplog.text
     wait_until(lambda: a.engine.last_master_sync is not None, what="the bootstrap")

@@ -1,0 +1,63 @@
+"""Master lists: where a node finds the cluster at start and announces itself.
+
+One :class:`MasterList` per kind of location, chosen by the URL scheme of
+``SHAZBOT_MASTER_LIST`` (see :func:`open_master_list` and docs/masterlist.md):
+a path or ``file://`` URL, ``http(s)://``, ``s3://bucket/key``, ``redis://host:port/db``
+and ``dns://name:port`` (read-only discovery).
+
+Publishing merges this node's view into the stored list by the protocol's merge rule,
+so announcements made at the same moment never drop each other's entries: the file
+backend under a lock, HTTP (with ETags) and S3 with conditional writes retried on
+conflict, Redis with one hash field per member written by a server-side script. A whole
+publish, its retries included, ends within ``SHAZBOT_MASTER_LIST_TIMEOUT``: a shutdown
+waits no longer than that for the master list.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ..config import Settings, config_key, mask
+from ..errors import ShazbotError
+from .base import MasterList, file_path, merge_stored
+from .dns import DnsMasterList
+from .file import FileMasterList
+from .http import HttpMasterList
+from .redis import RedisMasterList
+from .s3 import S3MasterList
+
+if TYPE_CHECKING:
+    from ..transport import HttpTransport
+
+__all__ = [
+    "DnsMasterList",
+    "FileMasterList",
+    "HttpMasterList",
+    "MasterList",
+    "RedisMasterList",
+    "S3MasterList",
+    "file_path",
+    "merge_stored",
+    "open_master_list",
+]
+
+
+def open_master_list(
+    settings: Settings, transport: HttpTransport, update: bool = False
+) -> MasterList:
+    """The master list at ``SHAZBOT_MASTER_LIST`` (``update``: ``SHAZBOT_MASTER_LIST_UPDATE``)."""
+    location = settings.master_list_update if update else settings.master_list
+    setting = config_key("master_list_update" if update else "master_list")
+    scheme = urlsplit(location).scheme.lower()
+    if scheme in ("", "file") or len(scheme) == 1:  # a path, file:// or a drive letter
+        return FileMasterList(settings, setting, location)
+    if scheme in ("http", "https"):
+        return HttpMasterList(settings, setting, location, transport)
+    if scheme == "s3":
+        return S3MasterList(settings, setting, location)
+    if scheme in ("redis", "rediss"):
+        return RedisMasterList(settings, setting, location)
+    if scheme == "dns":
+        return DnsMasterList(settings, setting, location)
+    raise ShazbotError(f"{setting}: unsupported location {mask(location)}")
