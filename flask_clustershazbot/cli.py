@@ -21,10 +21,11 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .client import NO_TLS, TLS, NodeError, fetch_view, send_control
-from .config import Settings, config_key, mask
+from .config import Settings, config_key
 from .constants import EXTENSION_KEY
 from .formatting import members_data, members_table
 from .records import canonical_base_url
+from .settings_values import mask
 
 
 def _base_url(url: str) -> str:

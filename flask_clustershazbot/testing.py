@@ -24,12 +24,12 @@ from typing import Any
 from flask import Flask
 
 from ._json import encode_json
-from .config import unreachable_base_url
 from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import TransportError
 from .records import GossipServer, ServerList, canonical_base_url
 from .scheduling import Scheduler
+from .settings_values import unreachable_base_url
 from .transport import Transport, gossip_body
 
 __all__ = ["EventLoop", "MemoryTransport", "Network", "VirtualScheduler", "join", "leave"]

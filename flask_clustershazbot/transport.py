@@ -19,10 +19,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
-from .config import Settings, mask
+from .config import Settings
 from .constants import GOSSIP_PATH, INSTANCE_HEADER, LIST_PATH, PROBE_PATH
 from .errors import BadMessage, TooLarge, TransportError
 from .records import ServerList
+from .settings_values import mask
 from .stats import Stats
 
 if TYPE_CHECKING:

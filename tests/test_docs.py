@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from flask_clustershazbot.config import _PARSERS, Settings, config_key
+from flask_clustershazbot.config import Settings, config_key
+from flask_clustershazbot.settings_values import PARSERS
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = {config_key(name) for name in _PARSERS}
+KEYS = {config_key(name) for name in PARSERS}
 
 
 def config_entries() -> dict[str, str]:

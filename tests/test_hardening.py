@@ -24,10 +24,11 @@ from flask import Flask, Response, request
 
 from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, Server, wait_until
 from flask_clustershazbot import ClusterShazbot
-from flask_clustershazbot.config import load_settings, mask
+from flask_clustershazbot.config import load_settings
 from flask_clustershazbot.errors import ConfigError, TransportError
 from flask_clustershazbot.membership import Changes
 from flask_clustershazbot.records import GossipServer, ServerList, canonical_base_url
+from flask_clustershazbot.settings_values import mask
 from flask_clustershazbot.transport import HttpTransport
 from test_cli import APP, run
 from test_gunicorn import ROOT, Host, free_port

@@ -29,9 +29,10 @@ from cluster import (
     free_port,
     wait_until,
 )
-from flask_clustershazbot.config import Settings, load_settings, mask
+from flask_clustershazbot.config import Settings, load_settings
 from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
 from flask_clustershazbot.records import GossipServer, ServerList, rank
+from flask_clustershazbot.settings_values import mask
 from flask_clustershazbot.transport import HttpTransport
 from proxy import Proxy
 from test_lifecycle import SLOW_DETECTION, App, flask_run

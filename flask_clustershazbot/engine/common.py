@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from ..config import mask
 from ..errors import ShazbotError
+from ..settings_values import mask
 
 #: One logger for the whole engine, under the name operators configure.
 log = logging.getLogger("flask_clustershazbot.engine")

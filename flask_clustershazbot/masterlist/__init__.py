@@ -18,8 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ..config import Settings, config_key, mask
+from ..config import Settings, config_key
 from ..errors import ShazbotError
+from ..settings_values import mask
 from .base import MasterList, file_path, merge_stored
 from .dns import DnsMasterList
 from .file import FileMasterList

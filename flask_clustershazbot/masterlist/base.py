@@ -13,9 +13,10 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .._json import decode_json, encode_json
-from ..config import Settings, mask
+from ..config import Settings
 from ..errors import BadMessage, TooLarge, TransportError
 from ..records import GossipServer, ServerList, base_url_problem, rank
+from ..settings_values import mask
 
 log = logging.getLogger("flask_clustershazbot.masterlist")
 T = TypeVar("T")
