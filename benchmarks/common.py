@@ -32,7 +32,9 @@ def settings(base_url: str, **kw: Any) -> Settings:
 
 
 def member_url(i: int) -> str:
-    return f"http://10.{i // 62500}.{i // 250 % 250}.{i % 250}:8080/"
+    """A loopback address for member ``i`` (up to 15 million): never a private or public one,
+    even where nothing is contacted."""
+    return f"http://127.{1 + i // 62500}.{i // 250 % 250}.{1 + i % 250}:8080/"
 
 
 def members(n: int, stamp: int = EPOCH_MS, offline_every: int = 10) -> ServerList:

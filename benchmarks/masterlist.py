@@ -1,7 +1,7 @@
 """N nodes announcing to one master list at the same moment, per backend: entries lost
 and seconds until every announcement returned.
 
-Each node is an HttpTransport of its own (its own connections, its own master-list object)
+Each node has master lists of its own (its own connections, its own master-list objects)
 in a thread of this process; all wait on one barrier, then publish their own record.
 Every backend is a real server on 127.0.0.1 (tests/backends.py): a file, the tests' HTTP
 master-list server with and without ETags, moto's S3 server, redis-server.
@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask_clustershazbot.config import load_settings
+from flask_clustershazbot.config import Settings, load_settings
+from flask_clustershazbot.masterlist import MasterLists
 from flask_clustershazbot.records import GossipServer, ServerList
 from flask_clustershazbot.transport import HttpTransport
 
@@ -33,6 +34,10 @@ from backends import RedisServer, S3Server, restore_env, set_env  # noqa: E402
 from cluster import MASTER_AUTH, MasterListServer  # noqa: E402
 
 BACKENDS = "file,http-etag,http,s3,redis"
+
+
+def master_lists(settings: Settings) -> MasterLists:
+    return MasterLists(settings, HttpTransport(settings))
 
 
 def member(i: int) -> str:
@@ -82,7 +87,7 @@ def announce_at_once(
 ) -> tuple[int, float, float, int]:
     """(entries lost, seconds until all returned, slowest one's seconds, errors)."""
     transports = [
-        HttpTransport(
+        master_lists(
             load_settings(
                 options={
                     "secret": SECRET,
@@ -96,7 +101,7 @@ def announce_at_once(
         for i in range(n)
     ]
     for t in transports:  # as at a node's bootstrap: its client made, its connection open
-        t.read_master_list()
+        t.read()
     barrier = threading.Barrier(n + 1)
     took = [0.0] * n
     errors: list[Exception] = []
@@ -105,7 +110,7 @@ def announce_at_once(
         barrier.wait(60)
         started = time.perf_counter()
         try:
-            transports[i].write_master_list(
+            transports[i].publish(
                 ServerList(online=(GossipServer(member(i), False, int(time.time() * 1000)),))
             )
         except Exception as exc:
@@ -122,7 +127,7 @@ def announce_at_once(
     total = time.perf_counter() - started
     for exc in errors[:3]:
         print(f"  error: {exc}")
-    listed = {s.base_url for s in transports[0].read_master_list().online}
+    listed = {s.base_url for s in transports[0].read().online}
     for t in transports:
         t.close()
     return n - len(listed & {member(i) for i in range(n)}), total, max(took), len(errors)

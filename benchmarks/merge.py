@@ -59,7 +59,7 @@ class Counter:
 
 
 def make_engine(n: int, factory: StoreFactory) -> Engine:
-    me = "http://10.255.255.1:8080/"
+    me = "http://127.255.255.1:8080/"
     s = settings(me)
     clock = Counter(EPOCH_MS + 10 * n)
     m = Membership(me, False, clock(), 0.0)
@@ -67,6 +67,7 @@ def make_engine(n: int, factory: StoreFactory) -> Engine:
         s,
         store=factory(m),
         transport=object(),
+        master_list=object(),  # no job ever runs (NullScheduler): neither is used
         scheduler=NullScheduler(),
         clock=clock,
         monotonic=time.monotonic,

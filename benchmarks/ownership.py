@@ -33,7 +33,7 @@ from flask_clustershazbot.engine import Engine
 from flask_clustershazbot.membership import Membership
 from flask_clustershazbot.ownership import Ownership, Ring, _key_bytes, _member_hash
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.testing import MemoryTransport, Network
+from flask_clustershazbot.testing import MemoryMasterList, MemoryTransport, Network
 
 from .common import EPOCH_MS, NullScheduler, environment, settings, table
 from .simulate import Cluster
@@ -66,8 +66,11 @@ def owner_cost(n: int, budget: float) -> dict[str, Any]:
     url = loopback_url(0)
     s = settings(url)
     # Never started: nothing is contacted, and the network is empty.
-    transport = MemoryTransport(Network(random.Random(0)), url, s.secret)
-    engine = Engine(s, transport=transport, scheduler=NullScheduler())
+    net = Network(random.Random(0))
+    transport = MemoryTransport(net, url, s.secret)
+    engine = Engine(
+        s, transport=transport, master_list=MemoryMasterList(net), scheduler=NullScheduler()
+    )
     peers = ServerList(tuple(GossipServer(loopback_url(i), False, EPOCH_MS) for i in range(1, n)))
 
     def online(m: Membership) -> None:

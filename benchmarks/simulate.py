@@ -42,7 +42,13 @@ from flask_clustershazbot.engine import Engine
 from flask_clustershazbot.membership import Changes, Membership
 from flask_clustershazbot.records import ServerList
 from flask_clustershazbot.store import MemoryStore
-from flask_clustershazbot.testing import EventLoop, MemoryTransport, Network, VirtualScheduler
+from flask_clustershazbot.testing import (
+    EventLoop,
+    MemoryMasterList,
+    MemoryTransport,
+    Network,
+    VirtualScheduler,
+)
 
 from .common import (
     environment,
@@ -110,6 +116,7 @@ class Cluster:
             s,
             store=MemoryStore(membership),
             transport=MemoryTransport(self.net, url, s.secret),
+            master_list=MemoryMasterList(self.net),
             scheduler=VirtualScheduler(loop),
             clock=loop.clock_ms,
             monotonic=loop.monotonic,

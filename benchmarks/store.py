@@ -26,7 +26,7 @@ from flask_clustershazbot.store import MemoryStore, Store
 
 from .common import EPOCH_MS, environment, members, table
 
-ME = "http://10.255.255.1:8080/"
+ME = "http://127.255.255.1:8080/"
 DAY_MS = 86_400_000
 
 

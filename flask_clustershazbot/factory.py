@@ -28,6 +28,7 @@ from .engine import Engine, wall_clock_ms
 from .gunicorn import adopt
 from .hosting import Process, describe, uwsgi_worker_exit
 from .leader import LeaderJobs
+from .masterlist import MasterLists
 from .membership import Changes, Membership
 from .process import adopt as adopt_in_process
 from .scheduling import BackgroundJobs
@@ -67,6 +68,7 @@ def make_engine(
             settings,
             store=MemoryStore(membership),
             transport=transport,
+            master_list=MasterLists(settings, transport),
             scheduler=BackgroundJobs(),
             stats=stats,
             listener=listener,
@@ -91,6 +93,7 @@ def make_engine(
         settings,
         store=store,
         transport=transport,
+        master_list=MasterLists(settings, transport),
         scheduler=jobs,
         stats=stats,
         listener=listener,

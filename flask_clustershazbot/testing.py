@@ -27,6 +27,7 @@ from ._json import encode_json
 from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import TransportError
+from .masterlist.base import NodeMasterList
 from .records import GossipServer, ServerList, canonical_base_url
 from .scheduling import Scheduler
 from .settings_values import unreachable_base_url
@@ -193,6 +194,26 @@ class Network:
             raise TransportError(f"{what}: {part} lost")
 
 
+class MemoryMasterList(NodeMasterList):
+    """A master list held by a :class:`Network` (its ``master``): online records only, the
+    last writer's, as the original's file list."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+
+    def read(self) -> ServerList:
+        return self.net.master
+
+    def publish(self, view: ServerList) -> None:
+        self.net.master = ServerList(view.online)
+
+    def close(self) -> None:
+        pass
+
+    def reset_after_fork(self) -> None:
+        pass
+
+
 class MemoryTransport(Transport):
     """The engine's transport interface, delivering to other engines in this process."""
 
@@ -243,12 +264,6 @@ class MemoryTransport(Transport):
             except TransportError as exc:
                 results[url] = exc
         return results
-
-    def read_master_list(self) -> ServerList:
-        return self.net.master
-
-    def write_master_list(self, servers: ServerList) -> None:
-        self.net.master = ServerList(servers.online)
 
     def identify(self, base_url: str) -> str | None:
         node = self.net.nodes.get(base_url)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -25,9 +25,6 @@ from .errors import BadMessage, TooLarge, TransportError
 from .records import ServerList
 from .settings_values import mask
 from .stats import Stats
-
-if TYPE_CHECKING:
-    from .masterlist import MasterList
 
 #: Most parallel requests of one bootstrap or shutdown announcement.
 MAX_PARALLEL = 8
@@ -96,21 +93,14 @@ class Transport(Protocol):
         answers is not a clustershazbot node; raises if nothing answers."""
         ...
 
-    def read_master_list(self) -> ServerList:
-        """The master list, validated; raises if it cannot be read or is bad."""
-        ...
-
-    def write_master_list(self, servers: ServerList) -> None:
-        """Merge this node's view (offline records included) into the master list."""
-        ...
-
     def reset_after_fork(self) -> None:
         """In a forked child: drop connections shared with the parent."""
         ...
 
 
 class HttpTransport(Transport):
-    """The network of one node: one pooled requests.Session, and its master lists."""
+    """The network of one node: one pooled requests.Session, for its peers and (through
+    :meth:`master_request`) its HTTP master lists."""
 
     def __init__(self, settings: Settings, stats: Stats | None = None) -> None:
         self.settings = settings
@@ -124,13 +114,10 @@ class HttpTransport(Transport):
 
     def close(self) -> None:
         self.session.close()
-        for master in set(self._master or ()):
-            master.close()
 
     def reset_after_fork(self) -> None:
         """Pooled connections are shared with the parent after fork: start afresh."""
         self.__init__(self.settings, self.stats)  # type: ignore[misc]
-        self._master = None  # a Redis pool is shared with the parent too
 
     def _read(self, response: requests.Response, what: str) -> bytes:
         """The body of ``response``, bounded by ``max_body_bytes`` after decompression."""
@@ -301,30 +288,7 @@ class HttpTransport(Transport):
             ]
         )
 
-    # -- master list -------------------------------------------------------
-
-    #: The master lists read and updated (the masterlist package), opened on first use.
-    _master: tuple[MasterList, MasterList] | None = None
-
-    def _master_lists(self) -> tuple[MasterList, MasterList]:
-        if self._master is None:
-            from .masterlist import open_master_list  # the master lists build on this module
-
-            reader = open_master_list(self.settings, self)
-            # One object when both settings name one location (a file's update defaults to it);
-            # HTTP updates have their own setting, named in their errors.
-            update = self.settings.master_list_update
-            same = update == self.settings.master_list and not update.startswith("http")
-            writer = reader if same else open_master_list(self.settings, self, update=True)
-            self._master = (reader, writer)
-        return self._master
-
-    def read_master_list(self) -> ServerList:
-        return self._master_lists()[0].read()
-
-    def write_master_list(self, servers: ServerList) -> None:
-        """Merge ``servers`` (this node's view, offline included) into the stored list."""
-        self._master_lists()[1].publish(servers)
+    # -- the HTTP client of the master lists (the masterlist package) ----------
 
     def master_request(
         self,

@@ -105,7 +105,10 @@ class Proxy:
             threading.Thread(target=self._serve, args=(client, source), daemon=True).start()
 
     def _serve(self, client: socket.socket, source: str) -> None:
-        client.settimeout(_POLL)
+        try:
+            client.settimeout(_POLL)
+        except OSError:  # stop() closed it before this thread began (CI saw EBADF here)
+            return
         mode = self.mode(source, "in")
         if mode == "drop" or self.target_port is None:
             self._close(client)

@@ -18,6 +18,7 @@ import pytest
 from flask_clustershazbot import Engine, GossipServer, ServerList
 from flask_clustershazbot.config import load_settings
 from flask_clustershazbot.errors import TransportError
+from flask_clustershazbot.testing import MemoryMasterList, Network
 
 ME = "http://127.0.0.1:1001/"
 PEERS = [f"http://127.0.0.1:{1002 + i}/" for i in range(3)]
@@ -71,6 +72,7 @@ def make_engine(clock: Clock, transport: Any, scheduler: Any, **options: Any) ->
     return Engine(
         settings,
         transport=transport,
+        master_list=MemoryMasterList(Network(random.Random(0))),  # empty: nobody listed
         scheduler=scheduler,
         clock=clock.wall,
         monotonic=lambda: clock.mono,

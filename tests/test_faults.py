@@ -278,14 +278,14 @@ def test_bad_master_lists_are_logged_and_change_nothing(
     # Count the uploads this thread's announce() makes: both nodes' listing checks from their
     # start may still run in the background, and one that reads a list with a bad record
     # and finds itself unlisted claims its place again (the master server counts those too).
-    uploads, write = [0], a.engine.transport.write_master_list
+    uploads, write = [0], a.engine.master_list.publish
 
     def counted(servers: ServerList) -> None:
         write(servers)
         if threading.current_thread() is threading.main_thread():
             uploads[0] += 1
 
-    a.engine.transport.write_master_list = counted  # type: ignore[method-assign]
+    a.engine.master_list.publish = counted  # type: ignore[method-assign]
     for name, status, body, reason in BAD_MASTER_LISTS:
         before, puts = a.view(), uploads[0]
         with master_server.lock:

@@ -31,6 +31,7 @@ from cluster import (
 )
 from flask_clustershazbot.config import Settings, load_settings
 from flask_clustershazbot.errors import ConfigError, ShazbotError, TooLarge
+from flask_clustershazbot.masterlist import MasterLists
 from flask_clustershazbot.records import GossipServer, ServerList, rank
 from flask_clustershazbot.settings_values import mask
 from flask_clustershazbot.transport import HttpTransport
@@ -58,16 +59,21 @@ def settings_for(i: int, master: str, **kw: Any) -> Settings:
     )
 
 
+def master_lists(settings: Settings) -> MasterLists:
+    """What a node made with ``settings`` reads and updates, over its own HTTP client."""
+    return MasterLists(settings, HttpTransport(settings))
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def listed(transport: HttpTransport) -> set[str]:
-    return {s.base_url for s in transport.read_master_list().online}
+def listed(transport: MasterLists) -> set[str]:
+    return {s.base_url for s in transport.read().online}
 
 
-def announce_at_once(make: Callable[[int], HttpTransport], count: int = ANNOUNCERS) -> set[str]:
-    """``count`` nodes (one HttpTransport each) publish their own record at the same moment."""
+def announce_at_once(make: Callable[[int], MasterLists], count: int = ANNOUNCERS) -> set[str]:
+    """``count`` nodes (one HTTP client and master list each) publish their own record at the same moment."""
     transports = [make(i) for i in range(count)]
     start = threading.Barrier(count)
     errors: list[BaseException] = []
@@ -76,7 +82,7 @@ def announce_at_once(make: Callable[[int], HttpTransport], count: int = ANNOUNCE
         start.wait(30)
         record = GossipServer(member(i), False, now_ms())
         try:
-            transports[i].write_master_list(ServerList(online=(record,)))
+            transports[i].publish(ServerList(online=(record,)))
         except BaseException as exc:  # reported below, with the others
             errors.append(exc)
 
@@ -135,7 +141,7 @@ def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: Any) -
 
 def test_file_announcements_at_once_are_all_listed(tmp_path: Path) -> None:
     master = str(tmp_path / "master.json")
-    assert announce_at_once(lambda i: HttpTransport(settings_for(i, master))) == EVERYONE
+    assert announce_at_once(lambda i: master_lists(settings_for(i, master))) == EVERYONE
     # the file keeps the original's format
     assert set(json.loads(Path(master).read_text())) == {"online"}
 
@@ -145,7 +151,7 @@ def test_http_announcements_with_etags_are_all_listed() -> None:
     try:
         url = server.url
         found = announce_at_once(
-            lambda i: HttpTransport(
+            lambda i: master_lists(
                 settings_for(
                     i,
                     url,
@@ -164,7 +170,7 @@ def test_http_update_url_that_takes_only_puts_is_written_as_before(
     master_server: MasterListServer,
 ) -> None:
     """A GET on the update URL answered 405 (a PUT-only or presigned URL): plain PUT."""
-    t = HttpTransport(
+    t = master_lists(
         settings_for(
             0,
             master_server.url,
@@ -172,21 +178,21 @@ def test_http_update_url_that_takes_only_puts_is_written_as_before(
             master_list_update_auth=MASTER_AUTH,
         )
     )
-    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    t.publish(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
     assert listed(t) == {member(0)}
     assert master_server.puts == 1
 
 
 def test_s3_announcements_at_once_are_all_listed(s3_url: str) -> None:
     found = announce_at_once(
-        lambda i: HttpTransport(settings_for(i, s3_url, master_list_timeout=CROWD_TIMEOUT))
+        lambda i: master_lists(settings_for(i, s3_url, master_list_timeout=CROWD_TIMEOUT))
     )
     assert found == EVERYONE
 
 
 def test_redis_announcements_at_once_are_all_listed(redis_server: RedisServer) -> None:
     url = redis_server.url + "?key=prod:members"
-    assert announce_at_once(lambda i: HttpTransport(settings_for(i, url))) == EVERYONE
+    assert announce_at_once(lambda i: master_lists(settings_for(i, url))) == EVERYONE
 
 
 # -- the merge on publish --------------------------------------------------------
@@ -202,10 +208,10 @@ def location(request: Any, tmp_path: Path) -> str:
 
 
 def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
-    t = HttpTransport(settings_for(0, location))
+    t = master_lists(settings_for(0, location))
     now = now_ms()
     a, b, c, d = member(10), member(11), member(12), member(13)
-    t.write_master_list(
+    t.publish(
         ServerList(
             online=(
                 GossipServer(a, False, now),
@@ -216,13 +222,13 @@ def test_publishing_merges_by_the_protocol_rule(location: str) -> None:
     )
     # Another node knows a offline (newer), b offline at the same stamp, c online but older
     # than the stored record, and d online; it knows nothing of the rest.
-    t.write_master_list(
+    t.publish(
         ServerList(
             online=(GossipServer(c, False, now - 5000), GossipServer(d, False, now)),
             offline=(GossipServer(a, False, now + 1), GossipServer(b, False, now)),
         )
     )
-    stored = t.read_master_list()
+    stored = t.read()
     assert {s.base_url: s for s in stored.online} == {
         c: GossipServer(c, True, now),
         d: GossipServer(d, False, now),
@@ -243,14 +249,14 @@ def test_every_backend_keeps_the_record_the_protocols_rule_ranks_first(location:
         for monitor in (False, True)
     ]
     pairs = [(first, second) for first in variants for second in variants]
-    t = HttpTransport(settings_for(0, location))
+    t = master_lists(settings_for(0, location))
 
     def publish(records: list[tuple[GossipServer, bool]]) -> None:
         placed = [
             (GossipServer(member(100 + i), s.monitor, s.last_update), online)
             for i, (s, online) in enumerate(records)
         ]
-        t.write_master_list(
+        t.publish(
             ServerList(
                 online=tuple(s for s, online in placed if online),
                 offline=tuple(s for s, online in placed if not online),
@@ -259,7 +265,7 @@ def test_every_backend_keeps_the_record_the_protocols_rule_ranks_first(location:
 
     publish([first for first, _ in pairs])
     publish([second for _, second in pairs])
-    stored = t.read_master_list()
+    stored = t.read()
     got = {s.base_url: (s.monitor, s.last_update, True) for s in stored.online}
     got.update({s.base_url: (s.monitor, s.last_update, False) for s in stored.offline})
     # Redis keeps a member's offline record (a tombstone); a file or an S3 object holds online
@@ -277,10 +283,10 @@ def test_every_backend_keeps_the_record_the_protocols_rule_ranks_first(location:
 
 
 def test_entries_older_than_the_retention_are_dropped(location: str) -> None:
-    t = HttpTransport(settings_for(0, location, retention=60))
+    t = master_lists(settings_for(0, location, retention=60))
     now = now_ms()
     crashed, live = member(20), member(21)
-    t.write_master_list(
+    t.publish(
         ServerList(
             online=(
                 GossipServer(crashed, False, now - 61_000),
@@ -288,7 +294,7 @@ def test_entries_older_than_the_retention_are_dropped(location: str) -> None:
             )
         )
     )
-    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now),)))
+    t.publish(ServerList(online=(GossipServer(member(0), False, now),)))
     assert listed(t) == {live, member(0)}
     t.close()
 
@@ -301,27 +307,27 @@ def test_missing_file_logs_once_that_the_node_starts_alone(
 ) -> None:
     caplog.set_level(logging.INFO, logger="flask_clustershazbot")
     path = tmp_path / "master.json"
-    t = HttpTransport(settings_for(0, str(path)))
-    assert t.read_master_list() == ServerList()
-    assert t.read_master_list() == ServerList()
+    t = master_lists(settings_for(0, str(path)))
+    assert t.read() == ServerList()
+    assert t.read() == ServerList()
     alone = [r.getMessage() for r in caplog.records if "starts alone" in r.getMessage()]
     assert len(alone) == 1
     assert "SHAZBOT_MASTER_LIST" in alone[0] and str(path) in alone[0]
-    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    t.publish(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
     assert listed(t) == {member(0)}
 
 
-def read_and_write(t: HttpTransport) -> tuple[Callable[[], Any], ...]:
+def read_and_write(t: MasterLists) -> tuple[Callable[[], Any], ...]:
     """A read and a write of ``t``'s master list: each must refuse a bad location alike."""
     return (
-        t.read_master_list,
-        lambda: t.write_master_list(ServerList(online=(GossipServer(member(0), False, 1),))),
+        t.read,
+        lambda: t.publish(ServerList(online=(GossipServer(member(0), False, 1),))),
     )
 
 
 def test_a_typod_directory_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "shraed" / "master.json"
-    t = HttpTransport(settings_for(0, str(path)))
+    t = master_lists(settings_for(0, str(path)))
     for call in read_and_write(t):
         with pytest.raises(ShazbotError) as raised:
             call()
@@ -336,7 +342,7 @@ def test_a_master_list_that_is_not_an_object_names_the_setting_and_path(
 ) -> None:
     path = tmp_path / "master.json"
     path.write_bytes(body)
-    t = HttpTransport(settings_for(0, str(path)))
+    t = master_lists(settings_for(0, str(path)))
     for call in read_and_write(t):
         with pytest.raises(ShazbotError) as raised:
             call()
@@ -370,11 +376,11 @@ def test_s3_a_publish_that_always_conflicts_gives_up_within_the_timeout(
     """Issue 24: with every write conflicting, a publish went on for minutes (100 attempts,
     pauses growing to 5 s), past any shutdown's grace period."""
     proxy, url = conflicting_s3
-    t = HttpTransport(settings_for(0, url, master_list_timeout=2))
-    assert t.read_master_list() == ServerList()  # the S3 client made, as a node's is by then
+    t = master_lists(settings_for(0, url, master_list_timeout=2))
+    assert t.read() == ServerList()  # the S3 client made, as a node's is by then
     began = time.monotonic()
     with pytest.raises(ShazbotError) as raised:
-        t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+        t.publish(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
     took = time.monotonic() - began
     assert took <= 2.0 + JOIN_LATENESS
     assert proxy.refused >= 5  # it did retry, with growing pauses
@@ -401,7 +407,7 @@ def test_http_a_publish_that_always_conflicts_gives_up_within_the_timeout() -> N
         return Response('{"online": []}', headers={"ETag": etag})(environ, start_response)
 
     server = Server(app).start()
-    t = HttpTransport(
+    t = master_lists(
         settings_for(
             0,
             server.url,
@@ -413,7 +419,7 @@ def test_http_a_publish_that_always_conflicts_gives_up_within_the_timeout() -> N
     try:
         began = time.monotonic()
         with pytest.raises(ShazbotError) as raised:
-            t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+            t.publish(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
         assert time.monotonic() - began <= 2.0 + JOIN_LATENESS
         assert len(refused) >= 5
         assert f"gave up after {len(refused)} conflicting writes within" in str(raised.value)
@@ -429,9 +435,9 @@ def test_s3_a_hung_server_costs_a_read_or_publish_no_more_than_the_timeout(
     accepts and never answers cost twice the timeout and more."""
     hung = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
     monkeypatch.setenv("AWS_ENDPOINT_URL", hung.url.rstrip("/"))
-    t = HttpTransport(settings_for(0, s3_url, master_list_timeout=1))
+    t = master_lists(settings_for(0, s3_url, master_list_timeout=1))
     try:
-        assert t.read_master_list() == ServerList()  # the S3 client made, through the proxy
+        assert t.read() == ServerList()  # the S3 client made, through the proxy
         hung.set("hang")
         for call in read_and_write(t):
             began = time.monotonic()
@@ -494,10 +500,10 @@ def test_s3_a_node_with_the_shutdown_upload_exits_within_the_bound_after_sigterm
 
 def test_redis_errors_name_the_url_without_its_password() -> None:
     port = 1  # nothing listens on 127.0.0.1:1
-    t = HttpTransport(
+    t = master_lists(
         settings_for(0, f"redis://:hunter2-secret@127.0.0.1:{port}/0", master_list_timeout=1)
     )
-    for call in (t.read_master_list, lambda: t.write_master_list(ServerList())):
+    for call in (t.read, lambda: t.publish(ServerList())):
         with pytest.raises(ShazbotError) as raised:
             call()
         message = str(raised.value)
@@ -510,9 +516,9 @@ def test_redis_errors_show_the_key_and_mask_passwords() -> None:
     show it, so an operator sees which hash failed; passwords, in the URL's user part or
     as a query parameter (redis-py takes both), are still masked."""
     url = "redis://:hunter2-secret@127.0.0.1:1/0?key=prod:members&password=hunter3-secret"
-    t = HttpTransport(settings_for(0, url, master_list_timeout=1))
+    t = master_lists(settings_for(0, url, master_list_timeout=1))
     with pytest.raises(ShazbotError) as raised:
-        t.read_master_list()
+        t.read()
     message = str(raised.value)
     assert message.startswith(
         "SHAZBOT_MASTER_LIST redis://***@127.0.0.1:1/0?key=prod:members&password=***:"
@@ -525,16 +531,16 @@ def test_redis_errors_show_the_key_and_mask_passwords() -> None:
 def test_http_errors_name_the_url_without_a_token(master_server: MasterListServer) -> None:
     master_server.fail_with = 503
     url = master_server.url + "?token=s3cr3t-token"
-    t = HttpTransport(
+    t = master_lists(
         settings_for(0, url, master_list_update=url, master_list_update_auth=MASTER_AUTH)
     )
     with pytest.raises(ShazbotError) as raised:
-        t.read_master_list()
+        t.read()
     assert str(raised.value) == (
         f"SHAZBOT_MASTER_LIST {master_server.url}?token=***: GET answered HTTP 503"
     )
     with pytest.raises(ShazbotError) as raised:
-        t.write_master_list(ServerList())
+        t.publish(ServerList())
     assert str(raised.value).startswith(f"SHAZBOT_MASTER_LIST_UPDATE {master_server.url}?token=***")
 
 
@@ -543,9 +549,9 @@ def test_s3_errors_name_the_setting_and_bucket(
 ) -> None:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
-    t = HttpTransport(settings_for(0, "s3://no-such-bucket-here/master.json"))
+    t = master_lists(settings_for(0, "s3://no-such-bucket-here/master.json"))
     with pytest.raises(ShazbotError) as raised:
-        t.read_master_list()
+        t.read()
     assert str(raised.value) == (
         "SHAZBOT_MASTER_LIST s3://no-such-bucket-here/master.json: get_object failed: NoSuchBucket"
     )
@@ -574,11 +580,11 @@ def test_bad_locations_are_refused_naming_the_setting(location: str, problem: st
 def test_redis_keeps_offline_records_so_an_old_online_one_cannot_revive(
     redis_server: RedisServer,
 ) -> None:
-    t = HttpTransport(settings_for(0, redis_server.url))
+    t = master_lists(settings_for(0, redis_server.url))
     now = now_ms()
-    t.write_master_list(ServerList(offline=(GossipServer(member(5), False, now),)))
-    t.write_master_list(ServerList(online=(GossipServer(member(5), False, now - 1),)))
-    stored = t.read_master_list()
+    t.publish(ServerList(offline=(GossipServer(member(5), False, now),)))
+    t.publish(ServerList(online=(GossipServer(member(5), False, now - 1),)))
+    stored = t.read()
     assert [s.base_url for s in stored.offline] == [member(5)] and not stored.online
     import redis
 
@@ -672,8 +678,8 @@ def test_redis_an_oversized_field_is_never_read_and_is_deleted(
         client.hset(key, member(9), json.dumps({**padded, "pad": "x" * huge}))
     else:
         client.hset(key, member(9) + "x" * huge, json.dumps(padded))
-    t = HttpTransport(settings_for(0, redis_server.url))
-    t.write_master_list(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
+    t = master_lists(settings_for(0, redis_server.url))
+    t.publish(ServerList(online=(GossipServer(member(0), False, now_ms()),)))
     assert client.hkeys(key) == [member(0).encode()]  # the publish deleted it unread
     if where == "value":
         client.hset(key, member(9), json.dumps({**padded, "pad": "x" * huge}))
@@ -700,10 +706,10 @@ def test_redis_a_hash_larger_than_the_body_limit_is_refused_unread(
         url = f"http://127.0.{10 + i // 250}.{1 + i % 250}:9/"
         record = {"baseUrl": url, "monitor": False, "lastUpdate": stamp, "online": True}
         client.hset(key, url, json.dumps(record))
-    t = HttpTransport(settings_for(0, redis_server.url, max_body_bytes=64 * 1024))
+    t = master_lists(settings_for(0, redis_server.url, max_body_bytes=64 * 1024))
     sent = redis_output_bytes(client)
     with pytest.raises(TooLarge) as raised:
-        t.read_master_list()
+        t.read()
     assert redis_output_bytes(client) - sent < 16 * 1024
     assert (
         str(raised.value) == f"SHAZBOT_MASTER_LIST {redis_server.url} is larger than the body limit"
@@ -725,12 +731,12 @@ def test_redis_a_record_beyond_the_clock_guard_is_replaced_and_swept(
     for i in (1, 2):
         record = {"baseUrl": member(i), "monitor": True, "lastUpdate": ahead, "online": False}
         client.hset(key, member(i), json.dumps(record))
-    t = HttpTransport(settings_for(0, redis_server.url))
-    assert t.read_master_list() == ServerList()  # ignored on reads, as before
+    t = master_lists(settings_for(0, redis_server.url))
+    assert t.read() == ServerList()  # ignored on reads, as before
     now = now_ms()
-    t.write_master_list(ServerList(online=(GossipServer(member(1), False, now),)))
+    t.publish(ServerList(online=(GossipServer(member(1), False, now),)))
     assert client.hkeys(key) == [member(1).encode()]  # member(2)'s swept
-    assert t.read_master_list() == ServerList(online=(GossipServer(member(1), False, now),))
+    assert t.read() == ServerList(online=(GossipServer(member(1), False, now),))
     t.close()
     client.close()
 
@@ -742,9 +748,9 @@ def test_dns_lists_the_addresses_as_base_urls() -> None:
     dns = DnsServer({"nodes.cluster.test": ["127.0.4.1", "127.0.4.2", "::1"]})
     try:
         url = f"dns://nodes.cluster.test:8080?scheme=https&path=/app/&resolver={dns.resolver}"
-        t = HttpTransport(settings_for(0, url))
+        t = master_lists(settings_for(0, url))
         before = now_ms()
-        stored = t.read_master_list()
+        stored = t.read()
         assert {(s.base_url, s.monitor) for s in stored.online} == {
             ("https://127.0.4.1:8080/app/", False),
             ("https://127.0.4.2:8080/app/", False),
@@ -753,17 +759,17 @@ def test_dns_lists_the_addresses_as_base_urls() -> None:
         # hints: as old as a node still accepts (the retention, 24 h, less a minute)
         oldest = before - 86_400_000
         assert all(oldest < s.last_update <= oldest + 61_000 + 5_000 for s in stored.online)
-        t.write_master_list(stored)  # announcing is a no-op, not an error
+        t.publish(stored)  # announcing is a no-op, not an error
         with pytest.raises(ShazbotError) as raised:
-            HttpTransport(settings_for(0, url.replace("nodes.", "typo."))).read_master_list()
+            master_lists(settings_for(0, url.replace("nodes.", "typo."))).read()
         assert str(raised.value).startswith("SHAZBOT_MASTER_LIST dns://typo.cluster.test:8080")
     finally:
         dns.stop()
 
 
 def test_dns_without_a_resolver_uses_the_system_one() -> None:
-    t = HttpTransport(settings_for(0, "dns://localhost:7000"))
-    urls = {s.base_url for s in t.read_master_list().online}
+    t = master_lists(settings_for(0, "dns://localhost:7000"))
+    urls = {s.base_url for s in t.read().online}
     assert "http://127.0.0.1:7000/" in urls
 
 
@@ -794,7 +800,7 @@ def test_nodes_converge_through_each_backend(
         base = {**config, "SHAZBOT_MASTER_LIST": request.getfixturevalue("redis_server").url}
     nodes = [make_node(base=base) for _ in range(3)]
     wait_until(lambda: converged(nodes), timeout=30, what=f"three nodes converge via {backend}")
-    probe = HttpTransport(load_settings(options={**base, "SHAZBOT_BASE_URL": member(0)}))
+    probe = master_lists(load_settings(options={**base, "SHAZBOT_BASE_URL": member(0)}))
     wait_until(
         lambda: listed(probe) == {n.base_url for n in nodes},
         timeout=30,

@@ -12,7 +12,13 @@ from flask import Flask
 from flask_clustershazbot import ClusterShazbot, peer_joined, testing
 from flask_clustershazbot.config import load_settings
 from flask_clustershazbot.engine import Engine
-from flask_clustershazbot.testing import EventLoop, MemoryTransport, Network, VirtualScheduler
+from flask_clustershazbot.testing import (
+    EventLoop,
+    MemoryMasterList,
+    MemoryTransport,
+    Network,
+    VirtualScheduler,
+)
 
 
 def test_twenty_engines_converge_and_learn_of_a_crash_in_virtual_time() -> None:
@@ -31,6 +37,7 @@ def test_twenty_engines_converge_and_learn_of_a_crash_in_virtual_time() -> None:
             engine = Engine(
                 settings,
                 transport=MemoryTransport(net, url, settings.secret),
+                master_list=MemoryMasterList(net),
                 scheduler=VirtualScheduler(loop),
                 clock=loop.clock_ms,
                 monotonic=loop.monotonic,

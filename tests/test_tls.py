@@ -304,6 +304,7 @@ def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: P
 
     from flask_clustershazbot.config import load_settings
     from flask_clustershazbot.errors import TransportError
+    from flask_clustershazbot.masterlist import MasterLists
     from flask_clustershazbot.transport import HttpTransport
 
     ca = trustme.CA()
@@ -338,7 +339,7 @@ def test_the_master_list_over_https_verifies_the_ca_and_the_hostname(tmp_path: P
         )
         transport = HttpTransport(settings)
         try:
-            return transport.read_master_list()
+            return MasterLists(settings, transport).read()
         finally:
             transport.close()
 

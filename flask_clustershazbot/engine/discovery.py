@@ -161,7 +161,7 @@ class Discovery:
         """Download and merge the master list: the list, or (counted) why that failed."""
         e = self.engine
         try:
-            listed = e.transport.read_master_list()
+            listed = e.master_list.read()
             e.table.merge(listed, sender="the master list", hints=True)
         except Exception as exc:  # a ShazbotError, or anything from below: never fatal
             e.stats.add(master_list_failures=1)
@@ -173,7 +173,7 @@ class Discovery:
     def upload_master_list(self) -> bool:
         e = self.engine
         try:
-            e.transport.write_master_list(e.server_list(include_offline=True))
+            e.master_list.publish(e.server_list(include_offline=True))
         except Exception as exc:
             e.stats.add(master_list_failures=1)
             log.warning("master list update failed: %s", why(exc))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..awareness import Awareness
 from ..config import Settings
+from ..masterlist.base import NodeMasterList
 from ..membership import Changes, Membership
 from ..peers import PeerPolicy, open_master_list_warning, weak_secret_warnings
 from ..records import ServerList, parse_control
@@ -57,6 +58,7 @@ class Engine:
         settings: Settings,
         *,
         transport: Transport,
+        master_list: NodeMasterList,
         scheduler: Scheduler,
         store: Store | None = None,
         stats: Stats | None = None,
@@ -68,6 +70,7 @@ class Engine:
         instance: str | None = None,
         wait_for_self_check: bool = False,
     ) -> None:
+        #: The node's validated settings (:class:`~flask_clustershazbot.config.Settings`).
         self.settings = settings
         #: The token this node's endpoints answer with (``X-Clustershazbot-Instance``), shared
         #: by the processes of one gunicorn host. The self-check compares it with the answer
@@ -91,6 +94,7 @@ class Engine:
         #: Counters for operators (see metrics.py); the transport adds its byte counts.
         self.stats = stats or Stats()
         self.transport = transport
+        self.master_list = master_list
         self.scheduler = scheduler
         self.listener = listener
         #: SHAZBOT_ALLOWED_PEERS, applied to every record before it is merged.
@@ -140,10 +144,6 @@ class Engine:
     def merge(self, servers: ServerList) -> None:
         """Merge records as if a peer had sent them (listeners and signals fire as usual)."""
         self.table.merge(servers)
-
-    def health_score(self, suspect: str | None = None) -> int:
-        """This node's health (awareness.py) when it judges ``suspect``: 0 is healthy."""
-        return self.awareness.health(self.monotonic(), self.rounds.failure_timeout, suspect)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -231,13 +231,14 @@ class Engine:
         with self._lifecycle:
             if self.passive:
                 return
-            self.passive = reason
             was_live = self.live
+            if was_live:  # counted before anyone can see the node passive
+                self.stats.add(identity_conflicts=1)
+            self.passive = reason
             if self.started:
                 self._enter(Phase.PASSIVE)
                 self.scheduler.shutdown()
         if was_live:
-            self.stats.add(identity_conflicts=1)
             log.error("identity conflict: %s", reason)
         elif not logged:
             log.warning("%s", reason)
@@ -277,6 +278,7 @@ class Engine:
         self.stats.reset_after_fork()
         self.store.reset_after_fork()
         self.transport.reset_after_fork()
+        self.master_list.reset_after_fork()
         self.scheduler.reset_after_fork()
         self.awareness.reset_after_fork()
         if self.started:

@@ -41,6 +41,11 @@ class Rounds:
         self._lock = threading.Lock()
         self._in_flight = 0
 
+    def health(self, suspect: str | None = None) -> int:
+        """This node's health (awareness.py) when it judges ``suspect``: 0 is healthy."""
+        e = self.engine
+        return e.awareness.health(e.monotonic(), self.failure_timeout, suspect)
+
     def restart(self) -> None:
         """The schedules begin (again): the time since the last round is no stall."""
         self._last_mono = None
@@ -115,7 +120,7 @@ class Rounds:
             self.attempt(probe, quiet=True)
         now, mono = e.clock(), e.monotonic()
         self.failure_timeout = timeout
-        retention, stale = s.retention_ms, timeout * (1 + e.health_score())
+        retention, stale = s.retention_ms, timeout * (1 + self.health())
 
         def tidy(m: Membership) -> Changes:
             return m.expire(now, mono, stale).extend(m.cleanup(now, retention))

@@ -159,7 +159,7 @@ class Suspicions:
         # healthy: a peer that sends but cannot be reached is unfit to serve. News newer
         # than their answer (a partition healed meanwhile) counts; so does any news for a
         # node in poor health.
-        health = e.health_score(s.base_url)
+        health = e.rounds.health(s.base_url)
         trust_news = reached is not False or not s.news_when_asked or health > 0
         if reached or self._moot(s, trust_news):
             self._end(s, reached)
@@ -241,7 +241,7 @@ class Suspicions:
         """Seconds until ``suspect``, silent since ``since``, has been silent long enough to
         be judged hung (zero or less: it has). A node in poor health waits longer."""
         e = self.engine
-        silence = HANG_SILENCE * e.settings.request_timeout * (1 + e.health_score(suspect))
+        silence = HANG_SILENCE * e.settings.request_timeout * (1 + e.rounds.health(suspect))
         return since + silence - e.monotonic()
 
     def _spread(self) -> None:

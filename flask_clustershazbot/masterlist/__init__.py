@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from ..config import Settings, config_key
 from ..errors import ShazbotError
+from ..records import ServerList
 from ..settings_values import mask
-from .base import MasterList, file_path, merge_stored
+from .base import MasterList, NodeMasterList, file_path, merge_stored
 from .dns import DnsMasterList
 from .file import FileMasterList
 from .http import HttpMasterList
@@ -36,6 +37,8 @@ __all__ = [
     "FileMasterList",
     "HttpMasterList",
     "MasterList",
+    "MasterLists",
+    "NodeMasterList",
     "RedisMasterList",
     "S3MasterList",
     "file_path",
@@ -62,3 +65,37 @@ def open_master_list(
     if scheme == "dns":
         return DnsMasterList(settings, setting, location)
     raise ShazbotError(f"{setting}: unsupported location {mask(location)}")
+
+
+class MasterLists(NodeMasterList):
+    """The master list a node reads (``SHAZBOT_MASTER_LIST``) and the one it updates
+    (``SHAZBOT_MASTER_LIST_UPDATE``), one object when both name one location; opened on
+    first use, and afresh after a fork (a Redis pool is shared with the parent)."""
+
+    def __init__(self, settings: Settings, transport: HttpTransport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self._opened: tuple[MasterList, MasterList] | None = None
+
+    def _lists(self) -> tuple[MasterList, MasterList]:
+        if self._opened is None:
+            reader = open_master_list(self.settings, self.transport)
+            # HTTP updates have their own setting, named in their errors.
+            update = self.settings.master_list_update
+            same = update == self.settings.master_list and not update.startswith("http")
+            writer = reader if same else open_master_list(self.settings, self.transport, True)
+            self._opened = (reader, writer)
+        return self._opened
+
+    def read(self) -> ServerList:
+        return self._lists()[0].read()
+
+    def publish(self, view: ServerList) -> None:
+        self._lists()[1].publish(view)
+
+    def close(self) -> None:
+        for opened in set(self._opened or ()):
+            opened.close()
+
+    def reset_after_fork(self) -> None:
+        self._opened = None

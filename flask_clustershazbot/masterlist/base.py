@@ -54,6 +54,15 @@ class MasterList(Protocol):
         ...
 
 
+class NodeMasterList(MasterList, Protocol):
+    """What a node uses (the engine's seam): the list it reads and the one it updates, as
+    one (:class:`~flask_clustershazbot.masterlist.MasterLists`)."""
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: drop connections shared with the parent."""
+        ...
+
+
 def merge_stored(
     stored: ServerList, view: ServerList, now_ms: int, settings: Settings
 ) -> ServerList:
