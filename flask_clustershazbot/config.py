@@ -72,7 +72,7 @@ class Settings:
     #: Hosts, networks or URL prefixes that peers' base URLs must match; empty: any (peers.py).
     allowed_peers: tuple[str, ...] = ()
     #: SQLite file shared by the processes of one host (gunicorn workers); None: the default
-    #: under gunicorn (sqlite_store.default_state_path), else the table stays in memory.
+    #: under gunicorn (host_state.default_state_path), else the table stays in memory.
     state_path: str | None = None
     #: Path of the live cluster page; None disables it.
     ui_path: str | None = "/clustershazbot/"

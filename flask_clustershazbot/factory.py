@@ -78,7 +78,8 @@ def make_engine(
         _refuse_without_threads(engine, process)
         adopt_in_process(engine)
         return engine
-    from .sqlite_store import SqliteStore, default_state_path, run_id
+    from .host_state import default_state_path, run_id
+    from .sqlite_store import SqliteStore
 
     path = settings.state_path or default_state_path(settings.base_url)
     # One run of a host is its master's (a process alone with a state path has none).

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from flask_clustershazbot.errors import ConfigError
+from flask_clustershazbot.host_state import default_state_path
 from flask_clustershazbot.membership import Changes, Membership
 from flask_clustershazbot.records import GossipServer, ServerList
-from flask_clustershazbot.sqlite_store import HEARTBEAT_SAVE_MS, SqliteStore, default_state_path
+from flask_clustershazbot.sqlite_store import HEARTBEAT_SAVE_MS, SqliteStore
 from flask_clustershazbot.store import MemoryStore
 
 ME = "http://127.0.0.1:9000/"
@@ -244,7 +245,7 @@ def test_a_deleted_file_is_recreated_with_every_process_news(tmp_path):
 
 
 def test_another_nodes_live_file_is_refused(tmp_path):
-    from flask_clustershazbot.sqlite_store import run_id
+    from flask_clustershazbot.host_state import run_id
 
     live = run_id(os.getpid())
     sqlite(tmp_path / "s", host_id=live).transact(merge(ServerList((peer(1),))))
