@@ -16,6 +16,7 @@ election to any group of processes, each of which announces its own shutdown.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -126,6 +127,11 @@ def reported_as_app_load_errors() -> Iterator[None]:
             # Not APP_LOAD_ERROR: gunicorn stops on the first worker's, and one more while
             # it stops the others would end it in a traceback.
             raise SystemExit(0) from None
+        # gunicorn prints the message, then its newline: two writes where stderr is
+        # unbuffered (PYTHONUNBUFFERED, as in many containers), and the master's log line
+        # about the next worker landed between them (CI). Buffered to the line: one write.
+        if isinstance(sys.stderr, io.TextIOWrapper):
+            sys.stderr.reconfigure(line_buffering=True, write_through=False)
         raise _app_load_error()(str(exc)) from None
 
 
