@@ -54,11 +54,13 @@ $(VENV)/.lint: $(VENV)/.dev
 	touch $@
 
 # ruff (lint and format, ruff.toml) on the package, the tests and the benchmarks; mypy strict
-# (mypy.ini) on the package, where every seam implementation is checked against its protocol.
+# (mypy.ini) on the package, where every seam implementation is checked against its protocol,
+# then on the tests (and the benchmark modules they import).
 lint: $(VENV)/.lint
 	$(BIN)/python -m ruff check flask_clustershazbot tests benchmarks
 	$(BIN)/python -m ruff format --check flask_clustershazbot tests benchmarks
 	$(BIN)/python -m mypy flask_clustershazbot
+	$(BIN)/python -m mypy tests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis docs/_build

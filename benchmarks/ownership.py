@@ -48,7 +48,7 @@ def loopback_url(i: int) -> str:
 
 def per_call_us(fn: Callable[[str], Any], keys: list[str], budget: float) -> float:
     """Median over batches of microseconds per call of ``fn`` on ``keys`` in turn."""
-    results = []
+    results: list[float] = []
     deadline = time.perf_counter() + budget
     i = 0
     while time.perf_counter() < deadline or len(results) < 3:

@@ -202,6 +202,10 @@ class Node:
         self.server.stop()
 
 
+#: The ``make_node`` fixture (conftest.py): ``make_node(**overrides)`` starts a node.
+MakeNode = Callable[..., Node]
+
+
 class MasterListServer:
     """A real HTTP master-list server: GET returns the list, PUT (with auth) replaces it.
 

@@ -120,7 +120,7 @@ def main(argv: list[str]) -> None:
         from proxy import SourceAdapter  # tests/ is this script's directory: on sys.path
 
         adapter = SourceAdapter(args.source, pool_connections=32, pool_maxsize=32, max_retries=0)
-        shazbot.engine(app).transport.session.mount("http://", adapter)
+        shazbot.engine(app).transport.session.mount("http://", adapter)  # type: ignore[attr-defined]
     if args.signals:
         write_signals(app, args.signals)
     dispatch.app = app

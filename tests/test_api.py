@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ def urls(servers: list[dict[str, Any]]) -> set[str]:
 
 
 def test_every_request_raises_not_started_before_start(environment: dict[str, str]) -> None:
+    call: Callable[[], object]
     shazbot_shut_down()  # nothing to shut down: a no-op
     for call in (
         lambda: shazbot_gossip_request(SECRET, message()),
@@ -91,6 +92,7 @@ def test_start_reads_the_environment_and_is_idempotent(environment: dict[str, st
 
 
 def test_wrong_secrets_raise_unauthorized(environment: dict[str, str]) -> None:
+    call: Callable[[], object]
     shazbot_start()
     for call in (
         lambda: shazbot_gossip_request("wrong", message()),
@@ -108,6 +110,7 @@ def test_wrong_secrets_raise_unauthorized(environment: dict[str, str]) -> None:
 def test_malformed_messages_raise_bad_message_and_change_nothing(
     environment: dict[str, str],
 ) -> None:
+    call: Callable[[], object]
     shazbot_start()
     before = shazbot_list_request(CONTROL)
     good = {"baseUrl": PEER, "monitor": False, "lastUpdate": wall_clock_ms()}

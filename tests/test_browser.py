@@ -111,7 +111,7 @@ def row_text(driver: Any, base_url: str) -> tuple[str, str]:
             "return [r.innerText, r.className];",
             base_url,
         )
-    )  # type: ignore[return-value]
+    )
 
 
 def text(driver: Any, element_id: str) -> str:

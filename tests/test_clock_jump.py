@@ -60,7 +60,7 @@ def test_an_injected_clock_jump_heals_within_a_few_rounds(make_node: Callable[..
 
 @pytest.fixture
 def clock_process(config: dict[str, Any], tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    from test_gunicorn import free_port
+    from cluster import free_port
 
     port = free_port()
     offset_file = tmp_path / "offset"

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
+from flask import Flask
 
-from cluster import CONTROL, SECRET, Node, wait_until
+from cluster import CONTROL, SECRET, MakeNode, MasterListServer, Node, wait_until
 from flask_clustershazbot import GossipServer, peer_joined, peer_left
 from flask_clustershazbot.demo import start_node
 from flask_clustershazbot.engine import wall_clock_ms
@@ -30,10 +33,12 @@ def offline_everywhere(nodes: list[Node], url: str) -> bool:
 def rounds_pass(node: Node, count: int) -> None:
     """Wait until ``node`` has completed ``count`` more gossip rounds."""
     seen = {node.engine.last_round}
-    wait_until(lambda: seen.add(node.engine.last_round) or len(seen) > count, what="rounds")
+    wait_until(lambda: seen.add(node.engine.last_round) or len(seen) > count, what="rounds")  # type: ignore[func-returns-value]
 
 
-def test_five_nodes_converge_through_a_file_master_list(make_node, config):
+def test_five_nodes_converge_through_a_file_master_list(
+    make_node: MakeNode, config: dict[str, Any]
+) -> None:
     nodes = [make_node(SHAZBOT_MONITOR=(i == 0)) for i in range(5)]
     urls = {n.base_url for n in nodes}
     wait_until(lambda: online_everywhere(nodes, urls), what="all five online everywhere")
@@ -44,7 +49,9 @@ def test_five_nodes_converge_through_a_file_master_list(make_node, config):
     assert master["online"]
 
 
-def test_http_master_list_bootstraps_a_late_joiner(make_node, http_config, master_server):
+def test_http_master_list_bootstraps_a_late_joiner(
+    make_node: MakeNode, http_config: dict[str, Any], master_server: MasterListServer
+) -> None:
     nodes = [make_node(base=http_config) for _ in range(4)]
     urls = {n.base_url for n in nodes}
     wait_until(lambda: online_everywhere(nodes, urls), what="four nodes converge")
@@ -59,7 +66,9 @@ def test_http_master_list_bootstraps_a_late_joiner(make_node, http_config, maste
     wait_until(lambda: online_everywhere(nodes, urls), what="the late joiner known by all")
 
 
-def test_a_node_killed_with_sigkill_is_detected_by_all(make_node, config, tmp_path):
+def test_a_node_killed_with_sigkill_is_detected_by_all(
+    make_node: MakeNode, config: dict[str, Any], tmp_path: Path
+) -> None:
     nodes = [make_node(SHAZBOT_MONITOR=(i == 0)) for i in range(4)]
     env = {"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL}
     proc, port = start_node(
@@ -82,10 +91,11 @@ def test_a_node_killed_with_sigkill_is_detected_by_all(make_node, config, tmp_pa
     finally:
         proc.kill()
         proc.wait(10)
+        assert proc.stdout is not None
         proc.stdout.close()
 
 
-def test_graceful_shutdown_is_announced_to_all(make_node):
+def test_graceful_shutdown_is_announced_to_all(make_node: MakeNode) -> None:
     # Failure detection made very slow: only the shutdown announcement can explain what follows.
     slow = {"SHAZBOT_FAILURE_TIMEOUT": 300, "SHAZBOT_RETRY_DELAY": 300}
     nodes = [make_node(**slow) for _ in range(5)]
@@ -110,7 +120,7 @@ def control(node: Node, online: bool, secret: str = CONTROL) -> requests.Respons
     )
 
 
-def test_control_offline_is_sticky_until_online_again(make_node):
+def test_control_offline_is_sticky_until_online_again(make_node: MakeNode) -> None:
     nodes = [make_node() for _ in range(4)]
     urls = {n.base_url for n in nodes}
     wait_until(lambda: online_everywhere(nodes, urls), what="convergence")
@@ -126,12 +136,12 @@ def test_control_offline_is_sticky_until_online_again(make_node):
     wait_until(lambda: online_everywhere(nodes, urls), what="online again everywhere")
 
 
-def test_signals_fire_once_per_transition(make_node):
+def test_signals_fire_once_per_transition(make_node: MakeNode) -> None:
     events: list[tuple[str, str, str]] = []
     lock = threading.Lock()
 
-    def record(kind):
-        def receiver(app, server: GossipServer):
+    def record(kind: str) -> Callable[[Flask, GossipServer], None]:
+        def receiver(app: Flask, server: GossipServer) -> None:
             assert isinstance(server, GossipServer)
             with lock:
                 events.append((app.name, kind, server.base_url))
@@ -153,7 +163,7 @@ def test_signals_fire_once_per_transition(make_node):
             rounds_pass(node, 5)  # time for any duplicate to show up
         with lock:
             counts = Counter(events)
-        expected = Counter()
+        expected: Counter[tuple[str, str, str]] = Counter()
         for name, url in names.items():
             for peer in urls - {url}:
                 expected[(name, "joined", peer)] = 1
@@ -166,7 +176,7 @@ def test_signals_fire_once_per_transition(make_node):
         peer_left.disconnect(on_leave)
 
 
-def test_a_false_offline_rumour_is_refuted(make_node):
+def test_a_false_offline_rumour_is_refuted(make_node: MakeNode) -> None:
     nodes = [make_node(SHAZBOT_FAILURE_TIMEOUT=300) for _ in range(4)]
     urls = {n.base_url for n in nodes}
     wait_until(lambda: online_everywhere(nodes, urls), what="convergence")
@@ -216,7 +226,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_rounds_keep_running_in_a_process_forked_after_start(tmp_path):
+def test_rounds_keep_running_in_a_process_forked_after_start(tmp_path: Path) -> None:
     """gunicorn --preload forks after start: the child's schedules must run again."""
     result = subprocess.run(
         [sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "m.json")],

@@ -13,7 +13,7 @@ import pytest
 import requests
 from flask import Flask, Response, request
 
-from cluster import SECRET, Server, wait_until
+from cluster import SECRET, MakeNode, Server, wait_until
 
 STAMP = int(time.time() * 1000)
 #: Enough offline records to put every node's whole state above the 1 KiB gzip threshold.
@@ -54,7 +54,7 @@ def write_master(path: str, online: list[dict[str, Any]]) -> None:
         json.dump({"online": online, "offline": OFFLINE}, f)
 
 
-def test_our_nodes_exchange_gzip_both_ways(make_node, config):
+def test_our_nodes_exchange_gzip_both_ways(make_node: MakeNode, config: dict[str, Any]) -> None:
     write_master(config["SHAZBOT_MASTER_LIST"], [])
     a = make_node()
     recorder = Recorder(None)
@@ -70,7 +70,9 @@ def test_our_nodes_exchange_gzip_both_ways(make_node, config):
     assert OFFLINE_URLS <= {u for u, online in a.view().items() if not online}
 
 
-def test_a_plain_json_peer_gets_gzip_requests_and_its_plain_replies_are_merged(make_node, config):
+def test_a_plain_json_peer_gets_gzip_requests_and_its_plain_replies_are_merged(
+    make_node: MakeNode, config: dict[str, Any]
+) -> None:
     peer_app, seen = Flask("plain-peer"), []
     peer = Server(peer_app)
     peer_record = {"baseUrl": peer.url, "monitor": False, "lastUpdate": STAMP}
@@ -102,7 +104,9 @@ def test_a_plain_json_peer_gets_gzip_requests_and_its_plain_replies_are_merged(m
         peer.stop()
 
 
-def test_a_client_that_does_not_ask_for_gzip_gets_plain_json(make_node, config):
+def test_a_client_that_does_not_ask_for_gzip_gets_plain_json(
+    make_node: MakeNode, config: dict[str, Any]
+) -> None:
     write_master(config["SHAZBOT_MASTER_LIST"], [])
     node = make_node()
     wait_until(lambda: OFFLINE_URLS <= set(node.view()), what="the master list merged")
@@ -128,7 +132,7 @@ def test_a_client_that_does_not_ask_for_gzip_gets_plain_json(make_node, config):
         assert OFFLINE_URLS <= {s["baseUrl"] for s in reply["offline"]}
 
 
-def test_a_seed_node_takes_our_gzip_requests(make_node, config):
+def test_a_seed_node_takes_our_gzip_requests(make_node: MakeNode, config: dict[str, Any]) -> None:
     seed_compat = pytest.importorskip("test_seed_compat")
     if seed_compat.NODE is None:
         pytest.skip("node (Node.js) is not installed")

@@ -80,7 +80,7 @@ def test_the_seed_defaults() -> None:
 
 
 def test_effective_values_are_written_back_into_the_config() -> None:
-    config = {**HTTP_REQUIRED, "SHAZBOT_BASE_URL": "http://127.0.0.1:5000"}
+    config: dict[str, Any] = {**HTTP_REQUIRED, "SHAZBOT_BASE_URL": "http://127.0.0.1:5000"}
     load(config, {"SHAZBOT_MONITOR": "yes"})
     assert config["SHAZBOT_BASE_URL"] == "http://127.0.0.1:5000/"
     assert config["SHAZBOT_GOSSIP_INTERVAL"] == 30.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ SLOW_PATHS = {"SHAZBOT_RETRY_DELAY": 60, "SHAZBOT_FAILURE_TIMEOUT": 600}
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Any]:
+def processes(tmp_path: Path) -> Iterator[Callable[..., list[tuple[subprocess.Popen[str], int]]]]:
     """processes(n, **options) starts n node processes sharing a file master list."""
     procs: list[subprocess.Popen[str]] = []
 
@@ -64,7 +64,9 @@ def offline_at_all(ports: list[int], url: str) -> bool:
     return all((view(p, CONTROL) or {}).get(url) is False for p in ports)
 
 
-def test_a_killed_node_confirmed_by_helpers_goes_offline_without_retries(processes):
+def test_a_killed_node_confirmed_by_helpers_goes_offline_without_retries(
+    processes: Callable[..., list[tuple[subprocess.Popen[str], int]]],
+) -> None:
     nodes = processes(5, **SLOW_PATHS)
     (victim, port), live = nodes[2], [p for i, (_, p) in enumerate(nodes) if i != 2]
     victim.send_signal(signal.SIGKILL)
@@ -78,7 +80,9 @@ def test_a_killed_node_confirmed_by_helpers_goes_offline_without_retries(process
     assert all(online(p) == {f"http://127.0.0.1:{q}/" for q in live} for p in live)
 
 
-def test_a_hung_node_is_found_within_the_adaptive_timeout(processes, tmp_path):
+def test_a_hung_node_is_found_within_the_adaptive_timeout(
+    processes: Callable[..., list[tuple[subprocess.Popen[str], int]]], tmp_path: Path
+) -> None:
     # Two 15 s timeouts (30 s) would be the old rule's minimum; the adaptive attempts
     # (0.5 s, doubling) move it offline once it has been silent for the 15 s.
     nodes = processes(5, **{**SLOW_PATHS, "SHAZBOT_RETRY_DELAY": 0.5}, SHAZBOT_REQUEST_TIMEOUT=15)
@@ -110,7 +114,7 @@ def cluster(config: dict[str, Any]) -> Iterator[ProxiedCluster]:
 
 
 @pytest.mark.parametrize("mode", ["drop", "hang"])
-def test_one_broken_direction_raises_no_false_alarm(cluster, mode):
+def test_one_broken_direction_raises_no_false_alarm(cluster: ProxiedCluster, mode: str) -> None:
     nodes = [cluster.add() for _ in range(5)]
     recorder = Recorder()
     try:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def python_blocks(page: Path) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A reader's setting for the blocks: an empty working directory on sys.path, the
     settings of a laptop node in the environment (loopback, a master list in tmp) and
     ``SHAZBOT_AUTOSTART=false``, so a block that creates an app starts no node."""

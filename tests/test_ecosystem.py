@@ -81,7 +81,9 @@ def online(node: GuardedNode) -> set[str]:
     return {s.base_url for s in node.shazbot.server_list(app=node.app).online}
 
 
-def test_gossip_list_and_control_pass_csrf_protection_and_default_rate_limits(guarded) -> None:
+def test_gossip_list_and_control_pass_csrf_protection_and_default_rate_limits(
+    guarded: Callable[[bool], GuardedNode],
+) -> None:
     a, b = guarded(True), guarded(False)
     both = {a.base_url, b.base_url}
     wait_until(lambda: online(a) == both and online(b) == both, what="both nodes see each other")

@@ -121,7 +121,7 @@ def error_of(response: TestResponse, status: int) -> str:
     assert response.mimetype == "application/json"
     data = response.get_json()
     assert set(data) == {"error"} and isinstance(data["error"], str) and data["error"]
-    return data["error"]  # type: ignore[no-any-return]
+    return data["error"]
 
 
 def snapshot(engine: Engine) -> tuple[Any, ...]:
@@ -637,7 +637,7 @@ def test_the_apps_request_hooks_run_for_every_request_but_an_accepted_fast_gossi
     app = make_app(SHAZBOT_AUTOSTART=False)
     hooks: list[str] = []
     app.before_request(lambda: hooks.append("before " + request.path))
-    app.after_request(lambda response: hooks.append(f"after {response.status_code}") or response)
+    app.after_request(lambda response: hooks.append(f"after {response.status_code}") or response)  # type: ignore[func-returns-value]
     engine = frozen(app)
     engine.start()
     wait_until(lambda: engine.last_master_sync is not None, 10, "bootstrap")
@@ -670,7 +670,7 @@ def test_fast_gossip_answers_as_the_flask_route(make_app: Callable[..., Flask]) 
     for app in apps:
         engine_of(app).clock = lambda: now
         engine_of(app).start()
-        wait_until(lambda app=app: engine_of(app).last_master_sync is not None, 10, "bootstrap")
+        wait_until(lambda app=app: engine_of(app).last_master_sync is not None, 10, "bootstrap")  # type: ignore[misc]
     # Offline members enough for a reply past GZIP_MIN_BYTES (never contacted: offline).
     gone = [record(f"http://127.0.3.{i}:9/", now - 7) for i in range(1, 31)]
     news = json.dumps(gossip_body([record(P1, now - 5)], gone)).encode()
@@ -715,7 +715,7 @@ def test_signal_receivers_run_in_the_apps_context(make_app: Callable[..., Flask]
     contexts: list[Any] = []
 
     def joined(sender: Any, server: GossipServer) -> None:
-        contexts.append(current_app._get_current_object() if has_app_context() else None)
+        contexts.append(current_app._get_current_object() if has_app_context() else None)  # type: ignore[attr-defined]
 
     with peer_joined.connected_to(joined, sender=app):
         post(app, GOSSIP, gossip_body([record(P1, engine.clock())]))

@@ -93,7 +93,9 @@ def online_peers(engine: Engine) -> set[str]:
     return {s.base_url for s in engine.server_list().online} - {ME}
 
 
-def test_a_stalled_node_restarts_its_peer_timeouts(engine, caplog):
+def test_a_stalled_node_restarts_its_peer_timeouts(
+    engine: tuple[Engine, Clock], caplog: pytest.LogCaptureFixture
+) -> None:
     engine, clock = engine
     engine.gossip_round()
     clock.mono += 30  # this node itself was frozen for 3 failure timeouts
@@ -116,9 +118,11 @@ class AnswersWithoutItself(AnswersAboutItself):
         return ServerList(()) if base_url == self.mute else super().gossip(base_url, message)
 
 
-def test_a_running_node_times_out_a_peer_whose_heartbeat_stops(engine):
+def test_a_running_node_times_out_a_peer_whose_heartbeat_stops(
+    engine: tuple[Engine, Clock],
+) -> None:
     engine, clock = engine
-    engine.transport = AnswersWithoutItself(clock, PEERS[2])
+    engine.transport = AnswersWithoutItself(clock, PEERS[2])  # type: ignore[assignment]
     for _ in range(30):  # rounds every second: no stall, PEERS[2] really stopped beating
         clock.mono += 1
         engine.gossip_round()
@@ -137,7 +141,7 @@ class RecordsTargets(AnswersAboutItself):
         return super().gossip(base_url, message)
 
 
-def test_rounds_meet_every_peer_once_per_pass_and_a_newcomer_within_the_current_one():
+def test_rounds_meet_every_peer_once_per_pass_and_a_newcomer_within_the_current_one() -> None:
     """SWIM's round-robin: a crashed peer is met within a pass, and so is one that joined
     mid-pass (not only a pass later: at N = 100 that left a crash to the failure timeout)."""
     clock = Clock()
@@ -157,7 +161,9 @@ def test_rounds_meet_every_peer_once_per_pass_and_a_newcomer_within_the_current_
     assert sorted(second) == sorted(peers + [newcomer])
 
 
-def test_the_pass_goes_over_the_peers_that_are_not_monitors(monkeypatch):
+def test_the_pass_goes_over_the_peers_that_are_not_monitors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Monitors get their share of rounds by preference; the other rounds meet each of the
     other peers once per pass of theirs alone, so a crashed one is met sooner."""
     clock = Clock()
@@ -214,7 +220,7 @@ class Pending:
 
 
 @pytest.mark.parametrize("retries", [1, 5])
-def test_a_refusing_peer_goes_offline_after_the_configured_retries(retries):
+def test_a_refusing_peer_goes_offline_after_the_configured_retries(retries: int) -> None:
     clock, transport, jobs = Clock(), Refuses(), Pending()
     engine = make_engine(clock, transport, jobs, retries=retries, failure_timeout=1e6)
     engine.start()
@@ -264,6 +270,8 @@ class HangsFrom(AnswersAboutItself):
 class Due:
     """Keeps scheduled jobs with their due time on the test's clock."""
 
+    jobs: list[tuple[float, Any]]
+
     def __init__(self, clock: Clock) -> None:
         self.clock, self.jobs = clock, []
 
@@ -283,7 +291,9 @@ class Due:
 
 
 @pytest.mark.parametrize("resume_after", [None, 4.3])
-def test_a_hang_is_settled_when_the_silence_ends_and_watched_until_then(resume_after):
+def test_a_hang_is_settled_when_the_silence_ends_and_watched_until_then(
+    resume_after: float | None,
+) -> None:
     """The deciding retry asks the helpers first, then waits on the peer until the silence
     (HANG_SILENCE x the request timeout, 4.5 s) ends, and at least as long as the backed-off
     timeout (a peer slower than the floor is not silent): a peer that answers before then
@@ -329,7 +339,9 @@ class ProbesFail(Refuses):
         raise RuntimeError("the helpers could not be asked")
 
 
-def test_a_judgement_that_fails_ends_so_rounds_try_the_peer_again(caplog):
+def test_a_judgement_that_fails_ends_so_rounds_try_the_peer_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Rounds pass over a peer under judgement: a judgement whose step raised must end, or
     the peer would be hidden from every later round (and never found dead)."""
     clock, transport, jobs = Clock(), ProbesFail(), Pending()
@@ -369,7 +381,7 @@ class StopsAnswering(AnswersAboutItself):
             self.clock.mono += timeout or 1.0
             raise TransportError(f"gossip with {base_url}: ReadTimeout")
         error = TransportError(f"gossip with {base_url}: ConnectionRefusedError")
-        error.refused = True  # type: ignore[attr-defined]
+        error.refused = True
         raise error
 
     def probe_many(self, helpers: list[str], target: str, timeout: float, waits: Any) -> list[Any]:
@@ -377,7 +389,7 @@ class StopsAnswering(AnswersAboutItself):
         return [False] * len(helpers)
 
 
-def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal():
+def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal() -> None:
     """A peer that hung while it stopped and then refused connections (the helpers could not
     reach it either) is gone now: the verdict is stamped when it is made. Its last heartbeats,
     issued after the judgement began and arriving late, leave it offline (no peer_joined and
@@ -416,7 +428,9 @@ def test_a_stopping_peers_last_heartbeats_do_not_bring_it_back_after_a_refusal()
     ],
     ids=["reports-itself", "answers-as-another", "clock-ahead"],
 )
-def test_a_hint_is_settled_only_by_an_answer_this_node_can_read(reply_from, ahead_ms, expected):
+def test_a_hint_is_settled_only_by_an_answer_this_node_can_read(
+    reply_from: str, ahead_ms: int, expected: str | None
+) -> None:
     """A member learnt from the master list is confirmed when it reports itself, dropped
     when it answers as another member; a reply whose own record is stamped beyond the clock
     guard says neither, and the hint stays (it used to be dropped: a node whose clock had

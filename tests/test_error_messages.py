@@ -143,7 +143,7 @@ class Starting:
         self.shazbot = ClusterShazbot(self.app)
         self.engine: Engine = self.app.extensions["clustershazbot"]
         self.refused = 0  # self-checks that found nothing listening
-        identify = self.engine.transport.identify
+        identify: Callable[[str], str | None] = self.engine.transport.identify
 
         def counted(url: str) -> str | None:
             try:
@@ -152,7 +152,7 @@ class Starting:
                 self.refused += exc.refused
                 raise
 
-        self.engine.transport.identify = counted  # type: ignore[method-assign]
+        self.engine.transport.identify = counted
         self.server: Server | None = None
 
     def start(self) -> Starting:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -12,15 +14,16 @@ from cluster import CONTROL, SECRET
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def load(name: str):
+def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SHAZBOT_SECRET", SECRET)
     monkeypatch.setenv("SHAZBOT_CONTROL_SECRET", CONTROL)
     monkeypatch.setenv("SHAZBOT_BASE_URL", "http://127.0.0.1:3000/")
@@ -29,7 +32,7 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("SHAZBOT_SELF_CHECK", "false")
 
 
-def test_basic_app_serves_its_peers_and_the_cluster_endpoints(env):
+def test_basic_app_serves_its_peers_and_the_cluster_endpoints(env: None) -> None:
     module = load("basic_app")
     try:
         client = module.app.test_client()
@@ -40,7 +43,7 @@ def test_basic_app_serves_its_peers_and_the_cluster_endpoints(env):
         module.shazbot.shutdown()
 
 
-def test_factory_app_config_wins_over_the_environment(env):
+def test_factory_app_config_wins_over_the_environment(env: None) -> None:
     module = load("factory_app")
     app = module.create_app(
         {"SHAZBOT_BASE_URL": "http://127.0.0.1:3001/", "SHAZBOT_AUTOSTART": False}
@@ -56,7 +59,9 @@ def test_factory_app_config_wins_over_the_environment(env):
         module.shazbot.shutdown(app)
 
 
-def test_singleton_job_example_names_owners_and_claims_each_tick_once(env, monkeypatch, tmp_path):
+def test_singleton_job_example_names_owners_and_claims_each_tick_once(
+    env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from datetime import datetime, timezone
 
     from flask import g
@@ -82,7 +87,7 @@ def test_singleton_job_example_names_owners_and_claims_each_tick_once(env, monke
 
 
 @pytest.mark.parametrize("how", ["--port", "PORT"])
-def test_basic_app_serves_on_the_port_it_is_given(tmp_path, how):
+def test_basic_app_serves_on_the_port_it_is_given(tmp_path: Path, how: str) -> None:
     """`python examples/basic_app.py --port N` (or PORT=N) serves its node on N, not 3000."""
     import os
     import signal
@@ -113,7 +118,7 @@ def test_basic_app_serves_on_the_port_it_is_given(tmp_path, how):
         preexec_fn=ctrl_c_as_in_a_terminal,
     )
 
-    def peers():
+    def peers() -> Any:
         try:
             return requests.get(url, timeout=5).json()["peers"]
         except requests.RequestException:

@@ -76,7 +76,7 @@ def test_a_werkzeug_node_refuses_a_body_cut_short_through_the_apps_hooks(
 ) -> None:
     node = Node(config)
     hooks: list[int] = []
-    node.app.after_request(lambda response: hooks.append(response.status_code) or response)
+    node.app.after_request(lambda response: hooks.append(response.status_code) or response)  # type: ignore[func-returns-value]
     try:
         wait_until(lambda: node.engine.live, 15, "the node going live")
         hooks.clear()  # the self-check's request

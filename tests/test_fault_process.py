@@ -7,14 +7,14 @@ import platform
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from cluster import CONTROL, SECRET, kill_processes, wait_until
+from cluster import CONTROL, SECRET, MakeNode, kill_processes, wait_until
 from flask_clustershazbot.demo import start_node, view
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
@@ -23,7 +23,9 @@ FAILURE_TIMEOUT = 2.0
 
 
 @pytest.fixture
-def spawn(config: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
+def spawn(
+    config: dict[str, Any], tmp_path: Path
+) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str, Path]]]:
     """spawn() starts a node process sharing the in-process nodes' file master list."""
     procs: list[subprocess.Popen[str]] = []
 
@@ -51,7 +53,9 @@ def port_of(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1])
 
 
-def test_sigkill_during_gossip_is_detected_and_nobody_hangs(make_node, spawn):
+def test_sigkill_during_gossip_is_detected_and_nobody_hangs(
+    make_node: MakeNode, spawn: Callable[..., tuple[subprocess.Popen[str], str, Path]]
+) -> None:
     a = make_node(SHAZBOT_FAILURE_TIMEOUT=FAILURE_TIMEOUT)
     b = make_node(SHAZBOT_FAILURE_TIMEOUT=FAILURE_TIMEOUT)
     proc, url, _ = spawn()
@@ -81,7 +85,9 @@ def test_sigkill_during_gossip_is_detected_and_nobody_hangs(make_node, spawn):
     "reproduced by a plain werkzeug or APScheduler process; see the closing note",
     strict=False,
 )
-def test_paused_node_blames_nobody_and_refutes_its_offline_record(make_node, spawn):
+def test_paused_node_blames_nobody_and_refutes_its_offline_record(
+    make_node: MakeNode, spawn: Callable[..., tuple[subprocess.Popen[str], str, Path]]
+) -> None:
     a = make_node(SHAZBOT_FAILURE_TIMEOUT=FAILURE_TIMEOUT)
     b = make_node(SHAZBOT_FAILURE_TIMEOUT=FAILURE_TIMEOUT)
     proc, url, log = spawn()

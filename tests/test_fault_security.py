@@ -10,7 +10,7 @@ import pytest
 import requests
 from flask import Flask
 
-from cluster import CONTROL, MASTER_AUTH, SECRET, wait_until
+from cluster import CONTROL, MASTER_AUTH, SECRET, MakeNode, MasterListServer, wait_until
 from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.config import load_settings
 from flask_clustershazbot.errors import ConfigError
@@ -60,7 +60,9 @@ def policy(value: Any, own: str = "http://10.1.2.3:3000/") -> PeerPolicy:
         ),
     ],
 )
-def test_allow_list_entries_match_hosts_networks_and_prefixes(entry, allowed, refused):
+def test_allow_list_entries_match_hosts_networks_and_prefixes(
+    entry: str, allowed: list[str], refused: list[str]
+) -> None:
     p = policy(f"{entry}, 10.1.2.3")
     for url in allowed:
         assert p.allows(url), url
@@ -68,24 +70,28 @@ def test_allow_list_entries_match_hosts_networks_and_prefixes(entry, allowed, re
         assert not p.allows(url), url
 
 
-def test_empty_allow_list_allows_every_valid_base_url():
+def test_empty_allow_list_allows_every_valid_base_url() -> None:
     assert policy("").allows("http://169.254.169.254/")
 
 
 @pytest.mark.parametrize("bad", ["ftp://x/", "10.0.0.0/33", "http://u:p@host/", "not a host!", 42])
-def test_bad_allow_list_entries_fail_at_start_naming_the_setting(config, bad):
+def test_bad_allow_list_entries_fail_at_start_naming_the_setting(
+    config: dict[str, Any], bad: object
+) -> None:
     with pytest.raises(ConfigError, match=KEY):
         load_settings({**config, KEY: bad})
 
 
-def test_own_base_url_must_be_allowed(config):
+def test_own_base_url_must_be_allowed(config: dict[str, Any]) -> None:
     app = Flask("own")
     app.config.update({**config, KEY: "10.0.0.0/8"})
     with pytest.raises(ConfigError, match="own SHAZBOT_BASE_URL"):
         ClusterShazbot(app)
 
 
-def test_disallowed_records_are_dropped_never_contacted(config, make_node, caplog):
+def test_disallowed_records_are_dropped_never_contacted(
+    config: dict[str, Any], make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     trap = Proxy()  # a would-be scan target: counts every connection it gets
     try:
@@ -121,7 +127,9 @@ def test_disallowed_records_are_dropped_never_contacted(config, make_node, caplo
         trap.stop()
 
 
-def test_weak_secrets_are_warned_about_without_quoting_them(config, make_node, caplog):
+def test_weak_secrets_are_warned_about_without_quoting_them(
+    config: dict[str, Any], make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     make_node(SHAZBOT_SECRET="short-secret", SHAZBOT_CONTROL_SECRET="short-secret")
     text = "\n".join(r.getMessage() for r in caplog.records if "weak secret" in r.getMessage())
@@ -165,8 +173,11 @@ def all_logs() -> Iterator[list[str]]:
 
 
 def test_no_secret_reaches_any_log_during_a_cluster_run(
-    http_config, master_server, make_node, all_logs
-):
+    http_config: dict[str, Any],
+    master_server: MasterListServer,
+    make_node: MakeNode,
+    all_logs: list[str],
+) -> None:
     settings = {
         **http_config,
         "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 0.2,

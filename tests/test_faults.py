@@ -7,12 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from cluster import SECRET, Node, wait_until
+from cluster import SECRET, MakeNode, MasterListServer, Node, wait_until
 from flask_clustershazbot.records import ServerList
 from proxy import ProxiedCluster, Proxy, Recorder
 
@@ -40,7 +41,9 @@ def all_online(nodes: list[Node], urls: list[str]) -> bool:
     return all(all(n.view().get(u) is True for u in urls) for n in nodes)
 
 
-def test_hung_peer_is_marked_offline_without_stalling_rounds_or_requests(cluster, recorder):
+def test_hung_peer_is_marked_offline_without_stalling_rounds_or_requests(
+    cluster: ProxiedCluster, recorder: Recorder
+) -> None:
     a, b, c = (cluster.add() for _ in range(3))
     for node in (a, b):
         recorder.watch(node)
@@ -67,7 +70,9 @@ def test_hung_peer_is_marked_offline_without_stalling_rounds_or_requests(cluster
     wait_until(lambda: all_online([a, b, c], cluster.urls), what="recovery after the hang ends")
 
 
-def test_partition_each_side_marks_the_other_offline_and_heals(cluster, recorder):
+def test_partition_each_side_marks_the_other_offline_and_heals(
+    cluster: ProxiedCluster, recorder: Recorder
+) -> None:
     nodes = [cluster.add() for _ in range(4)]
     for node in nodes:
         recorder.watch(node)
@@ -92,7 +97,7 @@ def test_partition_each_side_marks_the_other_offline_and_heals(cluster, recorder
     wait_until(lambda: all_online(nodes, urls), timeout=30, what="everyone online after heal")
 
 
-def test_flapping_node_ends_in_the_right_state_everywhere(cluster):
+def test_flapping_node_ends_in_the_right_state_everywhere(cluster: ProxiedCluster) -> None:
     a, b, _ = (cluster.add() for _ in range(3))
     url = cluster.urls[2]
     wait_until(lambda: all_online([a, b], cluster.urls), what="convergence")
@@ -109,7 +114,7 @@ def test_flapping_node_ends_in_the_right_state_everywhere(cluster):
     wait_until(lambda: sees(a, url, False) and sees(b, url, False), what="final crash detected")
 
 
-def test_restarted_node_rejoins_with_the_same_base_url(make_node):
+def test_restarted_node_rejoins_with_the_same_base_url(make_node: MakeNode) -> None:
     a = make_node()
     b = make_node()
     wait_until(lambda: sees(a, b.base_url, True), what="join")
@@ -127,7 +132,9 @@ def skewed(offset_ms: int) -> Any:
     return lambda: int(time.time() * 1000) + offset_ms
 
 
-def test_clock_skew_of_minutes_neither_flaps_nor_loses_members(cluster, recorder):
+def test_clock_skew_of_minutes_neither_flaps_nor_loses_members(
+    cluster: ProxiedCluster, recorder: Recorder
+) -> None:
     offsets = [0, 3 * 60_000, -3 * 60_000]  # within the default 10 min SHAZBOT_MAX_CLOCK_SKEW
     nodes = [cluster.add(clock=skewed(offset)) for offset in offsets]
     for node in nodes:
@@ -140,7 +147,9 @@ def test_clock_skew_of_minutes_neither_flaps_nor_loses_members(cluster, recorder
     assert recorder.left() == []
 
 
-def test_records_far_in_the_future_are_ignored_and_warned_once(make_node, caplog):
+def test_records_far_in_the_future_are_ignored_and_warned_once(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     a = make_node()
     b = make_node()
@@ -164,10 +173,10 @@ def test_records_far_in_the_future_are_ignored_and_warned_once(make_node, caplog
     assert sees(a, b.base_url, True)
     assert liar not in a.view()
     warnings = [r for r in caplog.records if "too far in the future" in r.getMessage()]
-    assert sorted(r.args[0] for r in warnings) == sorted([liar, b.base_url])
+    assert sorted(r.args[0] for r in warnings) == sorted([liar, b.base_url])  # type: ignore[index, type-var]
 
 
-def test_a_node_with_a_clock_hours_ahead_cannot_pin_its_records(cluster):
+def test_a_node_with_a_clock_hours_ahead_cannot_pin_its_records(cluster: ProxiedCluster) -> None:
     a, b = cluster.add(), cluster.add()
     ahead = cluster.add(clock=skewed(2 * 3600_000))
     # It hears from the others (their records are in its past); they ignore all it says.
@@ -184,7 +193,9 @@ def test_a_node_with_a_clock_hours_ahead_cannot_pin_its_records(cluster):
     assert all_online([a, b], cluster.urls[:2])
 
 
-def test_purged_record_is_not_brought_back_by_a_peer_that_still_holds_it(cluster):
+def test_purged_record_is_not_brought_back_by_a_peer_that_still_holds_it(
+    cluster: ProxiedCluster,
+) -> None:
     # a forgets offline records after 3 s; b keeps them (24 h default).
     a = cluster.add(SHAZBOT_RETENTION=3, SHAZBOT_FAILURE_TIMEOUT=1.5)
     b = cluster.add(SHAZBOT_FAILURE_TIMEOUT=1.5)
@@ -218,8 +229,11 @@ def test_purged_record_is_not_brought_back_by_a_peer_that_still_holds_it(cluster
 
 
 def test_unreachable_master_list_at_start_node_serves_retries_and_joins(
-    http_config, master_server, make_node, caplog
-):
+    http_config: dict[str, Any],
+    master_server: MasterListServer,
+    make_node: MakeNode,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     b = make_node(base=http_config)
     wait_until(lambda: master_server.puts > 0, what="b announces itself")
@@ -263,8 +277,11 @@ BAD_MASTER_LISTS = [
 
 
 def test_bad_master_lists_are_logged_and_change_nothing(
-    http_config, master_server, make_node, caplog
-):
+    http_config: dict[str, Any],
+    master_server: MasterListServer,
+    make_node: MakeNode,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     settings = {
         **http_config,
         "SHAZBOT_MASTER_ANNOUNCE_MINIMUM": 600,
@@ -285,7 +302,7 @@ def test_bad_master_lists_are_logged_and_change_nothing(
         if threading.current_thread() is threading.main_thread():
             uploads[0] += 1
 
-    a.engine.master_list.publish = counted  # type: ignore[method-assign]
+    a.engine.master_list.publish = counted
     for name, status, body, reason in BAD_MASTER_LISTS:
         before, puts = a.view(), uploads[0]
         with master_server.lock:
@@ -305,7 +322,9 @@ def test_bad_master_lists_are_logged_and_change_nothing(
     assert "http://127.0.0.1:7/" not in a.view()
 
 
-def test_concurrent_writers_never_leave_a_torn_master_list(config, make_node, tmp_path):
+def test_concurrent_writers_never_leave_a_torn_master_list(
+    config: dict[str, Any], make_node: MakeNode, tmp_path: Path
+) -> None:
     path = tmp_path / "master.json"
     busy = {
         **config,
@@ -339,8 +358,12 @@ def test_concurrent_writers_never_leave_a_torn_master_list(config, make_node, tm
 
 @pytest.mark.parametrize("failure", ["401", "500"])
 def test_rejected_master_list_upload_is_logged_and_retried(
-    http_config, master_server, make_node, caplog, failure
-):
+    http_config: dict[str, Any],
+    master_server: MasterListServer,
+    make_node: MakeNode,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
     caplog.set_level(logging.WARNING, logger="flask_clustershazbot")
     settings = {
         **http_config,
@@ -366,7 +389,9 @@ def test_rejected_master_list_upload_is_logged_and_retried(
         assert a.base_url in master_server.body.decode()
 
 
-def test_hung_master_list_does_not_stop_gossip(http_config, master_server, make_node):
+def test_hung_master_list_does_not_stop_gossip(
+    http_config: dict[str, Any], master_server: MasterListServer, make_node: MakeNode
+) -> None:
     gate = Proxy(master_server.server.port)
     try:
         settings = {
@@ -380,7 +405,7 @@ def test_hung_master_list_does_not_stop_gossip(http_config, master_server, make_
         gate.set("hang")
         hung_at = a.engine.clock()
         done = threading.Event()
-        threading.Thread(target=lambda: (a.engine.announce(), done.set()), daemon=True).start()
+        threading.Thread(target=lambda: (a.engine.announce(), done.set()), daemon=True).start()  # type: ignore[func-returns-value]
         wait_until(done.is_set, what="announce gives up on the hung master list")
         wait_until(lambda: a.engine.last_round > hung_at + 1500, what="rounds keep running")
         assert sees(a, b.base_url, True) and sees(b, a.base_url, True)

@@ -157,8 +157,14 @@ def check(response: Any, before: Any, node: Node) -> None:
     encoding_header=st.sampled_from([None, "gzip", "GZIP", "br"]),
 )
 def test_gossip_endpoint_survives_anything(
-    node, body, raw, gzipped, auth, content_type, encoding_header
-):
+    node: Node,
+    body: Any,
+    raw: bytes | None,
+    gzipped: bool,
+    auth: str | None,
+    content_type: str,
+    encoding_header: str | None,
+) -> None:
     headers = {"Content-Type": content_type}
     if encoding_header:
         headers["Content-Encoding"] = encoding_header
@@ -172,7 +178,9 @@ def test_gossip_endpoint_survives_anything(
 
 @EXAMPLES
 @given(body=control_bodies, raw=st.none() | st.binary(max_size=64), auth=auth_headers)
-def test_control_endpoint_survives_anything(node, body, raw, auth):
+def test_control_endpoint_survives_anything(
+    node: Node, body: Any, raw: bytes | None, auth: str | None
+) -> None:
     before = snapshot(node)
     response = post(
         node,
@@ -191,7 +199,7 @@ def test_control_endpoint_survives_anything(node, body, raw, auth):
 
 @settings(max_examples=60, deadline=None, database=None)
 @given(auth=auth_headers, query=printable)
-def test_list_endpoint_survives_anything(node, auth, query):
+def test_list_endpoint_survives_anything(node: Node, auth: str | None, query: str) -> None:
     before = snapshot(node)
     headers = {"Authorization": auth} if auth is not None else {}
     response = node.app.test_client().get(
@@ -220,7 +228,7 @@ def record(url: str, stamp: int, monitor: bool = False) -> dict[str, Any]:
     return {"baseUrl": url, "monitor": monitor, "lastUpdate": stamp}
 
 
-def test_huge_and_tricky_bodies_over_real_http(node):
+def test_huge_and_tricky_bodies_over_real_http(node: Node) -> None:
     before = snapshot(node)
     hundred_thousand = json.dumps(
         {
@@ -249,7 +257,7 @@ def test_huge_and_tricky_bodies_over_real_http(node):
     assert requests.get(node.base_url + "hello", timeout=5).text == "hello"
 
 
-def test_duplicate_base_urls_in_one_message_merge_to_one_record(node):
+def test_duplicate_base_urls_in_one_message_merge_to_one_record(node: Node) -> None:
     now = node.engine.clock()
     for i, keys in enumerate((("online", "offline"), ("offline", "online"))):
         url = f"http://127.0.0.1:{20 + i}/"
@@ -281,7 +289,9 @@ probe_bodies = (
 
 @EXAMPLES
 @given(body=probe_bodies, raw=st.none() | st.binary(max_size=64), auth=auth_headers)
-def test_probe_endpoint_survives_anything_and_contacts_no_stranger(node, body, raw, auth):
+def test_probe_endpoint_survives_anything_and_contacts_no_stranger(
+    node: Node, body: Any, raw: bytes | None, auth: str | None
+) -> None:
     if isinstance(body, dict) and body.get("baseUrl") == "SELF":
         body = {**body, "baseUrl": node.base_url}
     before = snapshot(node)

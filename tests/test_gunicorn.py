@@ -36,6 +36,7 @@ from cluster import (
     stop_process,
     wait_until,
 )
+from flask_clustershazbot import GossipServer
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.25
@@ -320,7 +321,7 @@ def test_killing_the_schedule_runner_hands_over(cluster: dict[str, Any]) -> None
     signals_before = {h.name: h.signals() for h in hosts.values()}
 
     def b_stamp() -> int:
-        servers = observer.shazbot.server_list(app=observer.app).online
+        servers: tuple[GossipServer, ...] = observer.shazbot.server_list(app=observer.app).online
         return next(s.last_update for s in servers if s.base_url == b.base_url)
 
     leader = wait_until(lambda: b.rounds() and b.rounds()[-1][0], what="B's rounds")

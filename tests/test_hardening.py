@@ -22,7 +22,16 @@ import pytest
 import requests
 from flask import Flask, Response, request
 
-from cluster import CONTROL, MASTER_AUTH, SECRET, MasterListServer, Node, Server, wait_until
+from cluster import (
+    CONTROL,
+    MASTER_AUTH,
+    SECRET,
+    MasterListServer,
+    Node,
+    Server,
+    free_port,
+    wait_until,
+)
 from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.config import load_settings
 from flask_clustershazbot.errors import ConfigError, TransportError
@@ -31,7 +40,7 @@ from flask_clustershazbot.records import GossipServer, ServerList, canonical_bas
 from flask_clustershazbot.settings_values import mask
 from flask_clustershazbot.transport import HttpTransport
 from test_cli import APP, run
-from test_gunicorn import ROOT, Host, free_port
+from test_gunicorn import ROOT, Host
 
 SURROGATE_URL = "http://p\ud800.example/"
 # Forms the HTTP client cannot use (urllib3 raised LocationParseError, requests InvalidURL).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +32,7 @@ documents = st.recursive(
 )
 
 
-def message(n: int) -> dict:
+def message(n: int) -> dict[str, Any]:
     servers = [
         GossipServer(f"http://10.0.{i // 250}.{i % 250}:8080/", i % 7 == 0, 1_700_000_000_000 + i)
         for i in range(n)
@@ -41,13 +42,13 @@ def message(n: int) -> dict:
 
 @settings(max_examples=300, deadline=None)
 @given(documents)
-def test_both_codecs_encode_and_decode_alike(doc):
+def test_both_codecs_encode_and_decode_alike(doc: Any) -> None:
     fast, std = _json.dumps(doc), _json.std_dumps(doc)
     assert fast == std
     assert _json.loads(fast) == _json.std_loads(std) == doc
 
 
-def test_a_gossip_message_is_byte_identical_and_round_trips():
+def test_a_gossip_message_is_byte_identical_and_round_trips() -> None:
     msg = message(300)
     body = encode_json(msg)
     assert body == _json.std_dumps(msg)
@@ -57,7 +58,7 @@ def test_a_gossip_message_is_byte_identical_and_round_trips():
     ) == ServerList.from_dict(msg)
 
 
-def test_non_ascii_is_sent_as_utf8_by_both():
+def test_non_ascii_is_sent_as_utf8_by_both() -> None:
     doc = {"baseUrl": "http://bücher.example/", "error": "naïve ☃"}
     assert (
         _json.dumps(doc)
@@ -71,21 +72,21 @@ def test_non_ascii_is_sent_as_utf8_by_both():
     [b"", b"{", b'{"a":NaN}', b'{"a":Infinity}', b"[1,]", b"\xff\xfe", b'{"a":1}x'],
     ids=["empty", "open", "nan", "infinity", "trailing-comma", "not-utf8", "trailing-data"],
 )
-def test_both_codecs_reject_the_same_bad_bodies(body):
+def test_both_codecs_reject_the_same_bad_bodies(body: bytes) -> None:
     with pytest.raises(ValueError):
         _json.std_loads(body)
     with pytest.raises(BadMessage, match="is not valid JSON"):
         decode_json(body, "the body")
 
 
-def test_lone_surrogates_are_decided_like_the_standard_library():
+def test_lone_surrogates_are_decided_like_the_standard_library() -> None:
     body = b'{"baseUrl":"\\ud800"}'  # valid JSON that orjson alone refuses
     assert _json.loads(body) == _json.std_loads(body)
     assert _json.dumps(_json.loads(body)) == _json.std_dumps(_json.std_loads(body)) == body
 
 
 @pytest.mark.parametrize("stamp", [2**53, 2**64, 2**70, -(2**63) - 1])
-def test_a_lastupdate_beyond_the_exact_range_is_skipped_by_both(stamp):
+def test_a_lastupdate_beyond_the_exact_range_is_skipped_by_both(stamp: int) -> None:
     # orjson reads integers beyond 64 bits as floats, the standard library as ints:
     # either way the record is skipped with the same problem.
     body = (
@@ -98,7 +99,7 @@ def test_a_lastupdate_beyond_the_exact_range_is_skipped_by_both(stamp):
         assert (servers.problem or "").startswith("online[0].lastUpdate must be an integer")
 
 
-def test_deep_nesting_is_a_bad_message_with_both():
+def test_deep_nesting_is_a_bad_message_with_both() -> None:
     # The standard library hits its recursion limit; orjson parses it and the records refuse it.
     body = b'{"message":"gossip","online":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(RecursionError):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cluster import wait_until
@@ -17,7 +18,7 @@ class Recorder:
         self.runs: list[str] = []
         self.lock = threading.Lock()
 
-    def job(self, name: str):
+    def job(self, name: str) -> Callable[[], None]:
         def run() -> None:
             with self.lock:
                 self.runs.append(name)
@@ -80,6 +81,7 @@ time.sleep(60)
         if holder.poll() is None:
             holder.kill()
             holder.wait(10)
+        assert holder.stdout is not None
         holder.stdout.close()
 
 

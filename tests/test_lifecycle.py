@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import pytest
 import requests
 from flask import Flask
 
-from cluster import CONTROL, SECRET, Node, ctrl_c_as_in_a_terminal, free_port, wait_until
+from cluster import CONTROL, SECRET, MakeNode, Node, ctrl_c_as_in_a_terminal, free_port, wait_until
 from flask_clustershazbot import ClusterShazbot, peer_joined, peer_left, testing, transport
 from flask_clustershazbot.config import load_settings
+from flask_clustershazbot.errors import TransportError
 
 TESTS = Path(__file__).resolve().parent
 #: Failure detection of the peer: far slower than any deadline here.
@@ -91,7 +93,7 @@ class App:
 
 
 @pytest.fixture
-def apps():
+def apps() -> Iterator[list[App]]:
     started: list[App] = []
     yield started
     for app in started:
@@ -99,7 +101,7 @@ def apps():
 
 
 @pytest.fixture
-def peer(make_node, config):
+def peer(make_node: MakeNode, config: dict[str, Any]) -> Node:
     """A real node in this process, with a file master list the apps share."""
     return make_node(**SLOW_DETECTION)
 
@@ -165,7 +167,9 @@ def announced_offline(peer: Node, app: App, what: str) -> float:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 @pytest.mark.parametrize("how", ["flask run", "app.run()"])
-def test_the_shutdown_is_announced_when_the_server_is_stopped(apps, peer, tmp_path, how, signum):
+def test_the_shutdown_is_announced_when_the_server_is_stopped(
+    apps: list[App], peer: Node, tmp_path: Path, how: str, signum: signal.Signals
+) -> None:
     app = start_app(apps, tmp_path, peer, how)
     began = time.monotonic()
     app.signal(signum)
@@ -178,7 +182,9 @@ def test_the_shutdown_is_announced_when_the_server_is_stopped(apps, peer, tmp_pa
     assert "Traceback" not in app.log()
 
 
-def test_a_script_that_called_start_announces_its_shutdown_at_exit(apps, peer, tmp_path):
+def test_a_script_that_called_start_announces_its_shutdown_at_exit(
+    apps: list[App], peer: Node, tmp_path: Path
+) -> None:
     app = start_app(apps, tmp_path, peer, "script")
     (tmp_path / "stop").touch()  # the script returns: a plain interpreter exit
     announced_offline(peer, app, "the script's end")
@@ -196,7 +202,9 @@ class _NoNewThreads:
             raise RuntimeError("can't create new thread at interpreter shutdown")
 
 
-def test_the_shutdown_is_announced_where_no_thread_can_be_started(make_node, monkeypatch):
+def test_the_shutdown_is_announced_where_no_thread_can_be_started(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found on Python 3.12.1 under ``flask run``: the announcement to several peers started
     a thread per peer from atexit, which that interpreter refuses, and nobody was told.
     (The exit tests above meet the real refusal when run on 3.12.1: ``nox -s exits``.)"""
@@ -211,7 +219,9 @@ def test_the_shutdown_is_announced_where_no_thread_can_be_started(make_node, mon
     )
 
 
-def test_sent_one_by_one_the_announcement_keeps_its_time_budget(config, monkeypatch):
+def test_sent_one_by_one_the_announcement_keeps_its_time_budget(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Peers that accept a connection and never answer: a call starts only while the time
     that MAX_PARALLEL threads would take at worst lasts; those left are reported not sent."""
     hung = [socket.create_server(("127.0.0.1", 0)) for _ in range(transport.MAX_PARALLEL + 2)]
@@ -226,7 +236,7 @@ def test_sent_one_by_one_the_announcement_keeps_its_time_budget(config, monkeypa
     finally:
         for s in hung:
             s.close()
-    assert all(isinstance(o, transport.TransportError) for o in outcomes.values())
+    assert all(isinstance(o, TransportError) for o in outcomes.values())
     not_sent = [u for u, o in outcomes.items() if "not sent in the time allowed" in str(o)]
     assert urls[-1] in not_sent and len(not_sent) >= len(urls) - 3, outcomes
     assert took < budget + settings.request_timeout + 1.0  # the last call began in time
@@ -259,7 +269,7 @@ sys.exit(0 if running.wait(30) else 3)
 """
 
 
-def test_a_job_in_flight_does_not_hold_the_process_at_exit():
+def test_a_job_in_flight_does_not_hold_the_process_at_exit() -> None:
     """A round waiting on a hung peer must not keep its process from exiting. Found on a
     recycled one-worker gunicorn host: the exiting worker's round was self-checking, i.e.
     calling its own host, which answered nobody until that worker was gone, so the host
@@ -293,7 +303,7 @@ while not os.path.exists(os.path.join(out, "started")) and time.monotonic() < de
 """
 
 
-def test_a_singleton_job_under_way_at_exit_finishes_first(tmp_path):
+def test_a_singleton_job_under_way_at_exit_finishes_first(tmp_path: Path) -> None:
     """The app's own work is not cut short when the process exits (only the engine's
     rounds are, see the test above): a run under way finishes, as with APScheduler."""
     done = run_script(SINGLETON_AT_EXIT, str(tmp_path), f"http://127.0.0.1:{free_port()}/")
@@ -303,7 +313,9 @@ def test_a_singleton_job_under_way_at_exit_finishes_first(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["flask run --debug", "app.run(debug=True)"])
-def test_under_the_reloader_exactly_one_process_is_the_node(apps, peer, tmp_path, how):
+def test_under_the_reloader_exactly_one_process_is_the_node(
+    apps: list[App], peer: Node, tmp_path: Path, how: str
+) -> None:
     signals = tmp_path / "signals.log"
     app = start_app(apps, tmp_path, peer, how, LIFECYCLE_SIGNAL_LOG=signals)
     wait_until(
@@ -332,7 +344,9 @@ def test_under_the_reloader_exactly_one_process_is_the_node(apps, peer, tmp_path
     assert "Traceback" not in app.log()
 
 
-def test_a_script_that_loads_the_app_never_acts_as_the_node(apps, peer, tmp_path):
+def test_a_script_that_loads_the_app_never_acts_as_the_node(
+    apps: list[App], peer: Node, tmp_path: Path
+) -> None:
     """A worker or one-off script builds the app with the server's settings: it stays
     passive, and its exit does not take the server offline anywhere."""
     server = start_app(apps, tmp_path, peer, "flask run")
@@ -354,7 +368,9 @@ def test_a_script_that_loads_the_app_never_acts_as_the_node(apps, peer, tmp_path
     assert left == [] and peer.view()[server.url] is True
 
 
-def test_a_fresh_cluster_with_default_announce_settings_forms_at_once(apps, tmp_path):
+def test_a_fresh_cluster_with_default_announce_settings_forms_at_once(
+    apps: list[App], tmp_path: Path
+) -> None:
     """Three nodes, a master list file that does not exist yet, the default announce
     settings (the first announcement 5 to 15 minutes away): they find each other within
     a few gossip intervals."""
@@ -393,7 +409,7 @@ def test_a_fresh_cluster_with_default_announce_settings_forms_at_once(apps, tmp_
 # -- testing an app ---------------------------------------------------------------
 
 
-def test_a_testing_app_does_not_start_unless_told_to(config):
+def test_a_testing_app_does_not_start_unless_told_to(config: dict[str, Any]) -> None:
     app = Flask("t")
     app.config.update(config, TESTING=True)
     ClusterShazbot(app)
@@ -410,7 +426,9 @@ def test_a_testing_app_does_not_start_unless_told_to(config):
         engine.shutdown()
 
 
-def test_read_env_false_keeps_the_shell_out_of_a_test_app(config, monkeypatch):
+def test_read_env_false_keeps_the_shell_out_of_a_test_app(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SHAZBOT_GOSSIP_INTERVAL", "7")
     monkeypatch.setenv("SHAZBOT_MONITOR", "true")
     leaky = Flask("leaky")
@@ -431,7 +449,7 @@ def test_read_env_false_keeps_the_shell_out_of_a_test_app(config, monkeypatch):
     assert app.config["SHAZBOT_MONITOR"] is False
 
 
-def test_join_and_leave_fire_the_app_signals_without_a_cluster(config):
+def test_join_and_leave_fire_the_app_signals_without_a_cluster(config: dict[str, Any]) -> None:
     app = Flask("receivers")
     app.config.update(config, TESTING=True)
     ClusterShazbot(app)
@@ -456,7 +474,9 @@ def test_join_and_leave_fire_the_app_signals_without_a_cluster(config):
 # -- identity ---------------------------------------------------------------------
 
 
-def test_a_second_process_claiming_a_live_nodes_base_url_is_found_out(make_node, config):
+def test_a_second_process_claiming_a_live_nodes_base_url_is_found_out(
+    make_node: MakeNode, config: dict[str, Any]
+) -> None:
     """Two live processes with one base URL outbid each other's records. The one that its
     base URL does not lead to goes passive and says so; peers keep one steady record."""
     from proxy import Proxy

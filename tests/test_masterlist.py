@@ -641,7 +641,7 @@ def test_redis_a_malformed_field_never_fails_a_publish_and_is_dropped(
     nodes = [make_node(base=base) for _ in range(3)]
     urls = {n.base_url for n in nodes}
     wait_until(
-        lambda: {f.decode() for f in client.hkeys(key)} == urls,
+        lambda: {f.decode() for f in client.hkeys(key)} == urls,  # type: ignore[union-attr]
         timeout=30,
         what="the malformed field dropped and the three nodes listed",
     )

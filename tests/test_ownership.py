@@ -20,7 +20,7 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask, current_app, g
 
-from cluster import wait_until
+from cluster import MakeNode, MasterListServer, wait_until
 from flask_clustershazbot import ClusterShazbot
 from flask_clustershazbot.ownership import TICK_ORIGIN, Ring, job_runner_of
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = [f"http://127.0.0.{i}:8080/" for i in range(1, 6)]
 KEYS = [f"key-{i}" for i in range(2000)]
 #: Owners pinned once: every process and every Python version must agree with them.
-GOLDEN = {
+GOLDEN: dict[str | bytes, str] = {
     "b": "http://127.0.0.3:8080/",
     "c": "http://127.0.0.5:8080/",
     "user-7": "http://127.0.0.4:8080/",
@@ -38,7 +38,7 @@ GOLDEN = {
 }
 
 
-def test_owners_are_stable_across_processes_and_hash_seeds():
+def test_owners_are_stable_across_processes_and_hash_seeds() -> None:
     ring = Ring(MEMBERS)
     assert {k: ring.owner(k) for k in GOLDEN} == GOLDEN
     # Another interpreter with another str hash seed and the members in another order.
@@ -58,7 +58,7 @@ def test_owners_are_stable_across_processes_and_hash_seeds():
     assert out.stdout.strip() == str([ring.owner(k) for k in KEYS[:200]]).replace("'", '"')
 
 
-def test_a_leave_or_a_join_moves_only_that_members_keys():
+def test_a_leave_or_a_join_moves_only_that_members_keys() -> None:
     ring = Ring(MEMBERS)
     before = {k: ring.owner(k) for k in KEYS}
     shares = Counter(before.values())
@@ -75,13 +75,13 @@ def test_a_leave_or_a_join_moves_only_that_members_keys():
     assert 200 <= len(moved) <= 470  # about a sixth
 
 
-def test_no_members_no_owner_and_bad_keys_are_refused():
+def test_no_members_no_owner_and_bad_keys_are_refused() -> None:
     assert Ring(()).owner("x") is None
     with pytest.raises(TypeError, match="str or bytes"):
         Ring(MEMBERS).owner(42)  # type: ignore[arg-type]
 
 
-def test_converged_nodes_agree_and_each_owns_its_share(make_node):
+def test_converged_nodes_agree_and_each_owns_its_share(make_node: MakeNode) -> None:
     nodes = [make_node() for _ in range(3)]
     urls = {n.base_url for n in nodes}
     wait_until(
@@ -98,7 +98,7 @@ def test_converged_nodes_agree_and_each_owns_its_share(make_node):
         assert 50 <= len(mine) <= 150
 
 
-def test_a_stopped_node_owns_nothing_and_the_others_take_its_keys(make_node):
+def test_a_stopped_node_owns_nothing_and_the_others_take_its_keys(make_node: MakeNode) -> None:
     a, b = make_node(), make_node()
     wait_until(lambda: a.view().get(b.base_url) and b.view().get(a.base_url), what="a and b meet")
     assert {a.shazbot.owner(k, app=a.app) for k in KEYS[:100]} == {a.base_url, b.base_url}
@@ -113,7 +113,7 @@ def _append(lines: list[Any], lock: threading.Lock, line: Any) -> None:
         lines.append(line)
 
 
-def test_singleton_job_runs_on_the_owner_only_in_an_app_context(make_node):
+def test_singleton_job_runs_on_the_owner_only_in_an_app_context(make_node: MakeNode) -> None:
     runs: list[tuple[str, datetime]] = []
     lock = threading.Lock()
     nodes = [make_node() for _ in range(3)]
@@ -138,7 +138,9 @@ def test_singleton_job_runs_on_the_owner_only_in_an_app_context(make_node):
     assert all(round((t - TICK_ORIGIN).total_seconds() * 1000) % 200 == 0 for t in ticks)
 
 
-def test_a_failing_job_is_logged_and_keeps_its_schedule(make_node, caplog):
+def test_a_failing_job_is_logged_and_keeps_its_schedule(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
     node = make_node()
     calls: list[float] = []
 
@@ -153,7 +155,9 @@ def test_a_failing_job_is_logged_and_keeps_its_schedule(make_node, caplog):
     assert "job failure on purpose" in caplog.text
 
 
-def test_job_registered_before_init_app_runs_and_is_rearmed_by_a_restart(config):
+def test_job_registered_before_init_app_runs_and_is_rearmed_by_a_restart(
+    config: dict[str, Any],
+) -> None:
     shazbot = ClusterShazbot()
     runs: list[int] = []
 
@@ -176,7 +180,7 @@ def test_job_registered_before_init_app_runs_and_is_rearmed_by_a_restart(config)
         shazbot.shutdown(app)
 
 
-def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node):
+def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node: MakeNode) -> None:
     node = make_node()
     node.shazbot.add_singleton_job(lambda: None, "once", seconds=5)
     with pytest.raises(ValueError, match="already a singleton job named 'once'"):
@@ -197,7 +201,9 @@ def test_bad_singleton_jobs_are_refused_and_change_nothing(make_node):
     assert len(node.engine.schedule_hooks) == 1
 
 
-def test_a_node_runs_no_job_before_its_first_master_list_download(http_config, master_server):
+def test_a_node_runs_no_job_before_its_first_master_list_download(
+    http_config: dict[str, Any], master_server: MasterListServer
+) -> None:
     # Until then its view holds only itself, so it would believe it owns every job.
     master_server.fail_with = 503
     node = ClusterShazbot(
@@ -224,7 +230,7 @@ def test_a_node_runs_no_job_before_its_first_master_list_download(http_config, m
 DETECTION_BOUND = 5.0
 
 
-def test_long_singleton_jobs_never_hold_up_the_protocol(make_node):
+def test_long_singleton_jobs_never_hold_up_the_protocol(make_node: MakeNode) -> None:
     # Issue 24: a node owning 10 singleton jobs of 25 s ran them on its protocol threads
     # and ran no rounds meanwhile: a killed peer was marked offline after 25.2 s, not 1.4 s.
     a, b = make_node(), make_node()
@@ -243,7 +249,7 @@ def test_long_singleton_jobs_never_hold_up_the_protocol(make_node):
 
     try:
         for name in names:
-            a.shazbot.add_singleton_job(lambda name=name: long_run(name), name, seconds=0.5)
+            a.shazbot.add_singleton_job(lambda name=name: long_run(name), name, seconds=0.5)  # type: ignore[misc]
         wait_until(lambda: len(running) == 10, what="ten long runs under way on a")
         rounds = a.engine.stats.snapshot()["rounds"]
         crashed_at = time.monotonic()
@@ -263,7 +269,9 @@ def test_long_singleton_jobs_never_hold_up_the_protocol(make_node):
         release.set()
 
 
-def test_a_tick_that_finds_every_job_worker_busy_is_skipped_and_counted(make_node, caplog):
+def test_a_tick_that_finds_every_job_worker_busy_is_skipped_and_counted(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
     node = make_node(SHAZBOT_JOB_WORKERS=2)
     started: list[str] = []
     release = threading.Event()
@@ -275,7 +283,7 @@ def test_a_tick_that_finds_every_job_worker_busy_is_skipped_and_counted(make_nod
     try:
         with caplog.at_level(logging.WARNING, logger="flask_clustershazbot"):
             for name in ("one", "two", "three"):
-                node.shazbot.add_singleton_job(lambda name=name: long_run(name), name, seconds=0.2)
+                node.shazbot.add_singleton_job(lambda name=name: long_run(name), name, seconds=0.2)  # type: ignore[misc]
             runner = job_runner_of(node.engine)
             wait_until(lambda: len(started) == 2 and runner.skipped >= 3, what="skipped ticks")
             assert len(set(started)) == 2  # the third is skipped, never queued behind them

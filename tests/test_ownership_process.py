@@ -146,7 +146,9 @@ def hosts(tmp_path: Path) -> Iterator[tuple[list[Host], Path, str]]:
             h.stop()
 
 
-def test_five_hosts_agree_on_owners_and_run_the_singleton_job_once_per_tick(hosts):
+def test_five_hosts_agree_on_owners_and_run_the_singleton_job_once_per_tick(
+    hosts: tuple[list[Host], Path, str],
+) -> None:
     all_hosts, job_log, name = hosts
     gunicorn_host, others = all_hosts[0], all_hosts[1:]
     urls = {h.base_url for h in all_hosts}

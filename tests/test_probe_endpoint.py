@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from cluster import SECRET, Node, wait_until
+from cluster import SECRET, MakeNode, Node, wait_until
 from flask_clustershazbot.engine import MAX_PROBES
 
 PROBE = "clustershazbot/probe"
@@ -48,7 +48,9 @@ def accepted(sock: socket.socket) -> int:
         count += 1
 
 
-def test_a_helper_reports_a_live_member_reachable_and_a_dead_one_unreachable(make_node):
+def test_a_helper_reports_a_live_member_reachable_and_a_dead_one_unreachable(
+    make_node: MakeNode,
+) -> None:
     helper, target, doomed = make_node(), make_node(), make_node()
     wait_until(
         lambda: all(helper.view().get(n.base_url) for n in (target, doomed)),
@@ -62,7 +64,7 @@ def test_a_helper_reports_a_live_member_reachable_and_a_dead_one_unreachable(mak
 
 
 @pytest.mark.parametrize("auth", [None, "wrong-secret"])
-def test_a_probe_without_the_gossip_secret_is_401(make_node, auth):
+def test_a_probe_without_the_gossip_secret_is_401(make_node: MakeNode, auth: str | None) -> None:
     helper = make_node()
     assert probe(helper, {"message": "probe", "baseUrl": helper.base_url}, auth).status_code == 401
 
@@ -80,12 +82,14 @@ def test_a_probe_without_the_gossip_secret_is_401(make_node, auth):
         {"message": "probe", "baseUrl": "ftp://127.0.0.1:9/"},
     ],
 )
-def test_a_malformed_probe_is_400(make_node, body):
+def test_a_malformed_probe_is_400(make_node: MakeNode, body: Any) -> None:
     reply = probe(make_node(), body)
     assert reply.status_code == 400 and reply.json()["error"]
 
 
-def test_an_unknown_address_is_refused_and_never_contacted(make_node, listener):
+def test_an_unknown_address_is_refused_and_never_contacted(
+    make_node: MakeNode, listener: socket.socket
+) -> None:
     helper = make_node()
     url = f"http://127.0.0.2:{listener.getsockname()[1]}/"
     reply = probe(helper, {"message": "probe", "baseUrl": url, "timeout": 1})
@@ -93,7 +97,9 @@ def test_an_unknown_address_is_refused_and_never_contacted(make_node, listener):
     assert accepted(listener) == 0
 
 
-def test_an_address_outside_the_allowed_peers_is_refused_and_never_contacted(make_node, listener):
+def test_an_address_outside_the_allowed_peers_is_refused_and_never_contacted(
+    make_node: MakeNode, listener: socket.socket
+) -> None:
     helper = make_node(SHAZBOT_ALLOWED_PEERS="127.0.0.1")
     url = f"http://127.0.0.2:{listener.getsockname()[1]}/"
     reply = probe(helper, {"message": "probe", "baseUrl": url})
@@ -101,7 +107,9 @@ def test_an_address_outside_the_allowed_peers_is_refused_and_never_contacted(mak
     assert accepted(listener) == 0
 
 
-def test_probes_beyond_the_limit_get_503_until_one_ends(make_node, listener):
+def test_probes_beyond_the_limit_get_503_until_one_ends(
+    make_node: MakeNode, listener: socket.socket
+) -> None:
     """A helper runs at most MAX_PROBES probes at once: more are refused with 503, not queued,
     so askers cannot pile threads up on a helper; the limit frees itself when probes end."""
     helper = make_node(SHAZBOT_REQUEST_TIMEOUT=6)

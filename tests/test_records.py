@@ -11,7 +11,7 @@ import pytest
 from flask_clustershazbot import BadMessage, GossipServer, ServerList
 from flask_clustershazbot.records import MAX_LAST_UPDATE, MAX_URL_LENGTH, parse_control
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "baseUrl": "https://node-1.example:3000/",
     "monitor": False,
     "lastUpdate": 1_700_000_000_000,

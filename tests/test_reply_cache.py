@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 from flask_clustershazbot._json import encode_json
 from flask_clustershazbot.membership import Membership
@@ -12,13 +14,13 @@ NOW = 1_700_000_000_000
 DAY = 86_400_000
 
 
-def fresh(m: Membership) -> dict:
+def fresh(m: Membership) -> dict[str, Any]:
     # The reply's bytes, joined from cached pieces, are the encoding of the same message.
     assert m.gossip_body() == encode_json(m.server_list().gossip_message())
     return m.server_list().gossip_message()
 
 
-def test_every_change_shows_in_the_next_message():
+def test_every_change_shows_in_the_next_message() -> None:
     m = Membership("http://me:1/", False, NOW, 0.0)
     m.running = True
     m.heartbeat(NOW, 0.0)
@@ -41,7 +43,7 @@ def test_every_change_shows_in_the_next_message():
     assert [s["baseUrl"] for s in m.gossip_message()["offline"]] == []
 
 
-def test_the_reply_follows_changes_another_process_made(tmp_path):
+def test_the_reply_follows_changes_another_process_made(tmp_path: Path) -> None:
     from flask_clustershazbot.sqlite_store import SqliteStore
 
     def store() -> SqliteStore:

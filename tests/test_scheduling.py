@@ -8,7 +8,7 @@ from cluster import wait_until
 from flask_clustershazbot.scheduling import BackgroundJobs
 
 
-def test_jobs_beyond_the_thread_limit_wait_their_turn_and_all_run():
+def test_jobs_beyond_the_thread_limit_wait_their_turn_and_all_run() -> None:
     jobs = BackgroundJobs(workers=3)
     jobs.start()
     lock, release = threading.Lock(), threading.Event()
@@ -25,7 +25,7 @@ def test_jobs_beyond_the_thread_limit_wait_their_turn_and_all_run():
 
     try:
         for i in range(8):
-            jobs.after(0, lambda i=i: job(i))
+            jobs.after(0, lambda i=i: job(i))  # type: ignore[misc]
         wait_until(lambda: running[0] == 3, 10, "three jobs running")
         release.set()
         wait_until(lambda: len(done) == 8, 10, "every job done")
@@ -35,7 +35,7 @@ def test_jobs_beyond_the_thread_limit_wait_their_turn_and_all_run():
     assert peak[0] == 3 and sorted(done) == list(range(8))
 
 
-def test_after_shutdown_nothing_runs():
+def test_after_shutdown_nothing_runs() -> None:
     jobs = BackgroundJobs()
     jobs.start()
     jobs.shutdown()

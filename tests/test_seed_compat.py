@@ -6,10 +6,11 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cluster import CONTROL, SECRET, wait_until
+from cluster import CONTROL, SECRET, MakeNode, wait_until
 from test_cluster import offline_everywhere, online_everywhere
 
 NODE = shutil.which("node")
@@ -17,12 +18,14 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js) is not inst
 
 
 def start_seed_peer(master: str, interval: float) -> tuple[subprocess.Popen[str], str]:
+    assert NODE is not None  # the module is skipped without it
     proc = subprocess.Popen(
         [NODE, str(Path(__file__).with_name("seed_peer.js")), master, str(interval)],
         stdout=subprocess.PIPE,
         text=True,
         env={"SHAZBOT_SECRET": SECRET, "SHAZBOT_CONTROL_SECRET": CONTROL, "PATH": "/usr/bin:/bin"},
     )
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("READY "), line
     return proc, f"http://127.0.0.1:{int(line.split()[1])}/"
@@ -39,7 +42,9 @@ def seed_view(url: str) -> dict[str, bool]:
     return view
 
 
-def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
+def test_python_and_seed_nodes_gossip_in_one_cluster(
+    make_node: MakeNode, config: dict[str, Any]
+) -> None:
     nodes = [make_node(SHAZBOT_MONITOR=(i == 0)) for i in range(3)]
     urls = {n.base_url for n in nodes}
     wait_until(lambda: online_everywhere(nodes, urls), what="python nodes converge")
@@ -67,10 +72,13 @@ def test_python_and_seed_nodes_gossip_in_one_cluster(make_node, config):
         for proc, _ in seeds:
             proc.kill()
             proc.wait(10)
+            assert proc.stdout is not None
             proc.stdout.close()
 
 
-def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, config):
+def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(
+    make_node: MakeNode, config: dict[str, Any]
+) -> None:
     # Python nodes ask nodes of the original for indirect probes too; a node of the original answers 404 ("no answer").
     nodes = [make_node() for _ in range(3)]
     urls = {n.base_url for n in nodes}
@@ -102,4 +110,5 @@ def test_a_crashed_python_node_is_detected_by_seed_and_python_nodes(make_node, c
         for proc, _ in seeds:
             proc.kill()
             proc.wait(10)
+            assert proc.stdout is not None
             proc.stdout.close()

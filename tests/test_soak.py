@@ -188,7 +188,7 @@ def run_soak(config: dict[str, Any], seconds: float, seed: int) -> dict[str, Any
         c.stop()
 
 
-def test_soak_short(config):
+def test_soak_short(config: dict[str, Any]) -> None:
     figures = run_soak(config, float(os.environ.get("SHAZBOT_SOAK_SHORT_SECONDS", 25)), seed=1)
     print("\nsoak (short):", figures)
     assert figures["false_alarms"] == 0, figures["false_alarm_events"]
@@ -198,7 +198,7 @@ def test_soak_short(config):
 @pytest.mark.soak
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(not os.environ.get("SHAZBOT_SOAK"), reason="long soak: run `make soak`")
-def test_soak_long(config):
+def test_soak_long(config: dict[str, Any]) -> None:
     seconds = float(os.environ.get("SHAZBOT_SOAK_SECONDS", 300))
     figures = run_soak(config, seconds, seed=int(os.environ.get("SHAZBOT_SOAK_SEED", 2)))
     print("\nsoak (long):", figures)

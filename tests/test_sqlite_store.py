@@ -42,7 +42,9 @@ def add_next(m: Membership) -> None:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., object]:
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[..., MemoryStore | SqliteStore]:
     def make(host_id: str = "run-1") -> MemoryStore | SqliteStore:
         membership = Membership(ME, False, NOW, 100.0)
         if request.param == "memory":
@@ -55,7 +57,9 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., 
 # -- the contract -------------------------------------------------------------------
 
 
-def test_a_merge_is_kept_and_reported_once(make_store):
+def test_a_merge_is_kept_and_reported_once(
+    make_store: Callable[..., MemoryStore | SqliteStore],
+) -> None:
     store = make_store()
     first = store.transact(merge(ServerList((peer(1),))))
     again = store.transact(merge(ServerList((peer(1),))))
@@ -65,7 +69,9 @@ def test_a_merge_is_kept_and_reported_once(make_store):
     assert [s.base_url for s in listed.offline] == [ME]
 
 
-def test_a_newer_offline_record_leaves_and_a_stale_online_one_never_revives(make_store):
+def test_a_newer_offline_record_leaves_and_a_stale_online_one_never_revives(
+    make_store: Callable[..., MemoryStore | SqliteStore],
+) -> None:
     store = make_store()
     store.transact(merge(ServerList((peer(1),))))
     left = store.transact(merge(ServerList((), (peer(1, NOW + 5),))))
@@ -74,7 +80,7 @@ def test_a_newer_offline_record_leaves_and_a_stale_online_one_never_revives(make
     assert store.transact(lambda m: m.peers(online=False)) == [peer(1, NOW + 5)]
 
 
-def test_host_flags_are_kept(make_store):
+def test_host_flags_are_kept(make_store: Callable[..., MemoryStore | SqliteStore]) -> None:
     store = make_store()
 
     def go(m: Membership) -> None:
@@ -89,7 +95,7 @@ def test_host_flags_are_kept(make_store):
     )
 
 
-def test_purged_records_are_gone(make_store):
+def test_purged_records_are_gone(make_store: Callable[..., MemoryStore | SqliteStore]) -> None:
     store = make_store()
     store.transact(merge(ServerList((), (peer(1, NOW - DAY + 10),))))
     purged = store.transact(lambda m: m.cleanup(NOW + 20, DAY))
@@ -97,7 +103,9 @@ def test_purged_records_are_gone(make_store):
     assert store.transact(lambda m: list(m.entries)) == [ME]
 
 
-def test_concurrent_read_modify_writes_are_atomic(make_store):
+def test_concurrent_read_modify_writes_are_atomic(
+    make_store: Callable[..., MemoryStore | SqliteStore],
+) -> None:
     store = make_store()
 
     def work() -> None:
@@ -113,7 +121,9 @@ def test_concurrent_read_modify_writes_are_atomic(make_store):
     assert names == {f"http://p{n}.test/" for n in range(1, 201)}
 
 
-def test_usable_after_reset_after_fork(make_store):
+def test_usable_after_reset_after_fork(
+    make_store: Callable[..., MemoryStore | SqliteStore],
+) -> None:
     store = make_store()
     store.transact(merge(ServerList((peer(1),))))
     store.reset_after_fork()
@@ -127,7 +137,7 @@ def sqlite(path: Path, host_id: str | None = "run-1", base_url: str = ME) -> Sql
     return SqliteStore(str(path), Membership(base_url, False, NOW, 100.0), host_id=host_id)
 
 
-def test_workers_share_one_table_and_its_flags(tmp_path):
+def test_workers_share_one_table_and_its_flags(tmp_path: Path) -> None:
     one, two = sqlite(tmp_path / "s"), sqlite(tmp_path / "s")
     assert one.transact(merge(ServerList((peer(1),)))).joined == [peer(1)]
     # The other worker sees the change, and it is no transition there: signals fire once.
@@ -141,7 +151,7 @@ def test_workers_share_one_table_and_its_flags(tmp_path):
     assert two.transact(lambda m: set(m.entries)) == {ME, peer(1).base_url, peer(2).base_url}
 
 
-def test_a_failed_transaction_changes_nothing(tmp_path):
+def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
     one, two = sqlite(tmp_path / "s"), sqlite(tmp_path / "s")
 
     def fail(m: Membership) -> None:
@@ -154,7 +164,7 @@ def test_a_failed_transaction_changes_nothing(tmp_path):
     assert two.transact(lambda m: set(m.entries)) == {ME}
 
 
-def test_a_new_run_of_the_host_starts_afresh(tmp_path):
+def test_a_new_run_of_the_host_starts_afresh(tmp_path: Path) -> None:
     old = sqlite(tmp_path / "s", host_id="1234:100")
     old.transact(merge(ServerList((peer(1),))))
     old.transact(lambda m: setattr(m, "control_online", False))
@@ -167,7 +177,7 @@ def test_a_new_run_of_the_host_starts_afresh(tmp_path):
     assert new_run.transact(lambda m: (set(m.entries), m.control_online)) == ({ME}, True)
 
 
-def test_processes_read_modify_write_atomically(tmp_path):
+def test_processes_read_modify_write_atomically(tmp_path: Path) -> None:
     path = tmp_path / "s"
     script = f"""
 import sys
@@ -183,7 +193,7 @@ for _ in range(50):
     assert names == {f"http://p{n}.test/" for n in range(1, 201)}
 
 
-def test_a_store_used_before_fork_works_in_parent_and_child(tmp_path):
+def test_a_store_used_before_fork_works_in_parent_and_child(tmp_path: Path) -> None:
     path = tmp_path / "s"
     script = f"""
 import os, sys
@@ -207,7 +217,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
     assert names == {f"http://p{n}.test/" for n in range(1, 42)}
 
 
-def test_the_state_file_is_private(tmp_path):
+def test_the_state_file_is_private(tmp_path: Path) -> None:
     store = sqlite(tmp_path / "s")
     store.transact(merge(ServerList((peer(1),))))
     assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o600
@@ -216,7 +226,9 @@ def test_the_state_file_is_private(tmp_path):
         sqlite(tmp_path / "link")
 
 
-def test_the_default_path_is_per_base_url_in_the_temporary_directory(tmp_path, monkeypatch):
+def test_the_default_path_is_per_base_url_in_the_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
@@ -228,7 +240,7 @@ def test_the_default_path_is_per_base_url_in_the_temporary_directory(tmp_path, m
     assert Path(one).parent == tmp_path
 
 
-def test_a_deleted_file_is_recreated_with_every_process_news(tmp_path):
+def test_a_deleted_file_is_recreated_with_every_process_news(tmp_path: Path) -> None:
     one, two = sqlite(tmp_path / "s"), sqlite(tmp_path / "s")
     one.transact(merge(ServerList((peer(1),))))
     assert two.transact(lambda m: peer(1).base_url in m.entries)
@@ -244,7 +256,7 @@ def test_a_deleted_file_is_recreated_with_every_process_news(tmp_path):
     assert sqlite(tmp_path / "s").transact(lambda m: (m.control_online, set(m.entries))) == two_news
 
 
-def test_another_nodes_live_file_is_refused(tmp_path):
+def test_another_nodes_live_file_is_refused(tmp_path: Path) -> None:
     from flask_clustershazbot.host_state import run_id
 
     live = run_id(os.getpid())
@@ -267,7 +279,7 @@ def saved_stamp(path: Path) -> int:
         )
 
 
-def test_our_own_heartbeat_alone_is_written_at_most_once_a_second(tmp_path):
+def test_our_own_heartbeat_alone_is_written_at_most_once_a_second(tmp_path: Path) -> None:
     store, other = sqlite(tmp_path / "s"), sqlite(tmp_path / "s")
 
     def beat(now: int, online: bool = True) -> Callable[[Membership], None]:
