@@ -91,6 +91,75 @@ def _raw(e: Entry) -> bytes:
     return raw
 
 
+class Entries(dict[str, Entry]):
+    """The table: base URL -> Entry, and what lets an incoming record be skipped unread
+    (:meth:`skip_index`), kept up to date by every change of the table."""
+
+    __slots__ = ("_skip",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._skip: tuple[dict[bytes, bool], dict[bytes, bool]] | None = None
+
+    def skip_index(self) -> tuple[dict[bytes, bool], dict[bytes, bool]]:
+        """Per side (``[offline, online]``), the wire records (bytes without their braces)
+        that the merge's rule skips on that side: each entry's own record on its side, and
+        on either side a record older than its member's entry. Built on first use."""
+        skip = self._skip
+        if skip is None:
+            skip = self._skip = ({}, {})
+            for e in self.values():
+                skip[e.online][_raw(e)[1:-1]] = True
+        return skip
+
+    def __setitem__(self, url: str, entry: Entry) -> None:
+        skip, old = self._skip, self.get(url)
+        if skip is not None and old is not None:
+            key = _raw(old)[1:-1]
+            skip[old.online].pop(key, None)
+            stamp, was = entry.server.last_update, old.server.last_update
+            if stamp > was:  # the old record is skipped on either side from now on
+                skip[0][key] = skip[1][key] = True
+            elif stamp < was:  # our own stamp restarted (the clock guard): older ones are not
+                skip = self._skip = None
+        if skip is not None:
+            if len(skip[0]) + len(skip[1]) > 4 * len(self) + 512:  # old versions pile up
+                self._skip = None
+            else:
+                skip[entry.online][_raw(entry)[1:-1]] = True
+        super().__setitem__(url, entry)
+
+    # Any other change (a member removed, rare) rebuilds the index at its next use: the
+    # versions older than a removed member's entry must go with it.
+    def __delitem__(self, url: str) -> None:
+        self._skip = None
+        super().__delitem__(url)
+
+    def pop(self, *args: Any) -> Any:
+        self._skip = None
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, Entry]:
+        self._skip = None
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._skip = None
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Entry) -> None:
+        self._skip = None
+        super().update(*args, **kwargs)
+
+    def setdefault(self, url: str, entry: Entry) -> Entry:
+        self._skip = None
+        return super().setdefault(url, entry)
+
+    def __ior__(self, other: Any) -> Entries:  # type: ignore[override,misc]
+        self._skip = None
+        return super().__ior__(other)
+
+
 def _rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
     """The merge order: newer wins; on equal timestamps offline wins, then monitor."""
     return server.last_update, not online, server.monitor
@@ -113,9 +182,7 @@ class Membership:
     def __init__(self, base_url: str, monitor: bool, now: int, mono: float) -> None:
         self.base_url = base_url
         self.monitor = monitor
-        self.entries: dict[str, Entry] = {
-            base_url: Entry(GossipServer(base_url, monitor, now), False, mono)
-        }
+        self.entries = Entries({base_url: Entry(GossipServer(base_url, monitor, now), False, mono)})
         #: Between start and shutdown.
         self.running = False
         #: False after a control request took this node offline (sticky).
@@ -457,5 +524,5 @@ class Membership:
 
     def load(self, entries: Iterable[Entry]) -> None:
         """Replace the table with saved entries (used by persistent stores)."""
-        self.entries = {e.server.base_url: e for e in entries}
+        self.entries = Entries((e.server.base_url, e) for e in entries)
         self.version += 1
