@@ -15,8 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress, repeat
-from operator import is_
+from itertools import filterfalse
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
@@ -376,11 +375,9 @@ def _side(
     skip_index = getattr(entries, "skip_index", None)
     misses: Sequence[bytes] = records
     if skip_index is not None:
-        known = skip_index()[online]
-        hits = list(map(known.get, records))  # True or None: compared with None at C speed
-        if None not in hits:
+        misses = list(filterfalse(skip_index().sides[online].__contains__, records))
+        if not misses:
             return (), 0, None
-        misses = list(compress(records, map(is_, hits, repeat(None))))
     try:
         found = [_decode_record(b"{%b}" % piece) for piece in misses]
     except (msgspec.DecodeError, RecursionError):
@@ -429,16 +426,52 @@ def _records(array: bytes) -> Sequence[Any]:
     return _decode_records(array)
 
 
+#: How nodes write a GossipMessage, compactly: ours, then the original's (a JS object
+#: literal's key order). Anything else goes through msgspec's decoder.
+_LAYOUTS = (
+    (b'{"online":[', b'],"message":"gossip"}'),
+    (b'{"message":"gossip","online":[', b"]}"),
+)
+_OFFLINE = b'],"offline":['
+
+
+def _compact(raw: bytes) -> tuple[_Pieces | list[Any], _Pieces | list[Any]] | None:
+    """The two lists of a message in one of :data:`_LAYOUTS`, split into records unread, or
+    None. Not checked here: :func:`_side` trusts a split once every record in it is one
+    valid object (then the whole body is one valid message, of this very shape)."""
+    for head, tail in _LAYOUTS:
+        if raw.startswith(head) and raw.endswith(tail):
+            middle = raw.find(_OFFLINE, len(head))
+            if middle < 0:
+                continue
+            lists: list[_Pieces | list[Any]] = []
+            for start, end in (
+                (len(head), middle),
+                (middle + len(_OFFLINE), len(raw) - len(tail)),
+            ):
+                if start == end:
+                    lists.append([])
+                elif raw[start] == ord("{") and raw[end - 1] == ord("}") and end - start > 1:
+                    lists.append(_Pieces(raw[start + 1 : end - 1].split(b"},{")))
+            if len(lists) == 2:
+                return lists[0], lists[1]
+    return None
+
+
 def decode_gossip(raw: bytes) -> Incoming | None:
     """``raw`` checked by msgspec, or None: msgspec is not installed (or
     :func:`_json.force_std` turned it off), or it refuses ``raw``. The standard path
     (:func:`_json.loads`, :meth:`ServerList.from_dict`) then decides, with its errors, so
     msgspec changes speed only, never what is accepted; so does :meth:`Incoming.news`
-    where msgspec refuses a record it decodes late.
+    where msgspec refuses a record it decodes late. A compact body of a known layout
+    (:func:`_compact`) is not decoded here at all.
     """
     # Non-ASCII bodies too: msgspec does not check the UTF-8 of the fields it skips.
     if _decode_message is None or not _json.TYPED or not raw.isascii():
         return None
+    lists = _compact(raw)
+    if lists is not None:
+        return Incoming(*lists, raw)
     try:
         message = _decode_message(raw)
         online, offline = _records(bytes(message.online)), _records(bytes(message.offline))

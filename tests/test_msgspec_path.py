@@ -238,26 +238,30 @@ def test_records_the_table_holds_are_skipped_unread_and_the_rest_decoded() -> No
 
 
 def skip_index_holds(m: Membership) -> None:
-    """Every key of the skip index is one the merge rule skips, and every entry's is there."""
-    skip = m.entries.skip_index()
-    for e in m.entries.values():
-        assert (
-            json.dumps(e.server.to_dict(), separators=(",", ":")).encode()[1:-1] in skip[e.online]
-        )
-    for side in (0, 1):
-        for key in skip[side]:
-            record = GossipServer.from_dict(json.loads(b"{%b}" % key))
-            e = m.entries[record.base_url]
-            assert record.last_update < e.server.last_update or (
-                record == e.server and e.online is bool(side)
-            ), (record, e)
+    """The skip index holds every entry's record on its side, and otherwise only records
+    older than their member's entry; the reply built from the index's parts is the table's."""
+    index = m.entries.skip_index()
+
+    def older(key: bytes) -> bool:
+        record = GossipServer.from_dict(json.loads(b"{%b}" % key))
+        return record.last_update < m.entries[record.base_url].server.last_update
+
+    for side in (False, True):
+        own = {
+            json.dumps(e.server.to_dict(), separators=(",", ":")).encode()[1:-1]
+            for e in m.entries.values()
+            if e.online is side
+        }
+        assert own <= set(index.sides[side])
+        assert all(older(key) for key in set(index.sides[side]) - own)
+    assert m.gossip_body() == _json.encode_json(m.gossip_message())
 
 
 @settings(max_examples=150, deadline=None, database=None)
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["merge", "beat", "offline", "cleanup", "cap"]),
+            st.sampled_from(["merge", "hint", "settle", "beat", "offline", "cleanup", "cap"]),
             st.sampled_from([s.base_url for s in KNOWN] + ["http://127.0.0.1:9200/", ME]),
             st.booleans(),
             st.integers(-3, 3),
@@ -279,6 +283,11 @@ def test_the_skip_index_follows_every_change_of_the_table(ops: list[Any]) -> Non
                 600_000,
                 86_400_000,
             )
+        elif op == "hint":  # from the master list
+            record = GossipServer(url, False, now + delta)
+            m.merge(ServerList((record,), ()), now, mono, 600_000, 86_400_000, hints=True)
+        elif op == "settle":
+            m.settle_hint(url, flag, mono)
         elif op == "beat":
             m.running = flag
             m.heartbeat(now + delta * 1000, mono, 500)
