@@ -12,10 +12,12 @@ counted.
 The bodies are what members send: every member's record, online, with heartbeats advancing.
 Each member beats once per interval, at its own phase; a member's view of another lags the
 newest beat by 0 to 3 intervals (drawn anew for every body), so a body holds records the
-monitor has, older ones and news, as in a running cluster. Every member's address is a
+monitor has, older ones and news, as in a running cluster. As our nodes do, bodies are
+sent gzip-compressed and replies asked for gzip (``--plain``: plain JSON, as the
+original's nodes send). Every member's address is a
 loopback one nobody listens on (``http://127.0.x.y:9/``): the monitor's own rounds to them
 fail at once, and its next exchange brings them back. ``python -m benchmarks.monitor
-[--sizes 100,1000,5000] [--monitors 3] [--interval 1] [--seconds 20] [--package DIR]``
+[--sizes 100,1000,5000] [--monitors 3] [--interval 1] [--seconds 20] [--plain] [--package DIR]``
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from flask_clustershazbot._json import gzip_body
 
 from .common import CONTROL, SECRET, environment, table
 from .endpoint import ROOT, Server, cpu_seconds, free_port, gunicorn
@@ -56,8 +60,10 @@ def member_url(i: int) -> str:
 class Members:
     """The records of N-1 members beating once per interval at their own phase."""
 
-    def __init__(self, count: int, interval: float, start_ms: int, monitor: str) -> None:
-        self.count, self.interval, self.start = count, interval, start_ms
+    def __init__(
+        self, count: int, interval: float, start_ms: int, monitor: str, gzip: bool = True
+    ) -> None:
+        self.count, self.interval, self.start, self.gzip = count, interval, start_ms, gzip
         self.urls = [json.dumps(member_url(i)).encode() for i in range(count)]
         # Members hold the monitor's record too; theirs lags its own (skipped, not refuted).
         self.extra = b'{"baseUrl":%b,"monitor":true,"lastUpdate":%d}' % (
@@ -86,7 +92,8 @@ class Members:
             for i, url in enumerate(self.urls)
         ]
         records.append(self.extra)
-        return b'{"online":[%b],"offline":[],"message":"gossip"}' % b",".join(records)
+        body = b'{"online":[%b],"offline":[],"message":"gossip"}' % b",".join(records)
+        return gzip_body(body) if self.gzip else body
 
 
 class Driver:
@@ -117,7 +124,8 @@ class Driver:
         head = (
             "POST /clustershazbot/gossip HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: {SECRET}\r\nContent-Type: application/json\r\n"
-            "Content-Length: %d\r\n\r\n"
+            + ("Content-Encoding: gzip\r\nAccept-Encoding: gzip\r\n" if self.members.gzip else "")
+            + "Content-Length: %d\r\n\r\n"
         )
         period = CONNECTIONS / self.rate
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
@@ -155,7 +163,12 @@ class Driver:
 
 
 def run(
-    n: int, monitors: int, interval: float, seconds: float, package: str | None = None
+    n: int,
+    monitors: int,
+    interval: float,
+    seconds: float,
+    package: str | None = None,
+    gzip: bool = True,
 ) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="shazbot-monitor-")
     try:
@@ -174,7 +187,7 @@ def run(
             "SHAZBOT_STATE_PATH": str(Path(tmp, "state.db")),
             "PYTHONPATH": os.pathsep.join([*([package] if package else []), str(ROOT)]),
         }
-        members = Members(n - 1, interval, int(time.time() * 1000), base_url)
+        members = Members(n - 1, interval, int(time.time() * 1000), base_url, gzip)
         rate = n / (2 * monitors * interval)
         server = Server(
             "monitor",
@@ -226,15 +239,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--interval", type=float, default=1.0, help="T, the gossip interval (s)")
     parser.add_argument("--seconds", type=float, default=20.0, help="the measured window")
     parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain JSON both ways, as the original's nodes send (ours: gzip both ways)",
+    )
+    parser.add_argument(
         "--package", metavar="DIR", help="serve the package of another checkout (e.g. before)"
     )
     args = parser.parse_args(argv)
     print(
         f"monitor: M = {args.monitors}, T = {args.interval:g} s, {args.seconds:g} s window; "
+        f"{'plain JSON' if args.plain else 'gzip both ways'}; "
         f"gunicorn gthread 1 worker x 8 threads; package {args.package or ROOT} ({environment()})"
     )
     results = [
-        run(int(n), args.monitors, args.interval, args.seconds, args.package)
+        run(int(n), args.monitors, args.interval, args.seconds, args.package, not args.plain)
         for n in args.sizes.split(",")
     ]
     print(
