@@ -73,6 +73,7 @@ class Members:
         self.rng = random.Random(25)
         self.step = -1
         self.bodies: list[bytes] = []
+        self.lock = threading.Lock()  # one connection builds a sub-step's bodies
 
     def beat(self, i: int, step: int) -> int:
         """Member ``i``'s newest beat at sub-step ``step``: it beats when step reaches its phase."""
@@ -80,9 +81,10 @@ class Members:
 
     def body(self, now: float, k: int) -> bytes:
         step = int((now * 1000 - self.start) / (self.interval * 1000 / STEPS))
-        if step != self.step:
-            self.step, self.bodies = step, [self._build(step) for _ in range(VARIANTS)]
-        return self.bodies[k % VARIANTS]
+        with self.lock:
+            if step > self.step:
+                self.step, self.bodies = step, [self._build(step) for _ in range(VARIANTS)]
+            return self.bodies[k % VARIANTS]
 
     def _build(self, step: int) -> bytes:
         lag, beat, period, start = self.rng.choice, self.beat, int(self.interval * 1000), self.start
@@ -128,38 +130,50 @@ class Driver:
             + "Content-Length: %d\r\n\r\n"
         )
         period = CONNECTIONS / self.rate
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-        reader = sock.makefile("rb")
+        sock, reader = None, None
         try:
             k = 0
             while k < seconds * self.rate / CONNECTIONS + 1:  # bounded: the window's share
                 due = begin + (k + c / CONNECTIONS) * period
-                if due > begin + seconds:
-                    break
+                if due > begin + seconds or time.monotonic() > begin + seconds:
+                    break  # a monitor that cannot keep up gets fewer, not a backlog
                 wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
                 elif wait < -period:
                     with self.lock:
                         self.late += 1
+                k += 1
                 body = self.members.body(time.time(), k * CONNECTIONS + c)
-                sent = time.monotonic()
-                sock.sendall((head % len(body)).encode() + body)
-                status = reader.readline()
-                length = 0
-                while (line := reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                reader.read(length)
+                try:
+                    if sock is None or reader is None:
+                        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                        reader = sock.makefile("rb")
+                    sent = time.monotonic()
+                    sock.sendall((head % len(body)).encode() + body)
+                    status = reader.readline()
+                    length = 0
+                    while (line := reader.readline()) not in (b"\r\n", b""):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                    reader.read(length)
+                except OSError:  # the server closed the connection: a new one next time
+                    status = b""
+                    if reader is not None:
+                        reader.close()
+                    if sock is not None:
+                        sock.close()
+                    sock, reader = None, None
                 with self.lock:
                     if status.startswith(b"HTTP/1.1 200"):
                         self.latencies.append(time.monotonic() - sent)
                     else:
                         self.errors += 1
-                k += 1
         finally:
-            reader.close()
-            sock.close()
+            if reader is not None:
+                reader.close()
+            if sock is not None:
+                sock.close()
 
 
 def run(

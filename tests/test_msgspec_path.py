@@ -178,6 +178,15 @@ def test_bad_base_urls_are_skipped_and_named_alike(raw: bytes) -> None:
         b'{"message":"gossip","online":[],"x":"\\ud800"}',  # a lone surrogate: fine for json
         b'{"message":"x","message":"gossip","online":[]}',  # duplicate keys: the last one counts
         b'{"message":"gossip","online":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        # Compact bodies of a known layout, split unread: a bad record is found late.
+        b'{"online":[{"baseUrl":"http://127.0.0.1:9100/","monitor":false,"lastUpdate":1,'
+        b'"x":NaN}],"offline":[],"message":"gossip"}',
+        b'{"message":"gossip","online":[],"offline":[{"baseUrl":"http://127.0.0.1:9000/",'
+        b'"monitor":false,"lastUpdate":1699999999999},{]}',
+        b'{"online":[{"a":' + b"[" * 5000 + b"]" * 5000 + b'}],"offline":[],"message":"gossip"}',
+        b'{"online":[{}],"offline":[{"baseUrl":5}],"message":"gossip"}',
+        b'{"online":[{"baseUrl":"http://127.0.0.1:9000/","monitor":false,'
+        b'"lastUpdate":1699999999999}],"offline":[],"message":"gossip"}x',
     ],
 )
 def test_everything_msgspec_refuses_is_decided_by_the_standard_path(raw: bytes) -> None:
