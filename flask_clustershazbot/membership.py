@@ -91,6 +91,120 @@ def _raw(e: Entry) -> bytes:
     return raw
 
 
+class _Index:
+    """What :class:`Entries` keeps beside the table for the gossip endpoint: the records
+    an incoming one is skipped for, and the reply's records in table order."""
+
+    __slots__ = ("parts", "places", "recent", "sides")
+
+    def __init__(self, entries: Entries) -> None:
+        #: The reply's records in table order: offline, then listed online (never a
+        #: hint); b"" where an entry is not on that list.
+        self.parts: tuple[list[bytes], list[bytes]] = ([], [])
+        #: Each base URL's place in those lists.
+        self.places: dict[str, int] = {}
+        for url, e in entries.items():
+            self.places[url] = len(self.parts[0])
+            self.parts[0].append(b"" if e.online else _raw(e))
+            self.parts[1].append(_raw(e) if e.member else b"")
+        #: Records older than their member's entry, replaced since the last generation.
+        self.recent: dict[bytes, bool] = {}
+        #: Per side (``[offline, online]``), as wire bytes without braces: the entries'
+        #: records there, and on both sides the older ones of this generation and the last
+        #: (peers' views lag by a round or more: their bodies hold many of these).
+        self.sides = _sides(entries, {})
+
+    def put(self, entries: Entries, url: str, entry: Entry, old: Entry | None) -> bool:
+        """Follow ``entries[url] = entry`` (``old``: the entry it replaces); False when
+        the index must be built anew (a stamp went down: our own, by the clock guard)."""
+        raw = _raw(entry)
+        if old is None:
+            self.places[url] = len(self.parts[0])
+            self.parts[0].append(b"")
+            self.parts[1].append(b"")
+        else:
+            key, stamp, was = _raw(old)[1:-1], entry.server.last_update, old.server.last_update
+            if stamp < was:
+                return False
+            if stamp > was and len(self.recent) > 3 * len(self.places) + 256:
+                self.sides, self.recent = _sides(entries, self.recent), {}  # a new generation
+            self.sides[old.online].pop(key, None)
+            if stamp > was:
+                self.recent[key] = self.sides[0][key] = self.sides[1][key] = True
+        self.sides[entry.online][raw[1:-1]] = True
+        place = self.places[url]
+        self.parts[0][place] = b"" if entry.online else raw
+        self.parts[1][place] = raw if entry.member else b""
+        return True
+
+
+def _sides(
+    entries: Entries, older: dict[bytes, bool]
+) -> tuple[dict[bytes, bool], dict[bytes, bool]]:
+    """:attr:`_Index.sides`: ``older`` on both sides, and the entries' records on theirs."""
+    sides = (dict(older), dict(older))
+    for e in entries.values():
+        sides[e.online][_raw(e)[1:-1]] = True
+    return sides
+
+
+class Entries(dict[str, Entry]):
+    """The table: base URL -> Entry; and, once the gossip endpoint asks, what lets an
+    incoming record be skipped unread (:meth:`skip_index`) and the reply's records in
+    table order (:meth:`reply_parts`), kept up to date by every change of the table."""
+
+    __slots__ = ("_index",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._index: _Index | None = None
+
+    def index(self) -> _Index:
+        if self._index is None:
+            self._index = _Index(self)
+        return self._index
+
+    def skip_index(self) -> _Index:
+        """``sides[online]``: records (wire bytes without braces) that the merge's rule
+        skips on that side: the entries' own there, and many older than their member's entry."""
+        return self.index()
+
+    def __setitem__(self, url: str, entry: Entry) -> None:
+        if self._index is not None and not self._index.put(self, url, entry, self.get(url)):
+            self._index = None
+        super().__setitem__(url, entry)
+
+    # Any other change (a member removed, rare) rebuilds the index at its next use: the
+    # versions older than a removed member's entry go with it, and places move.
+    def __delitem__(self, url: str) -> None:
+        self._index = None
+        super().__delitem__(url)
+
+    def pop(self, *args: Any) -> Any:
+        self._index = None
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, Entry]:
+        self._index = None
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._index = None
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Entry) -> None:
+        self._index = None
+        super().update(*args, **kwargs)
+
+    def setdefault(self, url: str, entry: Entry) -> Entry:
+        self._index = None
+        return super().setdefault(url, entry)
+
+    def __ior__(self, other: Any) -> Entries:  # type: ignore[override,misc]
+        self._index = None
+        return super().__ior__(other)
+
+
 #: Wire bytes of a record besides its base URL: the keys, ``false``, 16 digits, ``{}`` and a comma.
 RECORD_OVERHEAD = 64
 
@@ -108,9 +222,7 @@ class Membership:
     def __init__(self, base_url: str, monitor: bool, now: int, mono: float) -> None:
         self.base_url = base_url
         self.monitor = monitor
-        self.entries: dict[str, Entry] = {
-            base_url: Entry(GossipServer(base_url, monitor, now), False, mono)
-        }
+        self.entries = Entries({base_url: Entry(GossipServer(base_url, monitor, now), False, mono)})
         #: Between start and shutdown.
         self.running = False
         #: False after a control request took this node offline (sticky).
@@ -162,17 +274,15 @@ class Membership:
         cached = self._body_cache
         if cached is None or cached[0] != key:
             # Ours splits its list in two, so that the order stays the table's (as gossip_message).
-            parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
-            side = 0
-            for url, e in self.entries.items():
-                if url == self.base_url:
-                    side = 1
-                elif e.hint:
-                    continue
-                else:
-                    parts[side if e.online is me.online else 2].append(_raw(e))
-            joined = [b",".join(p) for p in parts]
-            cached = self._body_cache = (key, joined[0], joined[1], joined[2])
+            index = self.entries.index()
+            place, parts = index.places[self.base_url], index.parts
+            ours, others = (parts[1], parts[0]) if me.online else (parts[0], parts[1])
+            cached = self._body_cache = (
+                key,
+                b",".join(filter(None, ours[:place])),
+                b",".join(filter(None, ours[place + 1 :])),
+                b",".join(filter(None, others)),
+            )
         _, before, after, other = cached
         mine = b",".join([x for x in (before, _raw(me), after) if x])
         online, offline = (mine, other) if me.online else (other, mine)
@@ -452,5 +562,5 @@ class Membership:
 
     def load(self, entries: Iterable[Entry]) -> None:
         """Replace the table with saved entries (used by persistent stores)."""
-        self.entries = {e.server.base_url: e for e in entries}
+        self.entries = Entries((e.server.base_url, e) for e in entries)
         self.version += 1

@@ -61,6 +61,18 @@ def merged(servers: ServerList) -> Any:
 
 
 def same(raw: bytes) -> bool:
+    """The verdicts agree, on ``raw`` and on it written compactly, as nodes write bodies
+    (whose lists the fast path splits record by record: :class:`records._Pieces`)."""
+    try:
+        compact = json.dumps(json.loads(raw), separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
+        compact = raw
+    if compact != raw:
+        agree(compact)
+    return agree(raw)
+
+
+def agree(raw: bytes) -> bool:
     used, verdict = fast(raw, table())
     expected = standard(raw)
     if isinstance(expected, str):
@@ -112,6 +124,11 @@ def test_records_that_cannot_change_the_table_are_skipped_and_new_ones_kept() ->
         body([rec(stamp=0), rec(stamp=MAX_LAST_UPDATE)], [rec(monitor=True)]),
         body([rec()], extra={"a": [1, {"b": None}]}),
         body([], None),
+        # What splitting a compact list at "},{" gets wrong: the whole list decides.
+        body([{**rec(), "x": "},{"}, rec(KNOWN[0].base_url, stamp=NOW + 1)]),
+        body([{**rec(), "x": {"y": {}}}, {**rec(stamp=NOW + 2), "z": [{}, {}]}]),
+        body([s.to_dict() for s in KNOWN[:3]], [{**s.to_dict(), "x": "},{"} for s in KNOWN[3:]]),
+        body([rec("http://127.0.0.1:9101/", stamp=NOW - 5), rec(stamp=NOW + 5)]),  # one name twice
     ],
 )
 def test_accepted_alike(raw: bytes) -> None:
@@ -148,6 +165,8 @@ def test_bad_base_urls_are_skipped_and_named_alike(raw: bytes) -> None:
         body([rec()], offline={}),
         body([rec()], message="hi"),
         body([1]),
+        body([rec(), {**rec(), "monitor": 1}]),  # one record of a compact list refused
+        body([s.to_dict() for s in KNOWN[:3]] + [{}]),
         b'{"online":[]}',
         b"[]",
         b"",
@@ -159,6 +178,15 @@ def test_bad_base_urls_are_skipped_and_named_alike(raw: bytes) -> None:
         b'{"message":"gossip","online":[],"x":"\\ud800"}',  # a lone surrogate: fine for json
         b'{"message":"x","message":"gossip","online":[]}',  # duplicate keys: the last one counts
         b'{"message":"gossip","online":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        # Compact bodies of a known layout, split unread: a bad record is found late.
+        b'{"online":[{"baseUrl":"http://127.0.0.1:9100/","monitor":false,"lastUpdate":1,'
+        b'"x":NaN}],"offline":[],"message":"gossip"}',
+        b'{"message":"gossip","online":[],"offline":[{"baseUrl":"http://127.0.0.1:9000/",'
+        b'"monitor":false,"lastUpdate":1699999999999},{]}',
+        b'{"online":[{"a":' + b"[" * 5000 + b"]" * 5000 + b'}],"offline":[],"message":"gossip"}',
+        b'{"online":[{}],"offline":[{"baseUrl":5}],"message":"gossip"}',
+        b'{"online":[{"baseUrl":"http://127.0.0.1:9000/","monitor":false,'
+        b'"lastUpdate":1699999999999}],"offline":[],"message":"gossip"}x',
     ],
 )
 def test_everything_msgspec_refuses_is_decided_by_the_standard_path(raw: bytes) -> None:
@@ -203,3 +231,86 @@ records = st.one_of(
 @given(st.lists(records, max_size=6), st.lists(records, max_size=6) | st.none())
 def test_any_message_is_decided_alike(online: list[Any], offline: list[Any] | None) -> None:
     same(body(online, offline))
+
+
+def test_records_the_table_holds_are_skipped_unread_and_the_rest_decoded() -> None:
+    m = table()
+    held = [s.to_dict() for s in KNOWN[:3]]
+    raw = json.dumps({"message": "gossip", "online": held}, separators=(",", ":")).encode()
+    incoming = decode_gossip(raw)
+    assert incoming is not None and incoming.news(m.entries) == ServerList()
+    newer = {**held[1], "lastUpdate": NOW + 1}
+    text = json.dumps({"message": "gossip", "online": [held[0], newer]}, separators=(",", ":"))
+    incoming = decode_gossip(text.encode())
+    assert incoming is not None
+    assert incoming.news(m.entries) == ServerList((GossipServer.from_dict(newer),), ())
+
+
+def skip_index_holds(m: Membership) -> None:
+    """The skip index holds every entry's record on its side, and otherwise only records
+    older than their member's entry; the reply built from the index's parts is the table's."""
+    index = m.entries.skip_index()
+
+    def older(key: bytes) -> bool:
+        record = GossipServer.from_dict(json.loads(b"{%b}" % key))
+        return record.last_update < m.entries[record.base_url].server.last_update
+
+    for side in (False, True):
+        own = {
+            json.dumps(e.server.to_dict(), separators=(",", ":")).encode()[1:-1]
+            for e in m.entries.values()
+            if e.online is side
+        }
+        assert own <= set(index.sides[side])
+        assert all(older(key) for key in set(index.sides[side]) - own)
+    assert m.gossip_body() == _json.encode_json(m.gossip_message())
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["merge", "hint", "settle", "beat", "offline", "cleanup", "cap"]),
+            st.sampled_from([s.base_url for s in KNOWN] + ["http://127.0.0.1:9200/", ME]),
+            st.booleans(),
+            st.integers(-3, 3),
+        ),
+        max_size=25,
+    )
+)
+def test_the_skip_index_follows_every_change_of_the_table(ops: list[Any]) -> None:
+    m, mono, now = table(), 1.0, NOW
+    m.entries.skip_index()
+    for op, url, flag, delta in ops:
+        mono, now = mono + 1, now + 1
+        if op == "merge":
+            record = GossipServer(url, flag, now + delta)
+            m.merge(
+                ServerList(*(((record,), ()) if flag else ((), (record,)))),
+                now,
+                mono,
+                600_000,
+                86_400_000,
+            )
+        elif op == "hint":  # from the master list
+            record = GossipServer(url, False, now + delta)
+            m.merge(ServerList((record,), ()), now, mono, 600_000, 86_400_000, hints=True)
+        elif op == "settle":
+            m.settle_hint(url, flag, mono)
+        elif op == "beat":
+            m.running = flag
+            m.heartbeat(now + delta * 1000, mono, 500)
+        elif op == "offline":
+            m.mark_offline(url, now + delta, mono)
+        elif op == "cleanup":
+            m.cleanup(now, 5 + delta)
+        else:
+            m.merge(
+                ServerList((), (GossipServer(f"http://127.0.0.1:{9300 + delta}/", flag, now),)),
+                now,
+                mono,
+                600_000,
+                86_400_000,
+                max_members=len(m.entries),
+            )
+        skip_index_holds(m)

@@ -27,7 +27,7 @@ SKIP_LOG_INTERVAL = 60.0
 MAX_SKIP_SENDERS = 1024
 
 
-def reports_itself(servers: ServerList | Incoming, url: str, horizon: int) -> bool | None:
+def reports_itself(servers: ServerList, url: str, horizon: int) -> bool | None:
     """Whether a reply from the hint ``url`` reports ``url`` online: True with a record this
     node accepts, False with none (it answered as another member), None when its only such
     record is stamped beyond the clock guard (its clock is ahead: no answer either way).
@@ -161,7 +161,8 @@ class Table:
                 hints,
             )
             entry = m.entries.get(answered) if answered else None
-            if answered and entry is not None and entry.hint:
+            # A round's reply is a ServerList (an Incoming may hold records' bytes unread).
+            if answered and entry is not None and entry.hint and isinstance(servers, ServerList):
                 reported = reports_itself(servers, answered, now + skew)
                 if reported is not None:
                     changes.extend(m.settle_hint(answered, reported, mono))
