@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import filterfalse
-from typing import Annotated, Any, Literal
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from . import _json
 from .errors import BadMessage
 
 #: Longest ``baseUrl`` accepted; longer ones are not a server's address.
@@ -28,7 +25,7 @@ MAX_URL_LENGTH = 2048
 MAX_LAST_UPDATE = 2**53 - 1
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
     """A short, safe rendering of a rejected value for an error message."""
     try:
         text = repr(value)
@@ -81,7 +78,7 @@ def _host(parts: SplitResult) -> tuple[str, str | None]:
 
 
 @lru_cache(maxsize=16384)
-def _check(url: str, base: bool) -> tuple[str, str | None]:
+def check_url(url: str, base: bool) -> tuple[str, str | None]:
     """``(canonical form, None)``, or ``("", why url is unusable)``.
 
     ``base``: a member's base URL (no query or fragment, path ending in ``/``);
@@ -130,12 +127,12 @@ def _check(url: str, base: bool) -> tuple[str, str | None]:
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url`` is not a valid member identity, or None when it is."""
-    return _check(url, True)[1]
+    return check_url(url, True)[1]
 
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` is not an http(s) URL the client can use (a master list's), or None."""
-    return _check(url, False)[1]
+    return check_url(url, False)[1]
 
 
 def canonical_base_url(url: str) -> str:
@@ -147,7 +144,7 @@ def canonical_base_url(url: str) -> str:
     phantom member in its own view. Raises ValueError (saying why) for a URL no
     canonical form can stand for (a query, a fragment, '..' segments, ...).
     """
-    canonical, problem = _check(url, True)
+    canonical, problem = check_url(url, True)
     if problem:
         raise ValueError(problem)
     return canonical
@@ -167,7 +164,7 @@ class GossipServer:
     @classmethod
     def from_dict(cls, data: Any, where: str = "server") -> GossipServer:
         if not isinstance(data, dict):
-            raise BadMessage(f"{where} must be an object, got {_show(data)}")
+            raise BadMessage(f"{where} must be an object, got {shown(data)}")
         try:
             url = data["baseUrl"]
             monitor = data["monitor"]
@@ -175,16 +172,16 @@ class GossipServer:
         except KeyError as exc:
             raise BadMessage(f"{where} is missing {exc.args[0]!r}") from None
         if type(url) is not str:
-            raise BadMessage(f"{where}.baseUrl must be a string, got {_show(url)}")
-        url, problem = _check(url, True)
+            raise BadMessage(f"{where}.baseUrl must be a string, got {shown(url)}")
+        url, problem = check_url(url, True)
         if problem:
-            raise BadMessage(f"{where}.baseUrl {problem}: {_show(data['baseUrl'])}")
+            raise BadMessage(f"{where}.baseUrl {problem}: {shown(data['baseUrl'])}")
         if type(monitor) is not bool:
-            raise BadMessage(f"{where}.monitor must be true or false, got {_show(monitor)}")
+            raise BadMessage(f"{where}.monitor must be true or false, got {shown(monitor)}")
         if type(last_update) is not int or not 0 <= last_update <= MAX_LAST_UPDATE:
             raise BadMessage(
                 f"{where}.lastUpdate must be an integer from 0 to {MAX_LAST_UPDATE}, "
-                f"got {_show(last_update)}"
+                f"got {shown(last_update)}"
             )
         return cls(url, monitor, last_update)
 
@@ -193,13 +190,13 @@ def _servers(data: dict[str, Any], key: str) -> tuple[tuple[GossipServer, ...], 
     """The valid records of ``data[key]``, how many were skipped, and the first one's problem."""
     items = data.get(key, [])
     if not isinstance(items, list):
-        raise BadMessage(f"{key} must be a list, got {_show(items)}")
+        raise BadMessage(f"{key} must be a list, got {shown(items)}")
     # The hot path of every gossip exchange: the checks of from_dict inlined for the
     # common valid record, and the frozen dataclass's slow __init__ skipped; any
     # record that fails them goes through from_dict, which says what is wrong.
     # Every base URL is stored in its canonical form, so aliases are one member.
     out: list[GossipServer] = []
-    append, new, check = out.append, _new_server, _check
+    append, new, check = out.append, new_server, check_url
     skipped, problem = 0, None
     for i, item in enumerate(items):
         if type(item) is dict:
@@ -236,7 +233,7 @@ def rank(server: GossipServer, online: bool) -> tuple[int, bool, bool]:
     return server.last_update, not online, server.monitor
 
 
-def _new_server(url: str, monitor: bool, last_update: int) -> GossipServer:
+def new_server(url: str, monitor: bool, last_update: int) -> GossipServer:
     """``GossipServer(url, monitor, last_update)`` for validated values, twice as fast."""
     server = object.__new__(GossipServer)
     _set_base_url(server, url)
@@ -269,14 +266,14 @@ class ServerList:
         (a peer's reply is a GossipMessage).
         """
         if not isinstance(data, dict):
-            raise BadMessage(f"the body must be a JSON object, got {_show(data)}")
+            raise BadMessage(f"the body must be a JSON object, got {shown(data)}")
         if "online" not in data:
             raise BadMessage("the body is missing 'online'")
         if message is not None or "message" in data:
             expected = message or "gossip"
             if data.get("message") != expected:
                 raise BadMessage(
-                    f"'message' must be {expected!r}, got {_show(data.get('message'))}"
+                    f"'message' must be {expected!r}, got {shown(data.get('message'))}"
                 )
         online, skipped, problem = _servers(data, "online")
         offline, more, other = _servers(data, "offline")
@@ -292,197 +289,13 @@ class ServerList:
 def parse_control(data: Any) -> bool:
     """Validate a ControlMessage; return the requested ``online`` state."""
     if not isinstance(data, dict):
-        raise BadMessage(f"the body must be a JSON object, got {_show(data)}")
+        raise BadMessage(f"the body must be a JSON object, got {shown(data)}")
     if data.get("message") != "control":
-        raise BadMessage(f"'message' must be 'control', got {_show(data.get('message'))}")
+        raise BadMessage(f"'message' must be 'control', got {shown(data.get('message'))}")
     online = data.get("online")
     if type(online) is not bool:
-        raise BadMessage(f"'online' must be true or false, got {_show(online)}")
+        raise BadMessage(f"'online' must be true or false, got {shown(online)}")
     return online
 
 
 # -- msgspec: the endpoint's fast path ------------------------------------------------------
-
-try:
-    import msgspec
-except ImportError:  # pragma: no cover - depends on the environment
-    _decode_message = None
-else:
-
-    class _Record(msgspec.Struct, rename="camel", gc=False):
-        """A wire record, typed and range-checked by msgspec in C (its base URL is not)."""
-
-        base_url: str
-        monitor: bool
-        last_update: Annotated[int, msgspec.Meta(ge=0, le=MAX_LAST_UPDATE)]
-
-    class _Message(msgspec.Struct, gc=False):
-        """A GossipMessage whose two lists msgspec checks as JSON only: their records are
-        decoded when needed (:func:`_records`, :meth:`Incoming.news`)."""
-
-        message: Literal["gossip"]
-        online: msgspec.Raw
-        offline: msgspec.Raw = msgspec.Raw(b"[]")
-
-    _decode_message = msgspec.json.Decoder(_Message).decode
-    _decode_records = msgspec.json.Decoder(list[_Record]).decode
-    _decode_record = msgspec.json.Decoder(_Record).decode
-
-
-class _Pieces(list[bytes]):
-    """A compact JSON list of objects (``[{...},{...}]``) split at ``},{``: each item an
-    object's text without its braces, as :meth:`Membership.skip_index` keys records.
-
-    A split inside a string makes an item that is no whole object. If every item with its
-    braces is one valid object, the list is exactly those objects (JSON's grammar has one
-    reading of a text), so the split was right; :func:`_side` checks that before it trusts one.
-    """
-
-    __slots__ = ()
-
-
-class _Refused(Exception):
-    """msgspec refuses a record decoded late (:func:`_side`): the standard path decides."""
-
-
-class Incoming:
-    """A GossipMessage checked by msgspec (valid JSON, ``"message": "gossip"``, two lists),
-    its records not all decoded yet: a compact list stays bytes (:class:`_Pieces`), any
-    other is decoded whole. ``online``/``offline`` are true when they hold records.
-
-    :meth:`news` keeps the records that could change the table: a record the table holds
-    (or an older version of one, see :meth:`Membership.skip_index`) is skipped by one lookup
-    of its bytes, before any object is made; one whose base URL is a table key has a
-    canonical base URL (the table holds no other), and if it does not outrank the entry
-    (the merge's own rule), it is skipped too.
-    """
-
-    __slots__ = ("offline", "online", "raw")
-
-    def __init__(self, online: Sequence[Any], offline: Sequence[Any], raw: bytes = b"") -> None:
-        self.online, self.offline, self.raw = online, offline, raw
-
-    def news(self, entries: Mapping[str, Any]) -> ServerList:
-        """The records that could change ``entries`` (base URL -> membership Entry), validated
-        as :meth:`ServerList.from_dict` would: bad ones skipped and counted."""
-        try:
-            online, skipped, problem = _side(self.online, True, entries, "online")
-            offline, more, other = _side(self.offline, False, entries, "offline")
-        except _Refused:  # as when msgspec refuses the whole message: all of it, the standard way
-            return ServerList.from_dict(_json.decode_json(self.raw, "the body"), message="gossip")
-        return ServerList(online, offline, skipped + more, problem or other)
-
-
-def _side(
-    records: Sequence[Any], online: bool, entries: Mapping[str, Any], key: str
-) -> tuple[tuple[GossipServer, ...], int, str | None]:
-    """:func:`_news` of one list; the items of :class:`_Pieces` that the table's skip index
-    holds are skipped unread, the others decoded."""
-    if type(records) is not _Pieces:
-        return _news(records, online, entries, key)
-    skip_index = getattr(entries, "skip_index", None)
-    misses: Sequence[bytes] = records
-    if skip_index is not None:
-        misses = list(filterfalse(skip_index().sides[online].__contains__, records))
-        if not misses:
-            return (), 0, None
-    try:
-        found = [_decode_record(b"{%b}" % piece) for piece in misses]
-    except (msgspec.DecodeError, RecursionError):
-        found = None  # a bad record, or a split inside a string
-    if found is not None:
-        news = _news(found, online, entries, key)
-        if not news[1]:
-            return news
-    # Decoded whole, so that a problem names the record's place in the list as the standard path does.
-    try:
-        whole = _decode_records(b"[{%b}]" % b"},{".join(records))
-    except (msgspec.DecodeError, RecursionError):
-        raise _Refused from None
-    return _news(whole, online, entries, key)
-
-
-def _news(
-    records: Sequence[Any], online: bool, entries: Mapping[str, Any], key: str
-) -> tuple[tuple[GossipServer, ...], int, str | None]:
-    out: list[GossipServer] = []
-    skipped, first = 0, None
-    get, check, new = entries.get, _check, _new_server
-    for r in records:
-        e = get(r.base_url)
-        if e is not None:  # skipped as Membership.merge skips them, before any object is made
-            known, stamp = e.server, r.last_update
-            if stamp < known.last_update or (
-                stamp == known.last_update and e.online is online and known.monitor is r.monitor
-            ):
-                continue
-        canonical, problem = check(r.base_url, True)
-        if problem is not None:  # worded as the standard path words it
-            skipped += 1
-            first = first or f"{key}[{records.index(r)}].baseUrl {problem}: {_show(r.base_url)}"
-            continue
-        out.append(new(canonical, r.monitor, r.last_update))
-    return tuple(out), skipped, first
-
-
-def _records(array: bytes) -> Sequence[Any]:
-    """A list of the message: empty, split (:class:`_Pieces`) when compact, else decoded."""
-    if array == b"[]":
-        return []
-    if array.startswith(b"[{") and array.endswith(b"}]"):
-        return _Pieces(array[2:-2].split(b"},{"))
-    return _decode_records(array)
-
-
-#: How nodes write a GossipMessage, compactly: ours, then the original's (a JS object
-#: literal's key order). Anything else goes through msgspec's decoder.
-_LAYOUTS = (
-    (b'{"online":[', b'],"message":"gossip"}'),
-    (b'{"message":"gossip","online":[', b"]}"),
-)
-_OFFLINE = b'],"offline":['
-
-
-def _compact(raw: bytes) -> tuple[_Pieces | list[Any], _Pieces | list[Any]] | None:
-    """The two lists of a message in one of :data:`_LAYOUTS`, split into records unread, or
-    None. Not checked here: :func:`_side` trusts a split once every record in it is one
-    valid object (then the whole body is one valid message, of this very shape)."""
-    for head, tail in _LAYOUTS:
-        if raw.startswith(head) and raw.endswith(tail):
-            middle = raw.find(_OFFLINE, len(head))
-            if middle < 0:
-                continue
-            lists: list[_Pieces | list[Any]] = []
-            for start, end in (
-                (len(head), middle),
-                (middle + len(_OFFLINE), len(raw) - len(tail)),
-            ):
-                if start == end:
-                    lists.append([])
-                elif raw[start] == ord("{") and raw[end - 1] == ord("}") and end - start > 1:
-                    lists.append(_Pieces(raw[start + 1 : end - 1].split(b"},{")))
-            if len(lists) == 2:
-                return lists[0], lists[1]
-    return None
-
-
-def decode_gossip(raw: bytes) -> Incoming | None:
-    """``raw`` checked by msgspec, or None: msgspec is not installed (or
-    :func:`_json.force_std` turned it off), or it refuses ``raw``. The standard path
-    (:func:`_json.loads`, :meth:`ServerList.from_dict`) then decides, with its errors, so
-    msgspec changes speed only, never what is accepted; so does :meth:`Incoming.news`
-    where msgspec refuses a record it decodes late. A compact body of a known layout
-    (:func:`_compact`) is not decoded here at all.
-    """
-    # Non-ASCII bodies too: msgspec does not check the UTF-8 of the fields it skips.
-    if _decode_message is None or not _json.TYPED or not raw.isascii():
-        return None
-    lists = _compact(raw)
-    if lists is not None:
-        return Incoming(*lists, raw)
-    try:
-        message = _decode_message(raw)
-        online, offline = _records(bytes(message.online)), _records(bytes(message.offline))
-    except (msgspec.DecodeError, RecursionError):  # ValidationError included; deep nesting
-        return None
-    return Incoming(online, offline, raw)

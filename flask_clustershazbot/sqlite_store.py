@@ -33,9 +33,10 @@ import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
+from .entries import Entry
 from .errors import ConfigError
 from .host_state import create_private_file, parent_of, pid_of, run_alive
-from .membership import Entry, Membership
+from .membership import Membership
 from .records import GossipServer
 from .store import Store
 

@@ -36,7 +36,7 @@ def refuse_port(port: int) -> None:
     """Make this process's record validation refuse base URLs whose port is ``port``."""
     from flask_clustershazbot import records
 
-    original = records._check
+    original = records.check_url
 
     def check(url: str, base: bool) -> tuple[str, str | None]:
         canonical, problem = original(url, base)
@@ -44,7 +44,7 @@ def refuse_port(port: int) -> None:
             return "", f"must not use port {port} (this version's rule)"
         return canonical, problem
 
-    records._check = check  # type: ignore[assignment]
+    records.check_url = check  # type: ignore[assignment]
 
 
 def write_signals(app: Any, path: str) -> None:

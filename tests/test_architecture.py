@@ -87,9 +87,14 @@ def test_no_module_imports_itself_back_through_another() -> None:
             visit(name, [name])
 
 
-def test_the_engine_is_made_of_small_parts() -> None:
+#: Modules still over the limits, each a known item of work (issue 22): the member table's
+#: class holds both its reading and its writing (merge, cap, hints).
+STILL_LARGE = {"flask_clustershazbot.membership"}
+
+
+def test_the_package_is_made_of_small_parts() -> None:
     for name, path in MODULES.items():
-        if not name.startswith("flask_clustershazbot.engine"):
+        if name in STILL_LARGE:
             continue
         source = path.read_text()
         assert len(source.splitlines()) <= 400, name

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from flask_clustershazbot import _json
 from flask_clustershazbot._json import decode_json
 from flask_clustershazbot.errors import BadMessage
+from flask_clustershazbot.incoming import decode_gossip
 from flask_clustershazbot.membership import Membership
-from flask_clustershazbot.records import MAX_LAST_UPDATE, GossipServer, ServerList, decode_gossip
+from flask_clustershazbot.records import MAX_LAST_UPDATE, GossipServer, ServerList
 
 pytest.importorskip("msgspec")
 
@@ -62,7 +63,7 @@ def merged(servers: ServerList) -> Any:
 
 def same(raw: bytes) -> bool:
     """The verdicts agree, on ``raw`` and on it written compactly, as nodes write bodies
-    (whose lists the fast path splits record by record: :class:`records._Pieces`)."""
+    (whose lists the fast path splits record by record: :class:`incoming._Pieces`)."""
     try:
         compact = json.dumps(json.loads(raw), separators=(",", ":")).encode()
     except (ValueError, RecursionError):

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._json import decode_json
 from ..errors import BadMessage, Busy, NotStarted, Unauthorized
+from ..incoming import Incoming, decode_gossip
 from ..membership import Membership
-from ..records import Incoming, ServerList, base_url_problem, decode_gossip
+from ..records import ServerList, base_url_problem
 from .common import log
 
 if TYPE_CHECKING:

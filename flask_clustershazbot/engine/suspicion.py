@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..membership import Entry, Membership
+from ..entries import Entry
+from ..membership import Membership
 from ..records import ServerList
 from .common import log
 

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..incoming import Incoming
 from ..membership import Changes, Membership
-from ..records import Incoming, ServerList, canonical_base_url
+from ..records import ServerList, canonical_base_url
 from .common import log
 
 if TYPE_CHECKING:
