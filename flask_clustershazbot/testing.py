@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Flask
 
-from ._json import GZIP_MIN_BYTES, decode_json, encode_json, gzip_body
+from ._json import decode_json, encode_json
 from .constants import EXTENSION_KEY
 from .engine import Engine
 from .errors import TransportError
@@ -31,7 +31,7 @@ from .masterlist.base import NodeMasterList
 from .records import GossipServer, ServerList, canonical_base_url
 from .scheduling import Scheduler
 from .settings_values import unreachable_base_url
-from .transport import Transport
+from .transport import Transport, wire_body
 
 __all__ = ["EventLoop", "MemoryTransport", "Network", "VirtualScheduler", "join", "leave"]
 
@@ -237,7 +237,7 @@ class MemoryTransport(Transport):
         if net.count_bytes:
             for body in (sent, reply):
                 net.plain_bytes += len(body)
-                net.wire_bytes += len(body) if len(body) < GZIP_MIN_BYTES else len(gzip_body(body))
+                net.wire_bytes += len(wire_body(body)[0])  # replies are gzipped alike
         net.lose(what, "reply")
         # Validated as the HTTP transport does.
         return ServerList.from_dict(decode_json(reply, f"the reply of {base_url}"))

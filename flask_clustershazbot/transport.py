@@ -48,12 +48,16 @@ if not any(isinstance(f, _MaskUrls) for f in _URLLIB3_LOG.filters):
     _URLLIB3_LOG.addFilter(_MaskUrls())
 
 
-def gossip_body(message: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    """The wire body of a GossipMessage and its extra headers (gzip from GZIP_MIN_BYTES on)."""
-    body = encode_json(message)
+def wire_body(body: bytes) -> tuple[bytes, dict[str, str]]:
+    """A JSON body as sent and its extra headers (gzip from GZIP_MIN_BYTES on)."""
     if len(body) < GZIP_MIN_BYTES:
         return body, {}
     return gzip_body(body), {"Content-Encoding": "gzip"}
+
+
+def gossip_body(message: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """The wire body of a GossipMessage and its extra headers."""
+    return wire_body(encode_json(message))
 
 
 def apply_tls(session: requests.Session, ca: str | None, cert: str | None, key: str | None) -> None:

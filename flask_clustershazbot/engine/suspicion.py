@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from ..entries import Entry
 from ..membership import Membership
-from ..records import ServerList
 from .common import log
 
 if TYPE_CHECKING:
@@ -256,10 +255,7 @@ class Suspicions:
             peers = [p.base_url for p in m.peers(online=True)]
             return e.rng.sample(peers, min(k, len(peers)))
 
-        targets = e.table.transact(pick)
-        for url, reply in e.transport.gossip_many(targets, e.table.state()).items():
-            if isinstance(reply, ServerList):
-                e.rounds.merge_quietly(reply, url)
+        e.discovery.greet(e.table.transact(pick), quiet=True)
 
     def _retry(self, s: Suspicion) -> None:
         e = self.engine
